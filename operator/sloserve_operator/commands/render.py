@@ -1,0 +1,35 @@
+"""`sloserve render -f FILE [--replicas N]`: the Kubernetes objects a ModelService becomes."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..api import validate_document
+from ..manifest_io import dump_objects, load_documents
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-f", "--filename", required=True, help="ModelService YAML file (- for stdin)")
+    parser.add_argument("--replicas", type=int, default=None,
+                        help="serving replicas in total, split across regions by weight (default: minReplicas)")
+    parser.add_argument("--no-monitoring", action="store_true",
+                        help="omit PodMonitor/PrometheusRule (clusters without the Prometheus operator)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..placement import split_by_weight
+    from ..render import render_objects
+
+    objects = []
+    for document in load_documents(args.filename):
+        service, problems = validate_document(document)
+        if service is None:
+            for problem in problems:
+                print(f"{args.filename}: {problem}", file=sys.stderr)
+            return 1
+        total = args.replicas if args.replicas is not None else service.spec.scaling.min_replicas
+        objects.extend(render_objects(service, split_by_weight(service.spec, total),
+                                      monitoring=not args.no_monitoring))
+    sys.stdout.write(dump_objects(objects))
+    return 0

@@ -1,0 +1,49 @@
+"""What the autoscaler observes about a ModelService: the contract between metrics sources and the policy.
+
+A MetricsSource (metrics.py: Prometheus or direct scrape), the simulator and local mode all produce these;
+the policy (policy.py) consumes them. A figure that could not be measured is None, never 0: missing data
+must make the policy hold, not scale down.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class RegionObservation:
+    """One region (or the whole fleet when placement names no regions) over the observation window."""
+
+    region: str
+    window_seconds: float
+    ready_replicas: int | None = None  # serving pods reporting metrics
+    request_rate: float | None = None  # arrivals per second (finished + running growth)
+    ttft_p95: float | None = None  # seconds
+    itl_p95: float | None = None  # seconds
+    ttft_within_budget: float | None = None  # exact fraction of requests with TTFT <= budget (bucket at threshold)
+    itl_within_budget: float | None = None  # fraction of inter-token gaps <= budget
+    mean_prompt_tokens: float | None = None
+    mean_output_tokens: float | None = None
+    running: float | None = None  # requests in the running batch, summed over replicas
+    waiting: float | None = None  # requests queued, summed over replicas
+    kv_usage: float | None = None  # mean KV-cache usage fraction 0..1
+    requests_observed: float | None = None  # finished requests in the window (confidence in the p95s)
+    stale: bool = False  # the newest sample is older than the window: treat as missing
+
+    @property
+    def complete(self) -> bool:
+        """True when the latency figures the policy needs are present and fresh."""
+        return not self.stale and self.request_rate is not None and self.ready_replicas is not None
+
+
+@dataclass(frozen=True)
+class Observation:
+    """Everything observed for one ModelService at one time."""
+
+    time: float  # seconds (unix time, or simulated time)
+    regions: dict[str, RegionObservation] = field(default_factory=dict)
+    problems: tuple[str, ...] = ()  # why data is missing or partial, for the MetricsAvailable condition
+
+    @property
+    def available(self) -> bool:
+        return bool(self.regions) and all(region.complete for region in self.regions.values())
