@@ -44,3 +44,62 @@ def split_by_weight(spec: ModelServiceSpec, total: int, weights: dict[str, float
             counts[name] += extra
         remaining -= sum(granted.values())
     return counts
+
+
+def region_bounds(spec: ModelServiceSpec, region: str) -> tuple[int, int]:
+    """(min, max) serving replicas for one region; the default region is bounded by the fleet's bounds."""
+    for item in spec.placement.regions:
+        if item.name == region:
+            upper = item.max_replicas if item.max_replicas is not None else spec.scaling.max_replicas
+            return item.min_replicas, upper
+    return spec.scaling.min_replicas, spec.scaling.max_replicas
+
+
+def region_weights(spec: ModelServiceSpec) -> dict[str, float]:
+    return {region.name: float(region.weight) for region in spec.placement.regions} or {DEFAULT_REGION: 1.0}
+
+
+def split_plain(total: int, weights: dict[str, float]) -> dict[str, int]:
+    """`total` split by weight with largest remainders, no bounds (e.g. the warm pool across regions)."""
+    names = list(weights)
+    if not names or total <= 0:
+        return {name: 0 for name in names}
+    weight_sum = sum(max(weight, 0.0) for weight in weights.values()) or float(len(names))
+    shares = {name: total * (max(weights[name], 0.0) if weight_sum else 1.0) / weight_sum for name in names}
+    counts = {name: int(shares[name]) for name in names}
+    by_remainder = sorted(names, key=lambda name: (-(shares[name] - counts[name]), names.index(name)))
+    for name in by_remainder[: total - sum(counts.values())]:
+        counts[name] += 1
+    return counts
+
+
+def fit_to_bounds(spec: ModelServiceSpec, counts: dict[str, int]) -> dict[str, int]:
+    """Clamp each region to its own bounds, then the total to spec.scaling min/max.
+
+    Extra replicas for the fleet minimum go by the spec's weights; a total above the maximum is trimmed
+    from the regions furthest above their weighted share, never below a region's own minimum.
+    """
+    names = region_names(spec)
+    fitted = {}
+    for name in names:
+        low, high = region_bounds(spec, name)
+        fitted[name] = min(max(counts.get(name, 0), low), high)
+    weights = region_weights(spec)
+    for _ in range(spec.scaling.max_replicas + sum(fitted.values()) + 1):
+        total = sum(fitted.values())
+        if total < spec.scaling.min_replicas:
+            open_regions = [name for name in names if fitted[name] < region_bounds(spec, name)[1]]
+            if not open_regions:
+                break
+            # The region with the smallest count relative to its weight gets the next replica.
+            pick = min(open_regions, key=lambda name: (fitted[name] + 1) / weights[name])
+            fitted[pick] += 1
+        elif total > spec.scaling.max_replicas:
+            shrinkable = [name for name in names if fitted[name] > region_bounds(spec, name)[0]]
+            if not shrinkable:
+                break
+            pick = max(shrinkable, key=lambda name: fitted[name] / weights[name])
+            fitted[pick] -= 1
+        else:
+            break
+    return fitted

@@ -1,0 +1,235 @@
+"""Capacity profiles: how much load one replica carries within latency budgets.
+
+A profile is written by `sloserve profile` (a load sweep against a running runtime) or shipped under
+profiles/. It holds the measured points of the sweep (per concurrency: TTFT/ITL percentiles, throughput)
+and a fitted step-time model of continuous batching,
+
+    step_seconds = base + per_prefill_token * prefill_tokens_in_step + per_decode_seq * sequences_decoding
+
+which is what both the policy (to size the fleet before latency degrades) and the simulator (as the
+physics of every simulated replica) use. One model, two users: the simulator's numbers stay honest only
+because the policy gets no private knowledge beyond this file.
+
+JSON schema (`schema`: "sloserve.capacity-profile/v1"):
+
+    {"schema": ..., "model": str, "hardware": str, "engine": str, "source": str (how it was obtained),
+     "maxBatchSize": int, "maxBatchedTokens": int, "coldStartSeconds": float,
+     "step": {"baseSeconds": float, "perPrefillTokenSeconds": float, "perDecodeSeqSeconds": float},
+     "workload": {"promptTokens": int, "outputTokens": int},      # of the sweep
+     "points": [{"concurrency": int, "ttftP50": s, "ttftP95": s, "itlP50": s, "itlP95": s,
+                 "outputTokensPerSecond": float, "requestsPerSecond": float}, ...]}
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from importlib import resources
+from typing import Any
+
+SCHEMA = "sloserve.capacity-profile/v1"
+DEFAULT_COLD_START_SECONDS = 120.0
+# TTFT is judged at the p95 while the policy observes mean prompt lengths: prompts are heavy-tailed
+# (Azure conv: p95/mean ~ 4x), so the TTFT check sizes for a prompt this many times the mean.
+PROMPT_TAIL_FACTOR = 2.5
+
+
+@dataclass(frozen=True)
+class StepModel:
+    """Seconds one engine step takes, linear in its prefill tokens and its decoding batch."""
+
+    base_seconds: float
+    per_prefill_token_seconds: float
+    per_decode_seq_seconds: float
+
+    def seconds(self, prefill_tokens: float, decoding: float) -> float:
+        return (self.base_seconds + self.per_prefill_token_seconds * prefill_tokens
+                + self.per_decode_seq_seconds * decoding)
+
+
+@dataclass(frozen=True)
+class ProfilePoint:
+    """One point of a load sweep at fixed concurrency."""
+
+    concurrency: int
+    ttft_p50: float | None = None
+    ttft_p95: float | None = None
+    itl_p50: float | None = None
+    itl_p95: float | None = None
+    output_tokens_per_second: float | None = None
+    requests_per_second: float | None = None
+
+
+_POINT_KEYS = {
+    "concurrency": "concurrency", "ttftP50": "ttft_p50", "ttftP95": "ttft_p95", "itlP50": "itl_p50",
+    "itlP95": "itl_p95", "outputTokensPerSecond": "output_tokens_per_second",
+    "requestsPerSecond": "requests_per_second",
+}
+
+
+@dataclass(frozen=True)
+class CapacityProfile:
+    """A replica's measured (or derived) capacity; see the module docstring for the JSON layout."""
+
+    model: str
+    hardware: str
+    step: StepModel
+    max_batch_size: int = 64
+    max_batched_tokens: int = 4096
+    cold_start_seconds: float = DEFAULT_COLD_START_SECONDS
+    engine: str = "bundled"
+    source: str = ""
+    workload_prompt_tokens: int | None = None
+    workload_output_tokens: int | None = None
+    points: tuple[ProfilePoint, ...] = field(default_factory=tuple)
+
+    # ------------------------------------------------------------ JSON
+
+    @classmethod
+    def from_json(cls, data: str | bytes | dict[str, Any]) -> CapacityProfile:
+        """Parse a profile; raises ValueError naming the offending field."""
+        if isinstance(data, str | bytes):
+            try:
+                data = json.loads(data)
+            except json.JSONDecodeError as error:
+                raise ValueError(f"capacity profile: not valid JSON: {error}") from error
+        if not isinstance(data, dict):
+            raise ValueError("capacity profile: expected a JSON object")
+        if data.get("schema", SCHEMA) != SCHEMA:
+            raise ValueError(f"capacity profile: schema {data.get('schema')!r} is not {SCHEMA!r}")
+        step = data.get("step")
+        if not isinstance(step, dict):
+            raise ValueError("capacity profile: field 'step' (fitted step-time coefficients) is required")
+        coefficients = {}
+        for key in ("baseSeconds", "perPrefillTokenSeconds", "perDecodeSeqSeconds"):
+            value = step.get(key)
+            if not isinstance(value, int | float) or isinstance(value, bool) or value < 0 or not math.isfinite(value):
+                raise ValueError(f"capacity profile: step.{key} must be a non-negative number, got {value!r}")
+            coefficients[key] = float(value)
+        if coefficients["baseSeconds"] <= 0:
+            raise ValueError("capacity profile: step.baseSeconds must be positive")
+        workload = data.get("workload") or {}
+        points = []
+        for index, raw in enumerate(data.get("points") or []):
+            if not isinstance(raw, dict) or not isinstance(raw.get("concurrency"), int):
+                raise ValueError(f"capacity profile: points[{index}] needs an integer 'concurrency'")
+            points.append(ProfilePoint(**{_POINT_KEYS[k]: v for k, v in raw.items() if k in _POINT_KEYS}))
+        try:
+            return cls(
+                model=str(data.get("model", "")),
+                hardware=str(data.get("hardware", "")),
+                engine=str(data.get("engine", "bundled")),
+                source=str(data.get("source", "")),
+                step=StepModel(coefficients["baseSeconds"], coefficients["perPrefillTokenSeconds"],
+                               coefficients["perDecodeSeqSeconds"]),
+                max_batch_size=int(data.get("maxBatchSize", 64)),
+                max_batched_tokens=int(data.get("maxBatchedTokens", 4096)),
+                cold_start_seconds=float(data.get("coldStartSeconds", DEFAULT_COLD_START_SECONDS)),
+                workload_prompt_tokens=workload.get("promptTokens"),
+                workload_output_tokens=workload.get("outputTokens"),
+                points=tuple(points),
+            )
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"capacity profile: {error}") from error
+
+    def to_dict(self) -> dict[str, Any]:
+        inverse = {v: k for k, v in _POINT_KEYS.items()}
+        return {
+            "schema": SCHEMA,
+            "model": self.model,
+            "hardware": self.hardware,
+            "engine": self.engine,
+            "source": self.source,
+            "maxBatchSize": self.max_batch_size,
+            "maxBatchedTokens": self.max_batched_tokens,
+            "coldStartSeconds": self.cold_start_seconds,
+            "step": {
+                "baseSeconds": self.step.base_seconds,
+                "perPrefillTokenSeconds": self.step.per_prefill_token_seconds,
+                "perDecodeSeqSeconds": self.step.per_decode_seq_seconds,
+            },
+            "workload": {"promptTokens": self.workload_prompt_tokens, "outputTokens": self.workload_output_tokens},
+            "points": [{inverse[k]: v for k, v in asdict(point).items() if v is not None} for point in self.points],
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2) + "\n"
+
+    # ------------------------------------------------------------ the capacity model
+
+    def step_seconds(self, prefill_tokens: float, decoding: float) -> float:
+        return self.step.seconds(prefill_tokens, decoding)
+
+    def predict(self, rate: float, prompt_tokens: float, output_tokens: float) -> tuple[float, float, float]:
+        """(ttft_p95, itl_p95, batch) one replica would show at `rate` requests/s; inf when overloaded.
+
+        Steady state of continuous batching: each request costs per_prefill_token * P of prefill work and
+        per_decode_seq * O of decode work, shared steps cost `base`; so the compute utilisation is
+        rho = rate * (aP + bO) and the mean step is base / (1 - rho) (Little's law for the batch).
+        Steps carrying a prefill chunk are longer by a * chunk; once they are more than 5% of steps they set
+        the ITL p95. TTFT p95: the chunks of a tail-length prompt plus a queueing term growing as rho/(1-rho).
+        """
+        a = self.step.per_prefill_token_seconds
+        b = self.step.per_decode_seq_seconds
+        prompt = max(prompt_tokens, 1.0)
+        output = max(output_tokens, 1.0)
+        rho = rate * (a * prompt + b * output)
+        if rho >= 0.98:
+            return math.inf, math.inf, math.inf
+        step = self.step.base_seconds / (1.0 - rho)
+        batch = rate * output * step
+        if batch > self.max_batch_size:
+            return math.inf, math.inf, batch
+        chunk = min(prompt, self.max_batched_tokens)
+        chunked_share = min(1.0, rate * math.ceil(prompt / self.max_batched_tokens) * step)
+        itl_p95 = step + a * chunk * min(1.0, chunked_share / 0.05)
+        tail_prompt = prompt * PROMPT_TAIL_FACTOR
+        tail_chunk = min(tail_prompt, self.max_batched_tokens)
+        chunks = math.ceil(tail_prompt / self.max_batched_tokens)
+        ttft_p95 = chunks * (step + a * tail_chunk) + step * (1.0 + 3.0 * rho / (1.0 - rho))
+        return ttft_p95, itl_p95, batch
+
+    def max_rate_within_budget(self, ttft_budget: float, itl_budget: float, prompt_tokens: float,
+                               output_tokens: float) -> float:
+        """Requests/s one replica sustains with predicted p95 TTFT and ITL within both budgets (0 if none)."""
+
+        def fits(rate: float) -> bool:
+            ttft, itl, _ = self.predict(rate, prompt_tokens, output_tokens)
+            return ttft <= ttft_budget and itl <= itl_budget
+
+        if not fits(1e-9):
+            return 0.0
+        a = self.step.per_prefill_token_seconds
+        b = self.step.per_decode_seq_seconds
+        high = 1.0 / max(a * max(prompt_tokens, 1.0) + b * max(output_tokens, 1.0), 1e-12)
+        low = 0.0
+        for _ in range(60):
+            middle = (low + high) / 2
+            if fits(middle):
+                low = middle
+            else:
+                high = middle
+        return low
+
+
+def load_shipped(name: str) -> CapacityProfile:
+    """A profile shipped in sloserve_operator/profiles/ by file stem, e.g. 'smollm2-135m-cpu'."""
+    try:
+        text = resources.files("sloserve_operator").joinpath("profiles", f"{name}.json").read_text()
+    except FileNotFoundError as error:
+        raise ValueError(f"no shipped capacity profile named {name!r}; see {', '.join(shipped_names())}") from error
+    return CapacityProfile.from_json(text)
+
+
+def shipped_names() -> list[str]:
+    folder = resources.files("sloserve_operator").joinpath("profiles")
+    return sorted(item.name.removesuffix(".json") for item in folder.iterdir() if item.name.endswith(".json"))
+
+
+def load_profile(name_or_path: str) -> CapacityProfile:
+    """A shipped profile by name, or a JSON file by path."""
+    if name_or_path.endswith(".json") or "/" in name_or_path:
+        with open(name_or_path, encoding="utf-8") as handle:
+            return CapacityProfile.from_json(handle.read())
+    return load_shipped(name_or_path)

@@ -1,0 +1,289 @@
+"""The autoscaling decision: observations + spec + remembered state -> serving and warm replicas per region.
+
+Pure (no I/O, no clock): the operator, local mode and the simulator call the same `decide`.
+
+How a region is sized, in order:
+1. Model: per-replica capacity within the budgets from the capacity profile at the observed prompt/output
+   lengths (or, with no profile, learned online from observed rate per replica vs latency), times a
+   feedback correction learned from breaches, times a target utilisation.
+2. Forecast: the rate is extrapolated over the cold-start horizon (forecast.py) so capacity is ready when
+   the load arrives.
+3. Feedback: a breach (exact within-budget fraction below 95%, i.e. p95 over budget, or p95 over budget)
+   scales up at once, at least one replica (warm pods are promoted first by the actuator), and lowers the
+   correction so the model stops overestimating capacity.
+4. Scale down only when every recommendation over the stabilization window was below the current size, the
+   load is not rising and there is no breach; at most maxStep per decision.
+5. Bounds per region, then the fleet's min/max. Missing or stale metrics: hold (never scale down).
+6. A region whose new pods stay Pending past pendingTimeout is held at its running size for a timeout and
+   its deficit spills to the other regions by weight; `degraded` says so.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from .api import ModelServiceSpec
+from .capacity import DEFAULT_COLD_START_SECONDS, CapacityProfile
+from .forecast import forecast_rate
+from .observation import Observation, RegionObservation
+from .placement import fit_to_bounds, region_names, region_weights, split_plain
+from .units import format_ms, parse_duration
+
+TARGET_UTILIZATION = 0.85  # of modelled capacity: the rest absorbs bursts within one decision interval
+BREACH_WITHIN = 0.95  # a p95 budget is breached when fewer than 95% of samples are within it
+HISTORY_SECONDS = 900.0
+CORRECTION_MIN, CORRECTION_MAX = 0.3, 1.5
+MIN_REQUESTS_FOR_LEARNING = 20
+
+
+@dataclass
+class PolicyState:
+    """What the policy remembers between calls; the operator persists it (to_dict/from_dict, JSON-safe)."""
+
+    rates: dict[str, list[tuple[float, float]]] = field(default_factory=dict)  # region -> (time, rate)
+    recommendations: dict[str, list[tuple[float, int]]] = field(default_factory=dict)  # region -> (time, n)
+    correction: dict[str, float] = field(default_factory=dict)  # capacity multiplier learned from breaches
+    learned_capacity: dict[str, float] = field(default_factory=dict)  # req/s per replica, when no profile
+    blocked_until: dict[str, float] = field(default_factory=dict)  # region -> time its spill ends
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "rates": {k: [list(p) for p in v] for k, v in self.rates.items()},
+            "recommendations": {k: [list(p) for p in v] for k, v in self.recommendations.items()},
+            "correction": dict(self.correction),
+            "learnedCapacity": dict(self.learned_capacity),
+            "blockedUntil": dict(self.blocked_until),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> PolicyState:
+        """Tolerant: a missing or malformed field starts empty (a lost state only costs some memory)."""
+        data = data or {}
+
+        def pairs(raw: Any, cast) -> dict[str, list[tuple[float, Any]]]:
+            if not isinstance(raw, dict):
+                return {}
+            return {str(k): [(float(p[0]), cast(p[1])) for p in v if isinstance(p, list | tuple) and len(p) == 2]
+                    for k, v in raw.items() if isinstance(v, list)}
+
+        def floats(raw: Any) -> dict[str, float]:
+            return {str(k): float(v) for k, v in raw.items()} if isinstance(raw, dict) else {}
+
+        return cls(
+            rates=pairs(data.get("rates"), float),
+            recommendations=pairs(data.get("recommendations"), int),
+            correction=floats(data.get("correction")),
+            learned_capacity=floats(data.get("learnedCapacity")),
+            blocked_until=floats(data.get("blockedUntil")),
+        )
+
+
+@dataclass
+class ScalingDecision:
+    serving: dict[str, int]  # desired serving replicas per region
+    warm: dict[str, int]  # desired warm-pool pods per region
+    reason: str  # one line, human readable
+    metrics_available: bool
+    degraded: str | None
+    state: PolicyState
+
+    @property
+    def total_serving(self) -> int:
+        return sum(self.serving.values())
+
+
+@dataclass
+class _RegionPlan:
+    desired: int
+    reason: str
+    breach: bool = False
+
+
+def _latency_ratio(obs: RegionObservation, ttft_budget: float, itl_budget: float) -> float | None:
+    """max(p95 / budget) over TTFT and ITL, or None when neither p95 was measured."""
+    ratios = [p95 / budget for p95, budget in ((obs.ttft_p95, ttft_budget), (obs.itl_p95, itl_budget))
+              if p95 is not None and budget > 0]
+    return max(ratios) if ratios else None
+
+
+def _is_breach(obs: RegionObservation, ratio: float | None) -> bool:
+    fractions = [f for f in (obs.ttft_within_budget, obs.itl_within_budget) if f is not None]
+    if fractions:
+        return min(fractions) < BREACH_WITHIN
+    return ratio is not None and ratio > 1.0
+
+
+def _capacity_per_replica(spec: ModelServiceSpec, obs: RegionObservation, profile: CapacityProfile | None,
+                          learned: float | None) -> float | None:
+    if profile is not None:
+        prompt = obs.mean_prompt_tokens or profile.workload_prompt_tokens or 256
+        output = obs.mean_output_tokens or profile.workload_output_tokens or 128
+        capacity = profile.max_rate_within_budget(
+            spec.slo.ttft.p95_seconds, spec.slo.itl.p95_seconds, float(prompt), float(output))
+        return capacity if capacity > 0 else None
+    return learned
+
+
+def _learn_capacity(previous: float | None, obs: RegionObservation, ratio: float | None, breach: bool) -> float | None:
+    """Online estimate of req/s one replica carries within budget: a lower bound raised by healthy
+    observations near the budget, an upper bound cut by breaches."""
+    if not obs.ready_replicas or obs.request_rate is None or ratio is None:
+        return previous
+    if (obs.requests_observed or 0) < MIN_REQUESTS_FOR_LEARNING:
+        return previous
+    per_replica = obs.request_rate / obs.ready_replicas
+    if breach:
+        return per_replica * 0.9 if previous is None else min(previous, per_replica * 0.9)
+    if ratio >= 0.5:
+        estimate = per_replica / max(ratio, 0.8)
+        return estimate if previous is None else max(previous, 0.8 * previous + 0.2 * estimate)
+    return previous
+
+
+def _plan_region(spec: ModelServiceSpec, region: str, obs: RegionObservation, state: PolicyState, now: float,
+                 current: int, profile: CapacityProfile | None) -> _RegionPlan:
+    ttft_budget, itl_budget = spec.slo.ttft.p95_seconds, spec.slo.itl.p95_seconds
+    horizon = profile.cold_start_seconds if profile else DEFAULT_COLD_START_SECONDS
+    rate = max(obs.request_rate or 0.0, 0.0)
+    history = state.rates.setdefault(region, [])
+    previous_rate = history[-1][1] if history else None
+    history.append((now, rate))
+    del history[: max(0, len(history) - 1 - sum(1 for t, _ in history if t >= now - HISTORY_SECONDS))]
+
+    ratio = _latency_ratio(obs, ttft_budget, itl_budget)
+    breach = _is_breach(obs, ratio)
+    correction = state.correction.get(region, 1.0)
+    if profile is None:
+        learned = _learn_capacity(state.learned_capacity.get(region), obs, ratio, breach)
+        if learned is not None:
+            state.learned_capacity[region] = learned
+    capacity = _capacity_per_replica(spec, obs, profile, state.learned_capacity.get(region))
+    planned_rate = forecast_rate(history, now, horizon)
+
+    if capacity is not None:
+        need = math.ceil(planned_rate / (capacity * correction * TARGET_UTILIZATION) - 1e-9)
+        model_text = f"rate {rate:.2f}/s (plan {planned_rate:.2f}/s) / {capacity * correction:.2f}/s per replica"
+    else:
+        # Nothing to model with yet: feedback alone, proportional to how far latency is from budget.
+        need = current if ratio is None else max(1, math.ceil(current * ratio / 0.7)) if current else 1
+        model_text = "no capacity model yet"
+    if rate > 0:
+        need = max(need, 1)
+
+    p95_text = (f"ttft p95 {format_ms(obs.ttft_p95) if obs.ttft_p95 is not None else '-'}"
+                f"/{format_ms(ttft_budget)}, itl p95 {format_ms(obs.itl_p95) if obs.itl_p95 is not None else '-'}"
+                f"/{format_ms(itl_budget)}")
+    if breach:
+        if capacity is not None and need <= current:
+            state.correction[region] = max(CORRECTION_MIN, correction * 0.85)
+        step = max(1, math.ceil(current * max((ratio or 1.0) - 1.0, 0.25)))
+        need = max(need, current + step)
+    elif ratio is not None and ratio < 0.6 and capacity is not None and current > 0:
+        utilisation = rate / (capacity * correction * current)
+        if utilisation > 0.9:  # busier than the model says is safe, yet comfortably fast: model too cautious
+            state.correction[region] = min(CORRECTION_MAX, correction * 1.05)
+
+    recommendations = state.recommendations.setdefault(region, [])
+    recommendations.append((now, need))
+    window = spec.scaling.scale_down.stabilization_seconds
+    observed_since = recommendations[0][0]
+    del recommendations[: max(0, len(recommendations) - 1 - sum(1 for t, _ in recommendations
+                                                              if t >= now - max(window, HISTORY_SECONDS)))]
+
+    if need >= current:
+        verb = "breach: scale up" if breach and need > current else "scale up" if need > current else "hold"
+        return _RegionPlan(need, f"{region}: {p95_text}; {model_text}; {verb} {current} -> {need}", breach)
+    # Headroom: remove capacity only after a whole stabilization window of it, load not rising.
+    in_window = [n for t, n in recommendations if t >= now - window]
+    rising = previous_rate is not None and rate > previous_rate
+    if now - observed_since < window or rising or not in_window:
+        why = "load rising" if rising else "headroom not yet sustained"
+        return _RegionPlan(current, f"{region}: {p95_text}; {model_text}; hold {current} ({why})")
+    target = max(max(in_window), current - spec.scaling.scale_down.max_step)
+    if target >= current:
+        return _RegionPlan(current, f"{region}: {p95_text}; {model_text}; hold {current} (headroom not sustained)")
+    return _RegionPlan(target, f"{region}: {p95_text}; {model_text}; headroom for {window:.0f}s: scale down "
+                               f"{current} -> {target}")
+
+
+def decide(spec: ModelServiceSpec, observation: Observation, state: PolicyState, now: float, *,
+           current_serving: dict[str, int], pending_age: dict[str, float] | None = None,
+           profile: CapacityProfile | None = None) -> ScalingDecision:
+    """Desired serving and warm replicas per region, with the reason; see the module docstring."""
+    regions = region_names(spec)
+    pending_age = pending_age or {}
+    plans: dict[str, _RegionPlan] = {}
+    missing: list[str] = []
+    for region in regions:
+        current = max(current_serving.get(region, 0), 0)
+        obs = observation.regions.get(region)
+        if obs is None or not obs.complete:
+            missing.append(region)
+            plans[region] = _RegionPlan(current, f"{region}: metrics missing or stale: hold {current}")
+            continue
+        plans[region] = _plan_region(spec, region, obs, state, now, current, profile)
+
+    desired = {region: plan.desired for region, plan in plans.items()}
+    degraded = _spill_pending(spec, desired, current_serving, pending_age, state, now)
+    fitted = fit_to_bounds(spec, desired)
+    # Bounds may raise a held region (to its minimum) but never lower one whose metrics are missing,
+    # unless it is above its maximum.
+    for region in missing:
+        fitted[region] = max(fitted[region], min(desired[region], _region_cap(spec, region)))
+
+    weights = region_weights(spec)
+    blocked = {region for region, until in state.blocked_until.items() if until > now and region in weights}
+    warm_weights = {r: w for r, w in weights.items() if r not in blocked} or weights
+    warm = split_plain(spec.scaling.warm_pool.size, warm_weights)
+    warm = {region: warm.get(region, 0) for region in regions}
+
+    before, after = sum(max(current_serving.get(r, 0), 0) for r in regions), sum(fitted.values())
+    for region in regions:
+        if fitted[region] != plans[region].desired:
+            plans[region].reason += f" (bounds: {fitted[region]})"
+    changed = [plans[r].reason for r in regions if fitted[r] != max(current_serving.get(r, 0), 0)]
+    detail = "; ".join(changed or [plans[r].reason for r in regions])
+    if missing and len(missing) == len(regions):
+        reason = f"metrics unavailable ({', '.join(observation.problems) or 'no data'}): hold {before}"
+    else:
+        reason = f"{before} -> {after}: {detail}" if after != before else f"hold {after}: {detail}"
+    if degraded:
+        reason += f" [{degraded}]"
+    return ScalingDecision(serving=fitted, warm=warm, reason=reason, metrics_available=not missing,
+                           degraded=degraded, state=state)
+
+
+def _region_cap(spec: ModelServiceSpec, region: str) -> int:
+    for item in spec.placement.regions:
+        if item.name == region and item.max_replicas is not None:
+            return min(item.max_replicas, spec.scaling.max_replicas)
+    return spec.scaling.max_replicas
+
+
+def _spill_pending(spec: ModelServiceSpec, desired: dict[str, int], current: dict[str, int],
+                   pending_age: dict[str, float], state: PolicyState, now: float) -> str | None:
+    """Hold regions whose pods stay Pending at their running size; move their deficit to the others."""
+    timeout = parse_duration(spec.placement.pending_timeout)
+    for region, age in pending_age.items():
+        if region in desired and age is not None and age > timeout:
+            state.blocked_until[region] = now + timeout
+    state.blocked_until = {r: t for r, t in state.blocked_until.items() if t > now}
+    blocked = [r for r in desired if r in state.blocked_until]
+    if not blocked or len(desired) < 2:
+        return None
+    notes = []
+    others = {r: w for r, w in region_weights(spec).items() if r not in blocked}
+    for region in blocked:
+        running = max(current.get(region, 0), 0)
+        deficit = desired[region] - running
+        if deficit <= 0 or not others:
+            continue
+        desired[region] = running
+        for other, extra in split_plain(deficit, others).items():
+            desired[other] += extra
+        age = pending_age.get(region)
+        age_text = f" > {format_ms(timeout)}" if age is None else f" {format_ms(age)}"
+        notes.append(f"{region}: pods pending{age_text}, deficit {deficit} moved to {', '.join(others)}")
+    return "; ".join(notes) or None
