@@ -1,0 +1,203 @@
+"""PromQL for the autoscaler's figures, per ModelService and per region.
+
+Kept apart from metrics.py so local mode, the Prometheus rules and the dashboard can reuse the exact
+expressions the autoscaler evaluates. Every query aggregates `by (region)` over the serving pods of one
+ModelService, selected by the target labels the PodMonitor (or local mode's file_sd) attaches:
+namespace, model_service, region, role.
+
+Metric names come from engines.ENGINE_METRICS (logical name -> the engine's metric name). Until that
+module exists a fallback mapping with the same logical names is used.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from prometheus_client.utils import floatToGoString
+
+LOGICAL_METRICS = (
+    "ttft", "itl", "e2e", "queue_time", "running", "waiting", "kv_usage",
+    "prompt_tokens", "generation_tokens", "request_success",
+)
+
+# Used only while engines.py has not landed; engines.ENGINE_METRICS is authoritative.
+_FALLBACK_ENGINE_METRICS: dict[str, dict[str, str]] = {
+    "bundled": {
+        "ttft": "sloserve:time_to_first_token_seconds",
+        "itl": "sloserve:inter_token_latency_seconds",
+        "e2e": "sloserve:e2e_request_latency_seconds",
+        "queue_time": "sloserve:request_queue_time_seconds",
+        "running": "sloserve:num_requests_running",
+        "waiting": "sloserve:num_requests_waiting",
+        "kv_usage": "sloserve:kv_cache_usage_perc",
+        "prompt_tokens": "sloserve:prompt_tokens_total",
+        "generation_tokens": "sloserve:generation_tokens_total",
+        "request_success": "sloserve:request_success_total",
+    },
+    "vllm": {
+        "ttft": "vllm:time_to_first_token_seconds",
+        "itl": "vllm:inter_token_latency_seconds",
+        "e2e": "vllm:e2e_request_latency_seconds",
+        "queue_time": "vllm:request_queue_time_seconds",
+        "running": "vllm:num_requests_running",
+        "waiting": "vllm:num_requests_waiting",
+        "kv_usage": "vllm:kv_cache_usage_perc",
+        "prompt_tokens": "vllm:prompt_tokens_total",
+        "generation_tokens": "vllm:generation_tokens_total",
+        "request_success": "vllm:request_success_total",
+    },
+    "sglang": {
+        "ttft": "sglang:time_to_first_token_seconds",
+        "itl": "sglang:inter_token_latency_seconds",
+        "e2e": "sglang:e2e_request_latency_seconds",
+        "queue_time": "sglang:queue_time_seconds",
+        "running": "sglang:num_running_reqs",
+        "waiting": "sglang:num_queue_reqs",
+        "kv_usage": "sglang:token_usage",
+        "prompt_tokens": "sglang:prompt_tokens_total",
+        "generation_tokens": "sglang:generation_tokens_total",
+        "request_success": "sglang:num_requests_total",
+    },
+}
+
+# Logical names whose metric is a counter: PromQL needs the exposed `_total` name.
+COUNTER_METRICS = frozenset({"prompt_tokens", "generation_tokens", "request_success"})
+
+
+def engine_metrics(engine: str) -> dict[str, str]:
+    """Logical name -> metric name for an engine (bundled, vllm, sglang); ValueError for an unknown one."""
+    try:
+        from .engines import ENGINE_METRICS as table  # the render engineer's mapping, once it exists
+    except ImportError:
+        table = _FALLBACK_ENGINE_METRICS
+    key = getattr(engine, "value", engine)
+    if key not in table:
+        raise ValueError(f"unknown engine {key!r}: expected one of {', '.join(sorted(table))}")
+    names = dict(table[key])
+    missing = [name for name in LOGICAL_METRICS if name not in names]
+    if missing:
+        raise ValueError(f"engine {key!r} has no metric names for: {', '.join(missing)}")
+    return names
+
+
+def exposed_name(logical: str, name: str) -> str:
+    """The series name Prometheus stores: counters end in _total whatever the mapping wrote."""
+    if logical in COUNTER_METRICS and not name.endswith("_total"):
+        return name + "_total"
+    return name
+
+
+def le_regex(bound: float) -> str:
+    """A regex matching the `le` label of the bucket at `bound` however the exporter printed it.
+
+    prometheus_client writes 1.0 as "1.0", Go exporters write "1", Prometheus 3 normalises to "1.0";
+    matching all spellings keeps the "fraction within budget" exact without depending on which.
+    """
+    spellings = {floatToGoString(bound), repr(float(bound)), f"{bound:g}"}
+    if float(bound).is_integer():
+        spellings.add(str(int(bound)))
+    return "|".join(re.escape(text) for text in sorted(spellings))
+
+
+def _quote(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def selector(namespace: str, model_service: str, role: str | None = "serving", extra: str = "") -> str:
+    """Label matchers (without braces' contents repeated) for one ModelService's pods."""
+    parts = [f"namespace={_quote(namespace)}", f"model_service={_quote(model_service)}"]
+    if role is not None:
+        parts.append(f"role={_quote(role)}")
+    if extra:
+        parts.append(extra)
+    return ",".join(parts)
+
+
+def _duration(seconds: float) -> str:
+    return f"{max(int(round(seconds)), 1)}s"
+
+
+@dataclass(frozen=True)
+class ServiceQueries:
+    """All PromQL the autoscaler evaluates for one ModelService; each result is a vector by region."""
+
+    namespace: str
+    model_service: str
+    metrics: Mapping[str, str]
+    window_seconds: float
+    ttft_budget: float
+    itl_budget: float
+    quantile: float = 0.95
+
+    def _name(self, logical: str) -> str:
+        return exposed_name(logical, self.metrics[logical])
+
+    @property
+    def _sel(self) -> str:
+        return selector(self.namespace, self.model_service)
+
+    @property
+    def _window(self) -> str:
+        return _duration(self.window_seconds)
+
+    def latency_quantile(self, logical: str) -> str:
+        return (
+            f"histogram_quantile({self.quantile}, sum by (region, le) "
+            f"(rate({self._name(logical)}_bucket{{{self._sel}}}[{self._window}])))"
+        )
+
+    def within_budget(self, logical: str, budget: float) -> str:
+        """Exact fraction of observations <= budget: the bucket at the budget over the count."""
+        name, window = self._name(logical), self._window
+        bucket = selector(self.namespace, self.model_service, extra=f"le=~{_quote(le_regex(budget))}")
+        return (
+            f"sum by (region) (increase({name}_bucket{{{bucket}}}[{window}])) "
+            f"/ sum by (region) (increase({name}_count{{{self._sel}}}[{window}]))"
+        )
+
+    def finished(self) -> str:
+        """Requests finished in the window (also the confidence behind the percentiles)."""
+        return f"sum by (region) (increase({self._name('e2e')}_count{{{self._sel}}}[{self._window}]))"
+
+    def backlog_growth(self) -> str:
+        """Change of running + waiting over the window: arrivals = finished + growth."""
+        names = "|".join(re.escape(self._name(name)) for name in ("running", "waiting"))
+        matchers = selector(self.namespace, self.model_service, extra=f"__name__=~{_quote(names)}")
+        return f"sum by (region) (delta({{{matchers}}}[{self._window}]))"
+
+    def token_increase(self, logical: str) -> str:
+        return f"sum by (region) (increase({self._name(logical)}{{{self._sel}}}[{self._window}]))"
+
+    def gauge_sum(self, logical: str) -> str:
+        return f"sum by (region) ({self._name(logical)}{{{self._sel}}})"
+
+    def gauge_mean(self, logical: str) -> str:
+        return f"avg by (region) ({self._name(logical)}{{{self._sel}}})"
+
+    def ready_replicas(self) -> str:
+        """Serving targets whose last scrape succeeded (0 when all are down, absent when none exist)."""
+        return f"sum by (region) (up{{{self._sel}}})"
+
+    def newest_scrape(self) -> str:
+        """Unix time of the newest scrape of any of the service's pods (any role), for staleness."""
+        return f"max by (region) (timestamp(up{{{selector(self.namespace, self.model_service, role=None)}}}))"
+
+    def all(self) -> dict[str, str]:
+        """Name -> query, the full set metrics.PrometheusSource evaluates each interval."""
+        return {
+            "ttft_p95": self.latency_quantile("ttft"),
+            "itl_p95": self.latency_quantile("itl"),
+            "ttft_within_budget": self.within_budget("ttft", self.ttft_budget),
+            "itl_within_budget": self.within_budget("itl", self.itl_budget),
+            "finished": self.finished(),
+            "backlog_growth": self.backlog_growth(),
+            "prompt_tokens": self.token_increase("prompt_tokens"),
+            "generation_tokens": self.token_increase("generation_tokens"),
+            "running": self.gauge_sum("running"),
+            "waiting": self.gauge_sum("waiting"),
+            "kv_usage": self.gauge_mean("kv_usage"),
+            "ready_replicas": self.ready_replicas(),
+            "newest_scrape": self.newest_scrape(),
+        }

@@ -1,0 +1,77 @@
+"""A stand-in for a runtime replica's /metrics: prometheus_client metrics with the runtime's names.
+
+Tests record exactly the requests they want (so expected figures are known) and serve them over HTTP
+from a private registry, the way the bundled runtime exposes them.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+TTFT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+ITL_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0)
+E2E_BUCKETS = (0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+TOKEN_BUCKETS = (16, 64, 256, 1024, 4096)
+
+
+class SyntheticRuntime:
+    """Runtime-named metrics on a private registry, served on 127.0.0.1 at a free port."""
+
+    def __init__(self, model_name: str = "smollm2") -> None:
+        self.model_name = model_name
+        self.registry = CollectorRegistry()
+        labels = ["model_name"]
+
+        def histogram(name: str, buckets: tuple[float, ...]) -> Histogram:
+            metric = Histogram(name, name, labels, buckets=buckets, registry=self.registry)
+            return metric.labels(model_name=model_name)
+
+        def counter(name: str) -> Counter:
+            return Counter(name, name, labels, registry=self.registry).labels(model_name=model_name)
+
+        def gauge(name: str) -> Gauge:
+            return Gauge(name, name, labels, registry=self.registry).labels(model_name=model_name)
+
+        self.ttft = histogram("sloserve:time_to_first_token_seconds", TTFT_BUCKETS)
+        self.itl = histogram("sloserve:inter_token_latency_seconds", ITL_BUCKETS)
+        self.e2e = histogram("sloserve:e2e_request_latency_seconds", E2E_BUCKETS)
+        self.queue = histogram("sloserve:request_queue_time_seconds", TTFT_BUCKETS)
+        self.prompt_hist = histogram("sloserve:request_prompt_tokens", TOKEN_BUCKETS)
+        self.output_hist = histogram("sloserve:request_generation_tokens", TOKEN_BUCKETS)
+        self.prompt_tokens = counter("sloserve:prompt_tokens")
+        self.generation_tokens = counter("sloserve:generation_tokens")
+        self.running = gauge("sloserve:num_requests_running")
+        self.waiting = gauge("sloserve:num_requests_waiting")
+        self.kv_usage = gauge("sloserve:kv_cache_usage_perc")
+        self._server = None
+        self.url = ""
+
+    def serve(self) -> str:
+        self._server, self._thread = start_http_server(0, addr="127.0.0.1", registry=self.registry)
+        self.url = f"http://127.0.0.1:{self._server.server_port}"
+        return self.url
+
+    def record(self, count: int, ttft: float, itl: float, prompt_tokens: int = 100, output_tokens: int = 20) -> None:
+        """`count` finished requests, each with the given TTFT and inter-token gap."""
+        for _ in range(count):
+            self.ttft.observe(ttft)
+            for _ in range(output_tokens - 1):
+                self.itl.observe(itl)
+            self.e2e.observe(ttft + itl * (output_tokens - 1))
+            self.queue.observe(0.0)
+            self.prompt_hist.observe(prompt_tokens)
+            self.output_hist.observe(output_tokens)
+            self.prompt_tokens.inc(prompt_tokens)
+            self.generation_tokens.inc(output_tokens)
+
+    def set_load(self, running: float, waiting: float, kv_usage: float) -> None:
+        self.running.set(running)
+        self.waiting.set(waiting)
+        self.kv_usage.set(kv_usage)
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._thread.join(timeout=5)
+            self._server = None
