@@ -1,0 +1,194 @@
+"""The local stand-in for the Service: one OpenAI-compatible endpoint in front of the serving replicas.
+
+Requests go to the serving backend with the fewest requests in flight (least outstanding requests), and
+responses stream through chunk by chunk, so SSE token timing reaches the client unchanged. A backend that
+refuses the connection is skipped and the request tried on the next; once a response has started it is
+passed on as is. Removing a backend (demotion, scale-down) stops new requests at once; `wait_idle` lets the
+controller wait for its in-flight requests before stopping the process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+
+import aiohttp
+from aiohttp import web
+
+log = logging.getLogger("sloserve.local.router")
+
+FORWARDED_HEADERS = ("Content-Type", "Content-Encoding", "Cache-Control", "Retry-After")
+
+
+@dataclass
+class Backend:
+    name: str
+    url: str
+    outstanding: int = 0
+    served: int = 0
+    added_at: float = 0.0
+    first_request_at: float | None = None  # when this backend got its first request since it was added
+
+
+def openai_error(status: int, message: str, error_type: str = "service_unavailable") -> web.Response:
+    return web.json_response({"error": {"message": message, "type": error_type, "param": None, "code": status}},
+                             status=status)
+
+
+class Router:
+    """Least-outstanding-requests reverse proxy over a changing set of serving backends."""
+
+    def __init__(self, *, connect_timeout: float = 5.0) -> None:
+        self.backends: dict[str, Backend] = {}
+        self.retired: dict[str, Backend] = {}  # removed but maybe still finishing requests
+        self.requests_total = 0
+        self.failures_total = 0
+        self.accepting = True  # False once `sloserve up` is shutting down: new requests get 503
+        self._connect_timeout = connect_timeout
+        self._session: aiohttp.ClientSession | None = None
+        self._runner: web.AppRunner | None = None
+        self.app = web.Application()
+        self.app.router.add_get("/health", self._health)
+        self.app.router.add_get("/ready", self._ready)
+        self.app.router.add_get("/router/backends", self._list_backends)
+        self.app.router.add_route("*", "/{tail:.*}", self._forward)
+
+    # ------------------------------------------------------------ the serving set
+
+    def add(self, name: str, url: str) -> None:
+        if name not in self.backends:
+            backend = self.retired.pop(name, None) or Backend(name, url)
+            backend.url, backend.added_at, backend.first_request_at = url, time.time(), None
+            self.backends[name] = backend
+            log.info("router: %s (%s) now serving", name, url)
+
+    def remove(self, name: str) -> None:
+        backend = self.backends.pop(name, None)
+        if backend is not None:
+            self.retired[name] = backend
+            log.info("router: %s no longer serving (%d in flight)", name, backend.outstanding)
+
+    def outstanding(self, name: str) -> int:
+        backend = self.backends.get(name) or self.retired.get(name)
+        return backend.outstanding if backend else 0
+
+    async def wait_idle(self, name: str, timeout: float) -> bool:
+        """Wait (bounded) until `name` has no request in flight; True if it got there."""
+        deadline = time.monotonic() + timeout
+        while self.outstanding(name) > 0 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        idle = self.outstanding(name) == 0
+        if name not in self.backends:
+            self.retired.pop(name, None)
+        return idle
+
+    def pick(self, exclude: set[str]) -> Backend | None:
+        candidates = [b for name, b in self.backends.items() if name not in exclude]
+        if not candidates:
+            return None
+        return min(candidates, key=lambda b: (b.outstanding, b.served))
+
+    def snapshot(self) -> dict:
+        return {
+            "requests_total": self.requests_total,
+            "failures_total": self.failures_total,
+            "backends": {name: {"url": b.url, "outstanding": b.outstanding, "served": b.served,
+                                "added_at": b.added_at, "first_request_at": b.first_request_at}
+                         for name, b in self.backends.items()},
+        }
+
+    # ------------------------------------------------------------ handlers
+
+    async def _health(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def _ready(self, request: web.Request) -> web.Response:
+        if self.backends:
+            return web.json_response({"status": "ready", "serving": len(self.backends)})
+        return openai_error(503, "no serving replica is ready yet")
+
+    async def _list_backends(self, request: web.Request) -> web.Response:
+        return web.json_response(self.snapshot())
+
+    async def _forward(self, request: web.Request) -> web.StreamResponse:
+        if not self.accepting:
+            return openai_error(503, "local mode is shutting down")
+        self.requests_total += 1
+        body = await request.read()
+        headers = {key: value for key, value in request.headers.items()
+                   if key.lower() in ("content-type", "accept", "authorization")}
+        tried: set[str] = set()
+        while True:
+            backend = self.pick(tried)
+            if backend is None:
+                self.failures_total += 1
+                reason = "no serving replica is ready" if not tried else "every serving replica refused the connection"
+                return openai_error(503, reason)
+            tried.add(backend.name)
+            backend.outstanding += 1
+            if backend.first_request_at is None:
+                backend.first_request_at = time.time()
+            try:
+                return await self._proxy(request, backend, body, headers)
+            except (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError) as error:
+                if getattr(error, "_started", False):
+                    raise
+                log.warning("router: %s refused a request (%s); trying another replica", backend.name, error)
+            finally:
+                backend.outstanding -= 1
+
+    async def _proxy(self, request: web.Request, backend: Backend, body: bytes,
+                     headers: dict[str, str]) -> web.StreamResponse:
+        session = self._client()
+        url = backend.url + request.rel_url.path_qs
+        async with session.request(request.method, url, data=body or None, headers=headers) as upstream:
+            response = web.StreamResponse(
+                status=upstream.status,
+                headers={key: upstream.headers[key] for key in FORWARDED_HEADERS if key in upstream.headers},
+            )
+            await response.prepare(request)
+            backend.served += 1
+            if upstream.status >= 500:
+                self.failures_total += 1
+            try:
+                async for chunk in upstream.content.iter_any():
+                    await response.write(chunk)
+            except aiohttp.ClientError as error:
+                error._started = True  # type: ignore[attr-defined]  # never retry a half-sent response
+                self.failures_total += 1
+                raise
+            await response.write_eof()
+            return response
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=0),
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=self._connect_timeout),
+                auto_decompress=False,
+            )
+        return self._session
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def start(self, host: str, port: int) -> None:
+        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, host, port).start()
+
+    async def drain(self, timeout: float) -> bool:
+        """Wait (bounded) for every in-flight request to finish; True if none is left."""
+        deadline = time.monotonic() + timeout
+        def in_flight() -> int:
+            return sum(b.outstanding for b in (*self.backends.values(), *self.retired.values()))
+        while in_flight() > 0 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        return in_flight() == 0
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if self._session is not None:
+            await self._session.close()

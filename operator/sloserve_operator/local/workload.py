@@ -1,0 +1,131 @@
+"""What `sloserve load` sends: arrival schedules (constant, steps, a shared trace slice) and prompts.
+
+An Arrival is when (seconds after the start) a request is sent, with its prompt and output length. Trace
+slices are scaled down to what a CPU fleet can take: time compressed by `speedup`, arrivals thinned by
+`rate_scale`, token counts scaled and capped, all seeded so a run can be repeated.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+WORDS = (
+    "river mountain signal garden window lantern harbor engine violet market silver orbit planet meadow "
+    "candle thunder copper forest canyon pepper marble falcon ribbon glacier basket compass tunnel velvet "
+    "island rocket saddle meteor puzzle walnut anchor blossom cactus dolphin ember feather harvest jungle "
+    "kettle ladder magnet nectar oyster pillow quartz raven spiral timber umbrella valley whistle yellow"
+).split()
+
+
+@dataclass(frozen=True)
+class Arrival:
+    at: float  # seconds after the start of the run
+    prompt_tokens: int
+    max_tokens: int
+
+
+def make_prompt(index: int, tokens: int, seed: int = 0) -> str:
+    """About `tokens` tokens of distinct text (a unique lead-in: no prefix-cache reuse between requests)."""
+    rng = random.Random(seed * 1_000_003 + index)
+    words = [rng.choice(WORDS) for _ in range(max(tokens - 4, 1))]
+    return f"Request {index}: " + " ".join(words)
+
+
+def _times(rate: float, start: float, seconds: float, rng: random.Random | None) -> Iterator[float]:
+    """Arrival times in [start, start + seconds): evenly spaced, or Poisson when rng is given."""
+    if rate <= 0:
+        return
+    t = start + (rng.expovariate(rate) if rng else 0.5 / rate)
+    while t < start + seconds:
+        yield t
+        t += rng.expovariate(rate) if rng else 1.0 / rate
+
+
+def step_schedule(steps: list[tuple[float, float]], *, prompt_tokens: int, max_tokens: int,
+                  poisson: bool = False, seed: int = 0) -> list[Arrival]:
+    """steps: (rate per second, seconds) in order; rate 0 is a pause."""
+    rng = random.Random(seed) if poisson else None
+    arrivals: list[Arrival] = []
+    start = 0.0
+    for rate, seconds in steps:
+        arrivals += [Arrival(t, prompt_tokens, max_tokens) for t in _times(rate, start, seconds, rng)]
+        start += seconds
+    return arrivals
+
+
+def parse_steps(text: str) -> list[tuple[float, float]]:
+    """"2:30,8:60,1:30" -> [(2, 30), (8, 60), (1, 30)] (rate per second : seconds)."""
+    steps = []
+    for part in text.split(","):
+        try:
+            rate, seconds = part.split(":")
+            steps.append((float(rate), float(seconds)))
+        except ValueError:
+            raise ValueError(f"bad step {part!r}: use RATE:SECONDS, e.g. 2:30,8:60") from None
+        if steps[-1][0] < 0 or steps[-1][1] <= 0:
+            raise ValueError(f"bad step {part!r}: rate must be >= 0 and seconds > 0")
+    return steps
+
+
+def ramp_steps(rate: float, step_to: float, duration: float, count: int) -> list[tuple[float, float]]:
+    """`count` equal-length steps from `rate` to `step_to` over `duration` seconds."""
+    if count <= 1:
+        return [(step_to, duration)]
+    return [(rate + (step_to - rate) * i / (count - 1), duration / count) for i in range(count)]
+
+
+@dataclass(frozen=True)
+class TraceRequest:
+    at: float  # seconds since the first request of the trace
+    prompt_tokens: int
+    output_tokens: int
+
+
+def read_trace(path: Path | str) -> list[TraceRequest]:
+    """The shared traces: Azure LLM inference CSV or Mooncake JSONL (timestamps in ms)."""
+    path = Path(path)
+    requests: list[TraceRequest] = []
+    if path.suffix == ".csv":
+        with path.open() as file:
+            rows = list(csv.DictReader(file))
+        if not rows or "TIMESTAMP" not in rows[0]:
+            raise ValueError(f"{path}: expected the Azure CSV header TIMESTAMP,ContextTokens,GeneratedTokens")
+        times = [datetime.fromisoformat(row["TIMESTAMP"][:26]) for row in rows]
+        first = min(times)
+        for row, at in zip(rows, times, strict=True):
+            requests.append(TraceRequest((at - first).total_seconds(), int(row["ContextTokens"]),
+                                         int(row["GeneratedTokens"])))
+    elif path.suffix == ".jsonl":
+        with path.open() as file:
+            for line in file:
+                if line.strip():
+                    item = json.loads(line)
+                    requests.append(TraceRequest(item["timestamp"] / 1000.0, int(item["input_length"]),
+                                                 int(item["output_length"])))
+    else:
+        raise ValueError(f"{path}: unknown trace format (expected .csv (Azure) or .jsonl (Mooncake))")
+    return sorted(requests, key=lambda r: r.at)
+
+
+def trace_schedule(requests: list[TraceRequest], *, start: float, duration: float, speedup: float = 1.0,
+                   rate_scale: float = 1.0, token_scale: float = 1.0, max_prompt_tokens: int = 512,
+                   max_output_tokens: int = 128, seed: int = 0) -> list[Arrival]:
+    """A slice [start, start + duration) of trace time, replayed `speedup` times faster, keeping a
+    `rate_scale` fraction of arrivals (seeded thinning), with token counts scaled and capped."""
+    rng = random.Random(seed)
+    arrivals = []
+    for request in requests:
+        if not start <= request.at < start + duration:
+            continue
+        if rate_scale < 1.0 and rng.random() >= rate_scale:
+            continue
+        prompt = min(max(int(request.prompt_tokens * token_scale), 8), max_prompt_tokens)
+        output = min(max(int(request.output_tokens * token_scale), 1), max_output_tokens)
+        arrivals.append(Arrival((request.at - start) / speedup, prompt, output))
+    return arrivals
