@@ -1,0 +1,164 @@
+"""Llama-family forward over a flat batch of tokens with a paged KV cache.
+
+One step carries decode tokens (one per sequence) first and then prefill chunks; every token writes its K/V
+into a slot of the block pool (slot = block_id * block_size + offset) and attends over its sequence's
+slots, gathered through the block table. Weights are fused (QKV, gate+up) to keep the number of Python-level
+ops per layer small; everything lives on the configured device, nothing assumes CPU.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from .config import ModelArgs
+from .rope import rope_tables
+
+
+@dataclass
+class PrefillSlice:
+    start: int  # rows of this sequence's new tokens in the flat batch
+    end: int
+    context_len: int  # tokens in cache after this step (cached + new)
+    gather: torch.Tensor | None  # [context_len] slots; None when the chunk is the whole context
+    mask: torch.Tensor | None  # [n, context_len] bool (True = attend); None means plain causal
+
+
+@dataclass
+class StepInput:
+    input_ids: torch.Tensor  # [T]
+    positions: torch.Tensor  # [T]
+    slot_mapping: torch.Tensor  # [T]
+    num_decodes: int  # the first num_decodes rows are single-token decode steps
+    decode_gather: torch.Tensor | None = None  # [B, L] slots, padding points at the zeroed null slot
+    decode_mask: torch.Tensor | None = None  # [B, 1, 1, L] bool
+    prefills: list[PrefillSlice] = field(default_factory=list)
+    logits_indices: torch.Tensor | None = None  # rows whose next-token logits are needed
+
+
+@dataclass
+class _Layer:
+    attn_norm: torch.Tensor
+    wqkv: torch.Tensor
+    bqkv: torch.Tensor | None
+    wo: torch.Tensor
+    ffn_norm: torch.Tensor
+    w_gate_up: torch.Tensor
+    w_down: torch.Tensor
+
+
+class PagedLlama:
+    """Weights plus the KV block pool; forward(step) -> float32 logits for step.logits_indices."""
+
+    def __init__(self, args: ModelArgs, state: dict[str, torch.Tensor], device: torch.device,
+                 dtype: torch.dtype, max_positions: int) -> None:
+        self.args = args
+        self.device = device
+        self.dtype = dtype
+
+        def w(name: str) -> torch.Tensor:
+            return state[name].to(device=device, dtype=dtype).contiguous()
+
+        self.embed = w("model.embed_tokens.weight")
+        self.norm = w("model.norm.weight")
+        self.lm_head = self.embed if args.tie_word_embeddings or "lm_head.weight" not in state else w(
+            "lm_head.weight")
+        self.layers: list[_Layer] = []
+        for i in range(args.num_layers):
+            p = f"model.layers.{i}."
+            wqkv = torch.cat([state[p + f"self_attn.{n}_proj.weight"] for n in "qkv"], dim=0)
+            bqkv = None
+            if args.attention_bias and (p + "self_attn.q_proj.bias") in state:
+                bqkv = torch.cat([state[p + f"self_attn.{n}_proj.bias"] for n in "qkv"], dim=0)
+                bqkv = bqkv.to(device=device, dtype=dtype)
+            gate_up = torch.cat([state[p + "mlp.gate_proj.weight"], state[p + "mlp.up_proj.weight"]], dim=0)
+            self.layers.append(_Layer(
+                attn_norm=w(p + "input_layernorm.weight"),
+                wqkv=wqkv.to(device=device, dtype=dtype).contiguous(),
+                bqkv=bqkv,
+                wo=w(p + "self_attn.o_proj.weight"),
+                ffn_norm=w(p + "post_attention_layernorm.weight"),
+                w_gate_up=gate_up.to(device=device, dtype=dtype).contiguous(),
+                w_down=w(p + "mlp.down_proj.weight"),
+            ))
+        self.cos, self.sin = rope_tables(args.head_dim, args.rope_theta, args.rope_scaling, max_positions,
+                                         dtype, device)
+        self.k_cache: list[torch.Tensor] = []
+        self.v_cache: list[torch.Tensor] = []
+
+    def kv_bytes_per_token(self) -> int:
+        a = self.args
+        return 2 * a.num_layers * a.num_kv_heads * a.head_dim * torch.finfo(self.dtype).bits // 8
+
+    def allocate_kv_cache(self, num_blocks: int, block_size: int) -> None:
+        """Pool of num_blocks * block_size slots per layer; block 0 is the zeroed null block for padding."""
+        a = self.args
+        shape = (num_blocks * block_size, a.num_kv_heads, a.head_dim)
+        self.k_cache, self.v_cache = [], []
+        for _ in range(a.num_layers):
+            k = torch.empty(shape, dtype=self.dtype, device=self.device)
+            v = torch.empty(shape, dtype=self.dtype, device=self.device)
+            k[:block_size].zero_()
+            v[:block_size].zero_()
+            self.k_cache.append(k)
+            self.v_cache.append(v)
+
+    @torch.inference_mode()
+    def forward(self, step: StepInput) -> torch.Tensor:
+        a = self.args
+        heads, kv_heads, head_dim = a.num_heads, a.num_kv_heads, a.head_dim
+        qk_width = (heads + kv_heads) * head_dim
+        num_tokens = step.input_ids.shape[0]
+        half = head_dim // 2
+        cos = self.cos[step.positions].unsqueeze(1)
+        sin = self.sin[step.positions].unsqueeze(1)
+        x = F.embedding(step.input_ids, self.embed)
+        for i, layer in enumerate(self.layers):
+            h = F.rms_norm(x, (a.hidden_size,), layer.attn_norm, a.rms_norm_eps)
+            qkv = F.linear(h, layer.wqkv, layer.bqkv)
+            qk = qkv[:, :qk_width].view(num_tokens, heads + kv_heads, head_dim)
+            qk = qk * cos + qk.roll(half, dims=-1) * sin
+            q = qk[:, :heads]
+            k = qk[:, heads:]
+            v = qkv[:, qk_width:].view(num_tokens, kv_heads, head_dim)
+            k_cache, v_cache = self.k_cache[i], self.v_cache[i]
+            k_cache.index_copy_(0, step.slot_mapping, k)
+            v_cache.index_copy_(0, step.slot_mapping, v)
+            attn = self._attention(step, q, k, v, k_cache, v_cache)
+            x = x + F.linear(attn, layer.wo)
+            h = F.rms_norm(x, (a.hidden_size,), layer.ffn_norm, a.rms_norm_eps)
+            gate, up = F.linear(h, layer.w_gate_up).chunk(2, dim=-1)
+            x = x + F.linear(F.silu(gate) * up, layer.w_down)
+        if step.logits_indices is not None:
+            x = x[step.logits_indices]
+        x = F.rms_norm(x, (a.hidden_size,), self.norm, a.rms_norm_eps)
+        return F.linear(x, self.lm_head).float()
+
+    def _attention(self, step: StepInput, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                   k_cache: torch.Tensor, v_cache: torch.Tensor) -> torch.Tensor:
+        """[T, H, D] queries -> [T, H*D]; decodes batched over gathered blocks, prefills one by one."""
+        outputs: list[torch.Tensor] = []
+        b = step.num_decodes
+        if b:
+            gather = step.decode_gather
+            qd = q[:b].unsqueeze(2)  # [B, H, 1, D]
+            kd = k_cache[gather].transpose(1, 2)  # [B, KVH, L, D]
+            vd = v_cache[gather].transpose(1, 2)
+            out = F.scaled_dot_product_attention(qd, kd, vd, attn_mask=step.decode_mask, enable_gqa=True)
+            outputs.append(out.reshape(b, -1))
+        for p in step.prefills:
+            qp = q[p.start:p.end].transpose(0, 1).unsqueeze(0)  # [1, H, n, D]
+            if p.gather is None:
+                kp = k[p.start:p.end].transpose(0, 1).unsqueeze(0)
+                vp = v[p.start:p.end].transpose(0, 1).unsqueeze(0)
+            else:
+                kp = k_cache[p.gather].transpose(0, 1).unsqueeze(0)
+                vp = v_cache[p.gather].transpose(0, 1).unsqueeze(0)
+            if p.mask is None:
+                out = F.scaled_dot_product_attention(qp, kp, vp, is_causal=p.end - p.start > 1, enable_gqa=True)
+            else:
+                out = F.scaled_dot_product_attention(qp, kp, vp, attn_mask=p.mask, enable_gqa=True)
+            outputs.append(out.squeeze(0).transpose(0, 1).reshape(p.end - p.start, -1))
+        return outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=0)
