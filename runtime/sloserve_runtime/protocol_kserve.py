@@ -54,11 +54,8 @@ OUTPUTS = [("text_output", "BYTES", [-1])]
 FLOAT_FIELDS = {"temperature", "top_p"}
 INT_FIELDS = {"max_tokens", "top_k", "seed", "random_seed", "min_tokens", "beam_width", "end_id", "pad_id"}
 BOOL_FIELDS = {"stream", "exclude_input_in_output", "ignore_eos"}
-# Accepted for compatibility and deliberately without effect (single-beam sampling, tokenizer-defined ids).
-IGNORED_FIELDS = {"bad_words", "end_id", "pad_id", "return_log_probs", "return_context_logits",
-                  "return_generation_logits", "length_penalty", "repetition_penalty", "presence_penalty",
-                  "frequency_penalty", "embedding_bias_words", "embedding_bias_weights", "n", "best_of",
-                  "skip_special_tokens", "spaces_between_special_tokens", "triton_enable_empty_final_response"}
+# Other fields (bad_words, end_id, pad_id, repetition_penalty, ...) are accepted and ignored, so ensemble
+# clients that always send them keep working.
 
 
 @dataclass
