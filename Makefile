@@ -41,8 +41,9 @@ test: setup ## ruff + the whole pytest suite
 run: setup ## local mode: serve the quickstart ModelService
 	$(VENV)/bin/sloserve render -f examples/quickstart.yaml
 
-crds: $(STAMP) ## regenerate crds/ from api.py
+crds: $(STAMP) ## regenerate crds/ and docs/reference.md from api.py
 	$(VENV)/bin/sloserve crd > crds/modelservices.sloserve.io.yaml
+	$(PY) -m sloserve_operator.reference > docs/reference.md
 
 manifests: $(STAMP) ## render manifests/install.yaml from the Helm chart
 	$(PY) -m sloserve_operator.manifests > manifests/install.yaml

@@ -528,7 +528,7 @@ class ModelService(_RuleChecked):
     rules: ClassVar[tuple[Rule, ...]] = (
         Rule(
             "metadata.name",
-            f"too long for its regions: the per-region Service <name>-<region> must fit {DNS_LABEL_MAX} characters",
+            f"too long for its regions: each per-region Service NAME-REGION must fit {DNS_LABEL_MAX} characters",
             "!has(self.spec.placement.regions) || "
             f"self.spec.placement.regions.all(r, size(self.metadata.name) + size(r.name) < {DNS_LABEL_MAX})",
             lambda m: all(len(m.metadata.name) + 1 + len(r.name) <= DNS_LABEL_MAX for r in m.spec.placement.regions),

@@ -51,7 +51,7 @@ LIST_MAP_KEYS: dict[str, str] = {
 _DROPPED_KEYWORDS = {"title", "additionalProperties", "$defs"}
 
 
-def _rule_index(cls: type, found: dict[str, tuple[Rule, ...]]) -> dict[str, tuple[Rule, ...]]:
+def rules_by_class(cls: type, found: dict[str, tuple[Rule, ...]]) -> dict[str, tuple[Rule, ...]]:
     """Class name -> rules, for every model reachable from `cls` (pydantic names $defs by class name)."""
     rules = getattr(cls, "rules", ())
     if rules:
@@ -59,7 +59,7 @@ def _rule_index(cls: type, found: dict[str, tuple[Rule, ...]]) -> dict[str, tupl
     for field in getattr(cls, "model_fields", {}).values():
         for candidate in _classes_in(field.annotation):
             if candidate.__name__ not in found:
-                _rule_index(candidate, found)
+                rules_by_class(candidate, found)
     return found
 
 
@@ -155,7 +155,7 @@ def _default_empty_objects(node: dict[str, Any], required: bool = True) -> None:
 def _structural(cls: type) -> dict[str, Any]:
     schema = cls.model_json_schema(by_alias=True, mode="validation")
     root = cls.__name__
-    converter = _Converter(schema, _rule_index(cls, {}))
+    converter = _Converter(schema, rules_by_class(cls, {}))
     prefix = {"ModelServiceSpec": "spec", "ModelServiceStatus": "status"}[root]
     out = converter.convert(schema, prefix)
     out.pop("description", None)  # the property description at the top level says it better
@@ -301,4 +301,4 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["API_VERSION", "CRD_NAME", "build_crd", "open_api_schema", "prune_nulls_and_default", "render_crd_yaml"]
+__all__ = ["API_VERSION", "CRD_NAME", "build_crd", "open_api_schema", "prune_nulls_and_default", "render_crd_yaml", "rules_by_class"]
