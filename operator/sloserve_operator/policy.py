@@ -175,12 +175,20 @@ def _plan_region(spec: ModelServiceSpec, region: str, obs: RegionObservation, st
     p95_text = (f"ttft p95 {format_ms(obs.ttft_p95) if obs.ttft_p95 is not None else '-'}"
                 f"/{format_ms(ttft_budget)}, itl p95 {format_ms(obs.itl_p95) if obs.itl_p95 is not None else '-'}"
                 f"/{format_ms(itl_budget)}")
+    ready = obs.ready_replicas if obs.ready_replicas is not None else current
+    settled = ready >= current  # no pods of ours still starting or being promoted
     if breach:
-        if capacity is not None and need <= current:
+        # A breach while capacity is still arriving says nothing about the model; once settled, a breach at
+        # a load the model called safe means it overestimates capacity.
+        if settled and capacity is not None and ready and rate / ready <= capacity * correction:
             state.correction[region] = max(CORRECTION_MIN, correction * 0.85)
-        step = max(1, math.ceil(current * max((ratio or 1.0) - 1.0, 0.25)))
-        need = max(need, current + step)
-    elif ratio is not None and ratio < 0.6 and capacity is not None and current > 0:
+        if settled:
+            # Add to what is up now, at most doubling; more cold pods while others start would not come sooner.
+            step = max(1, math.ceil(max(ready, 1) * min(max((ratio or 1.0) - 1.0, 0.25), 1.0)))
+            need = max(need, ready + step)
+        else:
+            need = max(need, current)
+    elif ratio is not None and ratio < 0.6 and capacity is not None and settled and current > 0:
         utilisation = rate / (capacity * correction * current)
         if utilisation > 0.9:  # busier than the model says is safe, yet comfortably fast: model too cautious
             state.correction[region] = min(CORRECTION_MAX, correction * 1.05)

@@ -1,0 +1,181 @@
+"""The simulated fleet: pods with roles and lifecycles, routing, and the actuator every policy goes through.
+
+Pod lifecycle: starting (cold start: scheduling, image, weights; `cold_start` seconds) -> warm or serving;
+warm -> serving by promotion (a label patch; `promotion` seconds until the Service routes to it);
+serving -> warm or draining on scale-down (no new requests; removed once its in-flight requests finish).
+Every pod costs from creation to removal, whatever its role: warm pods hold a GPU too.
+
+Routing: least outstanding requests among a region's serving pods; with none, requests wait at the
+gateway (their TTFT keeps counting) until a pod serves.
+
+The same `apply(serving, warm)` actuator serves every policy: baselines ask for warm 0, so for them it is a
+Deployment scale; sloserve's warm pool uses the same promotion rules as warmpool.plan_roles.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import deque
+from dataclasses import dataclass, field
+
+from ..capacity import CapacityProfile
+from .recorder import Recorder
+from .replica import ReplicaEngine
+from .traces import Request
+
+STARTING, WARM, PROMOTING, SERVING, DRAINING = "starting", "warm", "promoting", "serving", "draining"
+
+
+@dataclass(eq=False)
+class Pod:
+    ident: int
+    region: str
+    state: str
+    created: float
+    engine: ReplicaEngine
+    ready_at: float = 0.0
+    serving_at: float = 0.0
+    removed: float | None = None
+
+
+@dataclass
+class Targets:
+    serving: int = 0
+    warm: int = 0
+
+
+@dataclass
+class Fleet:
+    profile: CapacityProfile
+    regions: list[str]
+    recorder: Recorder
+    itl_budget: float
+    cold_start: float = 120.0
+    promotion: float = 2.0
+    pods: list[Pod] = field(default_factory=list)
+    retired: list[Pod] = field(default_factory=list)
+    targets: dict[str, Targets] = field(default_factory=dict)
+    gateway: dict[str, deque[Request]] = field(default_factory=dict)
+    _ids: itertools.count = field(default_factory=itertools.count)
+
+    def __post_init__(self) -> None:
+        for region in self.regions:
+            self.targets.setdefault(region, Targets())
+            self.gateway.setdefault(region, deque())
+
+    # ---------------------------------------------------------------- queries
+    def in_region(self, region: str, *states: str) -> list[Pod]:
+        return [pod for pod in self.pods if pod.region == region and (not states or pod.state in states)]
+
+    def serving_count(self, region: str) -> int:
+        return len(self.in_region(region, SERVING))
+
+    def pending_age(self, region: str, now: float) -> float | None:
+        starting = self.in_region(region, STARTING)
+        return max(now - pod.created for pod in starting) if starting else None
+
+    def load(self, region: str) -> tuple[float, float]:
+        """(running, waiting) summed over the region's pods, gateway queue counted as waiting."""
+        pods = self.in_region(region)
+        running = sum(pod.engine.running for pod in pods)
+        waiting = sum(len(pod.engine.waiting) for pod in pods) + len(self.gateway[region])
+        return float(running), float(waiting)
+
+    def next_timer(self) -> float:
+        times = [pod.ready_at for pod in self.pods if pod.state == STARTING]
+        times += [pod.serving_at for pod in self.pods if pod.state == PROMOTING]
+        return min(times, default=float("inf"))
+
+    # ---------------------------------------------------------------- time
+    def advance(self, until: float) -> None:
+        for pod in self.pods:
+            if pod.engine.outstanding:
+                pod.engine.advance(until)
+
+    def on_time(self, now: float) -> None:
+        """Finish cold starts and promotions due by `now`; retire drained pods."""
+        for pod in list(self.pods):
+            if pod.state == STARTING and pod.ready_at <= now:
+                target = self.targets[pod.region]
+                wanted = target.serving - len(self.in_region(pod.region, SERVING, PROMOTING))
+                if wanted > 0:
+                    pod.state, pod.serving_at = PROMOTING, pod.ready_at + self.promotion
+                else:
+                    pod.state = WARM
+            if pod.state == PROMOTING and pod.serving_at <= now:
+                pod.state = SERVING
+                pod.engine.clock = max(pod.engine.clock, pod.serving_at)
+            if pod.state == DRAINING and not pod.engine.outstanding:
+                self._remove(pod, max(now, pod.engine.clock))
+        for region in self.regions:
+            self._drain_gateway(region, now)
+
+    # ---------------------------------------------------------------- requests
+    def dispatch(self, request: Request, now: float) -> None:
+        self.recorder.arrival(request.region, now)
+        self.gateway[request.region].append(request)
+        self._drain_gateway(request.region, now)
+
+    def _drain_gateway(self, region: str, now: float) -> None:
+        queue = self.gateway[region]
+        if not queue:
+            return
+        serving = self.in_region(region, SERVING)
+        if not serving:
+            return
+        while queue:
+            pod = min(serving, key=lambda p: (p.engine.outstanding, p.ident))
+            pod.engine.submit(queue.popleft(), now)
+
+    # ---------------------------------------------------------------- the actuator
+    def start_ready(self, region: str, serving: int, warm: int, now: float) -> None:
+        """Initial fleet: pods that are already up at the start of the replay."""
+        self.targets[region] = Targets(serving, warm)
+        for role, count in ((SERVING, serving), (WARM, warm)):
+            for _ in range(count):
+                self.pods.append(self._new_pod(region, role, now))
+
+    def apply(self, region: str, serving: int, warm: int, now: float) -> None:
+        serving, warm = max(serving, 0), max(warm, 0)
+        self.targets[region] = Targets(serving, warm)
+        active = self.in_region(region, SERVING, PROMOTING)
+        ready_warm = sorted(self.in_region(region, WARM), key=lambda p: p.created)
+        # Warm pods first: promotion takes seconds.
+        for pod in ready_warm[: max(serving - len(active), 0)]:
+            pod.state, pod.serving_at = PROMOTING, now + self.promotion
+        active = self.in_region(region, SERVING, PROMOTING)
+        if len(active) > serving:
+            # Newest first (the actuator's demotion order); promoting ones before serving ones.
+            order = sorted(active, key=lambda p: (p.state == SERVING, -p.created))
+            for pod in order[: len(active) - serving]:
+                pod.state = WARM
+        # Keep serving + warm pods in total: start new ones (cold) or remove surplus.
+        pool = self.in_region(region, STARTING, WARM)
+        total = len(self.in_region(region, SERVING, PROMOTING)) + len(pool)
+        for _ in range(serving + warm - total):
+            pod = self._new_pod(region, STARTING, now)
+            pod.ready_at = now + self.cold_start
+            self.pods.append(pod)
+        surplus = total - (serving + warm)
+        if surplus > 0:
+            # Cold starts not yet finished go first (newest first), then warm pods, newest first.
+            victims = sorted(pool, key=lambda p: (p.state != STARTING, -p.created))[:surplus]
+            for pod in victims:
+                if pod.engine.outstanding:
+                    pod.state = DRAINING
+                else:
+                    self._remove(pod, now)
+        self._drain_gateway(region, now)
+
+    def _new_pod(self, region: str, state: str, now: float) -> Pod:
+        engine = ReplicaEngine(self.profile, region, self.itl_budget, self.recorder, clock=now)
+        return Pod(next(self._ids), region, state, now, engine, ready_at=now, serving_at=now)
+
+    def _remove(self, pod: Pod, now: float) -> None:
+        pod.removed = now
+        self.pods.remove(pod)
+        self.retired.append(pod)
+
+    def pod_seconds(self, end: float) -> float:
+        return sum((min(pod.removed if pod.removed is not None else end, end) - pod.created)
+                   for pod in self.pods + self.retired)

@@ -1,0 +1,166 @@
+"""What the simulated fleet reports, kept the way Prometheus would keep it, and the Observations made from it.
+
+Per region and per simulated second: histograms of TTFT and of inter-token gaps whose bucket boundaries
+include the SLO budgets exactly (as the runtime's do), arrivals, finished requests and their token counts.
+An Observation over a window is then computed like the MetricsSource computes it from Prometheus: p95 by
+histogram_quantile's linear interpolation, the within-budget fraction exactly from the budget's bucket.
+Per-request outcomes are kept too, for the report (not for the policies).
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_left
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..observation import RegionObservation
+from .traces import Request
+
+BREACH_FRACTION = 0.95  # a p95 is within budget iff at least 95% of samples are
+
+
+def bucket_bounds(*budgets: float) -> list[float]:
+    """~100 log-spaced upper bounds from 1 ms to 20 min plus each budget exactly."""
+    bounds = set(float(b) for b in np.geomspace(0.001, 1200.0, 100))
+    bounds.update(float(b) for b in budgets)
+    return sorted(bounds)
+
+
+def histogram_quantile(q: float, bounds: list[float], counts: np.ndarray) -> float | None:
+    """Prometheus histogram_quantile over non-cumulative bucket counts (last entry is +Inf)."""
+    total = float(counts.sum())
+    if total <= 0:
+        return None
+    cumulative = np.cumsum(counts)
+    rank = q * total
+    index = int(np.searchsorted(cumulative, rank, side="left"))
+    if index >= len(bounds):
+        return bounds[-1]
+    lower = bounds[index - 1] if index > 0 else 0.0
+    before = float(cumulative[index - 1]) if index > 0 else 0.0
+    in_bucket = float(counts[index])
+    if in_bucket <= 0:
+        return bounds[index]
+    return lower + (bounds[index] - lower) * (rank - before) / in_bucket
+
+
+@dataclass
+class Outcome:
+    arrival: float
+    ttft: float
+    gaps: int
+    slow_gaps: int
+    finished_at: float
+
+
+class RegionSeries:
+    def __init__(self, seconds: int, buckets: int) -> None:
+        self.ttft = np.zeros((seconds, buckets + 1), dtype=np.int64)
+        self.itl = np.zeros((seconds, buckets + 1), dtype=np.int64)
+        self.arrivals = np.zeros(seconds, dtype=np.int64)
+        self.finished = np.zeros(seconds, dtype=np.int64)
+        self.prompt_tokens = np.zeros(seconds, dtype=np.float64)
+        self.output_tokens = np.zeros(seconds, dtype=np.float64)
+        self.concurrency = np.zeros(seconds, dtype=np.float64)  # in flight (queued + running), sampled each second
+
+
+class Recorder:
+    """Collects everything per region per second; `observe` turns a window of it into a RegionObservation."""
+
+    def __init__(self, regions: list[str], duration: float, ttft_budget: float, itl_budget: float) -> None:
+        self.ttft_budget, self.itl_budget = ttft_budget, itl_budget
+        self.bounds = bucket_bounds(ttft_budget, itl_budget)
+        self.ttft_index = self.bounds.index(float(ttft_budget))
+        self.itl_index = self.bounds.index(float(itl_budget))
+        self.seconds = int(math.ceil(duration)) + 1
+        self.series = {region: RegionSeries(self.seconds, len(self.bounds)) for region in regions}
+        self.outcomes: list[Outcome] = []
+
+    def _row(self, time: float) -> int:
+        return min(max(int(time), 0), self.seconds - 1)
+
+    # ---------------------------------------------------------------- the replica-facing side
+    def arrival(self, region: str, time: float) -> None:
+        self.series[region].arrivals[self._row(time)] += 1
+
+    def ttft(self, region: str, time: float, value: float) -> None:
+        self.series[region].ttft[self._row(time), bisect_left(self.bounds, value)] += 1
+
+    def itl(self, region: str, time: float, value: float, count: int) -> None:
+        self.series[region].itl[self._row(time), bisect_left(self.bounds, value)] += count
+
+    def finished(self, region: str, time: float, request: Request, ttft: float, gaps: int, slow_gaps: int) -> None:
+        series, row = self.series[region], self._row(time)
+        series.finished[row] += 1
+        series.prompt_tokens[row] += request.prompt_tokens
+        series.output_tokens[row] += request.output_tokens
+        self.outcomes.append(Outcome(request.arrival, ttft, gaps, slow_gaps, time))
+
+    def concurrency(self, region: str, time: float, value: float) -> None:
+        self.series[region].concurrency[self._row(time)] = value
+
+    # ---------------------------------------------------------------- the policy-facing side
+    def window_rows(self, now: float, window: float) -> slice:
+        end = self._row(now)
+        return slice(max(0, int(now - window)), max(end, 0))
+
+    def latency(self, region: str, now: float, window: float, quantile: float = 0.95
+                ) -> tuple[float | None, float | None, float | None, float | None, float]:
+        """(ttft_q, itl_q, ttft_within, itl_within, ttft_samples) over the window."""
+        series, rows = self.series[region], self.window_rows(now, window)
+        ttft_counts, itl_counts = series.ttft[rows].sum(axis=0), series.itl[rows].sum(axis=0)
+        ttft_total, itl_total = float(ttft_counts.sum()), float(itl_counts.sum())
+        ttft_within = float(ttft_counts[: self.ttft_index + 1].sum()) / ttft_total if ttft_total else None
+        itl_within = float(itl_counts[: self.itl_index + 1].sum()) / itl_total if itl_total else None
+        return (histogram_quantile(quantile, self.bounds, ttft_counts),
+                histogram_quantile(quantile, self.bounds, itl_counts), ttft_within, itl_within, ttft_total)
+
+    def arrival_rate(self, region: str, now: float, window: float) -> float:
+        rows = self.window_rows(now, window)
+        span = max(min(window, now), 1e-9)
+        return float(self.series[region].arrivals[rows].sum()) / span
+
+    def mean_concurrency(self, region: str, now: float, window: float) -> float:
+        rows = self.window_rows(now, window)
+        values = self.series[region].concurrency[rows]
+        return float(values.mean()) if len(values) else 0.0
+
+    def observe(self, region: str, now: float, window: float, ready_replicas: int, running: float,
+                waiting: float) -> RegionObservation:
+        series, rows = self.series[region], self.window_rows(now, window)
+        ttft_p95, itl_p95, ttft_within, itl_within, samples = self.latency(region, now, window)
+        finished = float(series.finished[rows].sum())
+        return RegionObservation(
+            region=region, window_seconds=window, ready_replicas=ready_replicas,
+            request_rate=self.arrival_rate(region, now, window),
+            ttft_p95=ttft_p95, itl_p95=itl_p95, ttft_within_budget=ttft_within, itl_within_budget=itl_within,
+            mean_prompt_tokens=float(series.prompt_tokens[rows].sum()) / finished if finished else None,
+            mean_output_tokens=float(series.output_tokens[rows].sum()) / finished if finished else None,
+            running=running, waiting=waiting, requests_observed=samples,
+        )
+
+    # ---------------------------------------------------------------- the report-facing side
+    def fraction_within_both(self, total_requests: int) -> float:
+        """Requests with TTFT within budget and at most 5% of their gaps over the ITL budget (their own p95
+        ITL within budget); requests never finished count as misses."""
+        if total_requests <= 0:
+            return 1.0
+        good = sum(1 for o in self.outcomes if o.ttft <= self.ttft_budget and o.slow_gaps <= 0.05 * o.gaps)
+        return good / total_requests
+
+    def fraction_minutes_within(self, end: float) -> float:
+        """Share of whole minutes (up to `end`) whose fleet-wide p95 TTFT and p95 ITL are within budget."""
+        minutes = max(int(end // 60), 1)
+        good = 0
+        for minute in range(minutes):
+            rows = slice(minute * 60, (minute + 1) * 60)
+            ok = True
+            for hist, index in ((lambda s: s.ttft, self.ttft_index), (lambda s: s.itl, self.itl_index)):
+                counts = sum(hist(s)[rows].sum(axis=0) for s in self.series.values())
+                total = float(counts.sum())
+                if total and float(counts[: index + 1].sum()) / total < BREACH_FRACTION:
+                    ok = False
+            good += ok
+        return good / minutes
