@@ -142,6 +142,10 @@ class Frontend:
             if not 0 <= token < vocab:
                 raise Rejected.invalid(param, f"Token id {token} is outside the vocabulary (0..{vocab - 1}).")
 
+    def check_sampling_token_ids(self, params: SamplingParams) -> None:
+        self.check_token_ids(list(params.logit_bias), "logit_bias")
+        self.check_token_ids(params.stop_token_ids, "stop_token_ids")
+
     def resolve_max_tokens(self, prompt_len: int, requested: int | None, default: int | None,
                            param: str = "max_tokens", prompt_param: str = "prompt") -> int:
         """Check the prompt against max_model_len and pick max_tokens (None default: all that fits)."""
@@ -161,12 +165,13 @@ class Frontend:
                                    f"this model's maximum context length of {limit} tokens.")
         return requested
 
-    @staticmethod
-    def validated(params: SamplingParams) -> SamplingParams:
+    def validated(self, params: SamplingParams) -> SamplingParams:
         try:
-            return params.validate()
+            params.validate()
         except InvalidParameter as error:
             raise Rejected.from_invalid_parameter(error) from error
+        self.check_sampling_token_ids(params)
+        return params
 
     @staticmethod
     def new_request_id(prefix: str) -> str:
@@ -206,6 +211,8 @@ class Frontend:
         try:
             async for output in outputs:
                 yield output
+        except InvalidParameter as error:  # a check only the engine can make (it knows the vocabulary)
+            raise Rejected.from_invalid_parameter(error) from error
         finally:
             await outputs.aclose()
 

@@ -58,7 +58,7 @@ class SamplingFields(BaseModel):
     frequency_penalty: Literal[0, 0.0] | None = None
     user: str | None = None
 
-    def sampling_params(self, max_tokens: int) -> SamplingParams:
+    def sampling_params(self, frontend: Frontend, max_tokens: int) -> SamplingParams:
         stop = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
         bias: dict[int, float] = {}
         for key, value in (self.logit_bias or {}).items():
@@ -71,7 +71,7 @@ class SamplingFields(BaseModel):
                                 top_p=1.0 if self.top_p is None else self.top_p, top_k=top_k, seed=self.seed,
                                 stop=stop, stop_token_ids=list(self.stop_token_ids or []), logit_bias=bias,
                                 ignore_eos=self.ignore_eos, min_tokens=self.min_tokens)
-        return Frontend.validated(params)
+        return frontend.validated(params)
 
     @property
     def include_usage(self) -> bool:
@@ -165,7 +165,12 @@ async def complete_unless_disconnected(request: Request, frontend: Frontend,
     finally:
         watcher.cancel()
     if work.done():
-        return list(work.result())
+        try:
+            return list(work.result())
+        except Rejected:
+            raise
+        except Exception as error:  # the engine failed: a 500 with the reason, not a dropped connection
+            raise Rejected("internal", f"Generation failed: {error}") from error
     work.cancel()
     await asyncio.gather(work, return_exceptions=True)
     return None
@@ -246,7 +251,7 @@ def openai_router(frontend: Frontend) -> APIRouter:
             for prompt_ids in prompts:
                 max_tokens = frontend.resolve_max_tokens(len(prompt_ids), body.max_tokens,
                                                          COMPLETIONS_DEFAULT_MAX_TOKENS)
-                jobs.append((frontend.new_request_id("cmpl"), prompt_ids, body.sampling_params(max_tokens)))
+                jobs.append((frontend.new_request_id("cmpl"), prompt_ids, body.sampling_params(frontend, max_tokens)))
             frontend.check_queue()
         except Rejected as error:
             return error_response(error)
@@ -258,7 +263,10 @@ def openai_router(frontend: Frontend) -> APIRouter:
 
         if body.stream:
             return event_stream(sse_stream(frontend, jobs, chunk, body.include_usage, chat=False))
-        results = await complete_unless_disconnected(request, frontend, jobs)
+        try:
+            results = await complete_unless_disconnected(request, frontend, jobs)
+        except Rejected as error:
+            return error_response(error)
         if results is None:
             return JSONResponse({}, status_code=499)
         choices = [{"index": i, "text": r.text, "logprobs": None, "finish_reason": r.finish_reason}
@@ -276,7 +284,7 @@ def openai_router(frontend: Frontend) -> APIRouter:
             param = "max_completion_tokens" if body.max_completion_tokens is not None else "max_tokens"
             max_tokens = frontend.resolve_max_tokens(len(prompt_ids), requested, None, param=param,
                                                      prompt_param="messages")
-            jobs = [(frontend.new_request_id("chatcmpl"), prompt_ids, body.sampling_params(max_tokens))]
+            jobs = [(frontend.new_request_id("chatcmpl"), prompt_ids, body.sampling_params(frontend, max_tokens))]
             frontend.check_queue()
         except Rejected as error:
             return error_response(error)
@@ -288,7 +296,10 @@ def openai_router(frontend: Frontend) -> APIRouter:
 
         if body.stream:
             return event_stream(sse_stream(frontend, jobs, chunk, body.include_usage, chat=True))
-        results = await complete_unless_disconnected(request, frontend, jobs)
+        try:
+            results = await complete_unless_disconnected(request, frontend, jobs)
+        except Rejected as error:
+            return error_response(error)
         if results is None:
             return JSONResponse({}, status_code=499)
         result = results[0]

@@ -139,7 +139,7 @@ def prepare(frontend: Frontend, request: GenerationRequest) -> tuple[str, list[i
     max_tokens = frontend.resolve_max_tokens(len(prompt_ids), request.params.max_tokens, None,
                                              prompt_param="text_input")
     request.params.max_tokens = max_tokens
-    return frontend.new_request_id("v2"), prompt_ids, Frontend.validated(request.params)
+    return frontend.new_request_id("v2"), prompt_ids, frontend.validated(request.params)
 
 
 def model_metadata(name: str) -> dict[str, Any]:
@@ -211,7 +211,10 @@ def kserve_router(frontend: Frontend) -> APIRouter:
             generation, job = await parse(request, name)
         except Rejected as error:
             return error_response(error)
-        results = await complete_unless_disconnected(request, frontend, [job])
+        try:
+            results = await complete_unless_disconnected(request, frontend, [job])
+        except Rejected as error:
+            return error_response(error)
         if results is None:
             return JSONResponse({}, status_code=499)
         text = results[0].text if generation.exclude_input_in_output else generation.text_input + results[0].text
