@@ -79,6 +79,7 @@ class Controller:
         self._stopping_tasks: set[asyncio.Task] = set()
         replicas.on_ready = self._on_ready
         replicas.on_crash = self._on_crash
+        router.on_first_request = self._on_first_request
 
     def _warm_split(self, size: int) -> dict[str, int]:
         if not self.spec.placement.regions:
@@ -176,6 +177,9 @@ class Controller:
         self.reconcile()
         self.metrics.update_targets(self.replicas.replicas.values())
         self.write_state()
+
+    def _on_first_request(self, name: str, at: float) -> None:
+        self.events.append(Event(at, "first-request", name))
 
     def _on_crash(self, replica: Replica) -> None:
         self.router.remove(replica.name)

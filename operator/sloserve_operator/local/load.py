@@ -36,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     trace.add_argument("--trace", default=None, help="Azure CSV or Mooncake JSONL trace (../shared/traces)")
     trace.add_argument("--trace-start", type=float, default=0.0, help="slice start, seconds into the trace")
     trace.add_argument("--speedup", type=float, default=1.0, help="replay the slice this many times faster")
-    trace.add_argument("--rate-scale", type=float, default=1.0, help="keep this fraction of arrivals")
+    trace.add_argument("--rate-scale", type=float, default=1.0, help="scale the arrival rate (thinning below 1)")
     trace.add_argument("--token-scale", type=float, default=0.1, help="scale token counts (default 0.1)")
     trace.add_argument("--max-prompt-tokens", type=int, default=256)
     trace.add_argument("--max-output-tokens", type=int, default=64)
@@ -46,11 +46,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def build_arrivals(args: argparse.Namespace) -> list:
-    from .workload import parse_steps, ramp_steps, read_trace, step_schedule, trace_schedule
+    from .workload import parse_steps, ramp_steps, step_schedule, trace_schedule
 
     if args.trace:
-        requests = read_trace(args.trace)
-        return trace_schedule(requests, start=args.trace_start, duration=args.duration, speedup=args.speedup,
+        return trace_schedule(args.trace, start=args.trace_start, duration=args.duration, speedup=args.speedup,
                               rate_scale=args.rate_scale, token_scale=args.token_scale,
                               max_prompt_tokens=args.max_prompt_tokens, max_output_tokens=args.max_output_tokens,
                               seed=args.seed)

@@ -65,10 +65,8 @@ def prometheus_config(run_dir: RunDir, scrape_interval: float, rule_files: list[
 
 def write_rule_file(service: ModelService, run_dir: RunDir) -> list[str]:
     """The SLO recording rules and alerts render gives a cluster's PrometheusRule, when render provides them."""
-    try:
-        from ..render import rule_groups
-    except ImportError:
-        return []
+    from ..slo_rules import rule_groups
+
     try:
         groups = rule_groups(service)
     except Exception as error:  # a rule problem must not stop local serving; say so
@@ -76,6 +74,12 @@ def write_rule_file(service: ModelService, run_dir: RunDir) -> list[str]:
         return []
     path = run_dir.root / "rules.yml"
     path.write_text(yaml.safe_dump({"groups": groups}, sort_keys=False))
+    promtool = shutil.which("promtool")
+    if promtool:  # Prometheus refuses to start on a bad rule file: check it first, serve without it if bad
+        check = subprocess.run([promtool, "check", "rules", str(path)], capture_output=True, text=True)
+        if check.returncode != 0:
+            log.warning("SLO rules not loaded into the local Prometheus: %s", check.stdout + check.stderr)
+            return []
     return [str(path.resolve())]
 
 
@@ -166,7 +170,8 @@ class MetricsBackend:
         if self.prometheus is not None:
             self.prometheus.start(self.service, self.scrape_interval)
             await self.prometheus.wait_ready()
-            self.source = PrometheusSource(self.prometheus.url, window_seconds=self.window_seconds)
+            # An integral timeout: Prometheus 2.42 (Debian) refuses "5.0s" as a duration.
+            self.source = PrometheusSource(self.prometheus.url, window_seconds=self.window_seconds, timeout_seconds=5)
         else:
             self.source = ScrapeSource(lambda: self.scrape_targets, window_seconds=self.window_seconds)
 

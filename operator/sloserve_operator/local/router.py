@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import aiohttp
@@ -40,7 +41,9 @@ def openai_error(status: int, message: str, error_type: str = "service_unavailab
 class Router:
     """Least-outstanding-requests reverse proxy over a changing set of serving backends."""
 
-    def __init__(self, *, connect_timeout: float = 5.0) -> None:
+    def __init__(self, *, connect_timeout: float = 5.0,
+                 on_first_request: Callable[[str, float], None] | None = None) -> None:
+        self.on_first_request = on_first_request  # (backend, time): a newly added backend got traffic
         self.backends: dict[str, Backend] = {}
         self.retired: dict[str, Backend] = {}  # removed but maybe still finishing requests
         self.requests_total = 0
@@ -130,6 +133,8 @@ class Router:
             backend.outstanding += 1
             if backend.first_request_at is None:
                 backend.first_request_at = time.time()
+                if self.on_first_request:
+                    self.on_first_request(backend.name, backend.first_request_at)
             try:
                 return await self._proxy(request, backend, body, headers)
             except (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError) as error:
@@ -154,12 +159,18 @@ class Router:
                 self.failures_total += 1
             try:
                 async for chunk in upstream.content.iter_any():
-                    await response.write(chunk)
+                    try:
+                        await response.write(chunk)
+                    except ConnectionResetError:
+                        return response  # the client left; leaving the block aborts the upstream request
             except aiohttp.ClientError as error:
                 error._started = True  # type: ignore[attr-defined]  # never retry a half-sent response
                 self.failures_total += 1
                 raise
-            await response.write_eof()
+            try:
+                await response.write_eof()
+            except ConnectionResetError:
+                pass
             return response
 
     def _client(self) -> aiohttp.ClientSession:

@@ -1,18 +1,15 @@
 """What `sloserve load` sends: arrival schedules (constant, steps, a shared trace slice) and prompts.
 
 An Arrival is when (seconds after the start) a request is sent, with its prompt and output length. Trace
-slices are scaled down to what a CPU fleet can take: time compressed by `speedup`, arrivals thinned by
+slices are scaled down to what a CPU fleet can take: time compressed by `speedup`, rate scaled by
 `rate_scale`, token counts scaled and capped, all seeded so a run can be repeated.
 """
 
 from __future__ import annotations
 
-import csv
-import json
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 
 WORDS = (
@@ -80,52 +77,29 @@ def ramp_steps(rate: float, step_to: float, duration: float, count: int) -> list
     return [(rate + (step_to - rate) * i / (count - 1), duration / count) for i in range(count)]
 
 
-@dataclass(frozen=True)
-class TraceRequest:
-    at: float  # seconds since the first request of the trace
-    prompt_tokens: int
-    output_tokens: int
-
-
-def read_trace(path: Path | str) -> list[TraceRequest]:
-    """The shared traces: Azure LLM inference CSV or Mooncake JSONL (timestamps in ms)."""
-    path = Path(path)
-    requests: list[TraceRequest] = []
-    if path.suffix == ".csv":
-        with path.open() as file:
-            rows = list(csv.DictReader(file))
-        if not rows or "TIMESTAMP" not in rows[0]:
-            raise ValueError(f"{path}: expected the Azure CSV header TIMESTAMP,ContextTokens,GeneratedTokens")
-        times = [datetime.fromisoformat(row["TIMESTAMP"][:26]) for row in rows]
-        first = min(times)
-        for row, at in zip(rows, times, strict=True):
-            requests.append(TraceRequest((at - first).total_seconds(), int(row["ContextTokens"]),
-                                         int(row["GeneratedTokens"])))
-    elif path.suffix == ".jsonl":
-        with path.open() as file:
-            for line in file:
-                if line.strip():
-                    item = json.loads(line)
-                    requests.append(TraceRequest(item["timestamp"] / 1000.0, int(item["input_length"]),
-                                                 int(item["output_length"])))
-    else:
-        raise ValueError(f"{path}: unknown trace format (expected .csv (Azure) or .jsonl (Mooncake))")
-    return sorted(requests, key=lambda r: r.at)
-
-
-def trace_schedule(requests: list[TraceRequest], *, start: float, duration: float, speedup: float = 1.0,
+def trace_schedule(path: Path | str, *, start: float, duration: float, speedup: float = 1.0,
                    rate_scale: float = 1.0, token_scale: float = 1.0, max_prompt_tokens: int = 512,
                    max_output_tokens: int = 128, seed: int = 0) -> list[Arrival]:
-    """A slice [start, start + duration) of trace time, replayed `speedup` times faster, keeping a
-    `rate_scale` fraction of arrivals (seeded thinning), with token counts scaled and capped."""
-    rng = random.Random(seed)
-    arrivals = []
-    for request in requests:
-        if not start <= request.at < start + duration:
-            continue
-        if rate_scale < 1.0 and rng.random() >= rate_scale:
-            continue
-        prompt = min(max(int(request.prompt_tokens * token_scale), 8), max_prompt_tokens)
-        output = min(max(int(request.output_tokens * token_scale), 1), max_output_tokens)
-        arrivals.append(Arrival((request.at - start) / speedup, prompt, output))
-    return arrivals
+    """A slice [start, start + duration) of trace time, replayed `speedup` times faster, at `rate_scale`
+    times its rate, with token counts scaled and capped. Uses the simulator's trace loaders and scalers, so
+    `bench/live.py` sends exactly the requests it asks the simulator about (see `trace_requests`)."""
+    return [Arrival(r.arrival, r.prompt_tokens, r.output_tokens) for r in trace_requests(
+        path, start=start, duration=duration, speedup=speedup, rate_scale=rate_scale, token_scale=token_scale,
+        max_prompt_tokens=max_prompt_tokens, max_output_tokens=max_output_tokens, seed=seed)]
+
+
+def trace_requests(path: Path | str, *, start: float, duration: float, speedup: float = 1.0,
+                   rate_scale: float = 1.0, token_scale: float = 1.0, max_prompt_tokens: int = 512,
+                   max_output_tokens: int = 128, seed: int = 0) -> list:
+    """The slice as simulator Requests (arrival seconds after the slice start, on the replay clock)."""
+    from dataclasses import replace
+
+    from ..simulate.traces import load_trace, scale_rate, scale_tokens, time_slice
+
+    requests = time_slice(load_trace(path, seed=seed), start, start + duration)
+    if rate_scale != 1.0:
+        requests = scale_rate(requests, rate_scale, seed=seed)
+    requests = scale_tokens(requests, token_scale)
+    return [replace(r, arrival=r.arrival / speedup,
+                    prompt_tokens=min(max(r.prompt_tokens, 8), max_prompt_tokens),
+                    output_tokens=min(r.output_tokens, max_output_tokens)) for r in requests]
