@@ -181,8 +181,9 @@ class ModelRef(_Model):
     )
     uri: str = Field(
         default="",
-        description="Where the weights come from: pvc://CLAIM/PATH, hf://ORG/NAME, file:///PATH, s3:// or gs://, "
-        "or empty for the runtime's bundled default (SmolLM2-135M-Instruct).",
+        description="Where the weights come from: pvc://CLAIM/PATH, hf://ORG/NAME, file:///PATH (inside the "
+        "image), or empty for the engine's default (the bundled runtime's SmolLM2-135M-Instruct). s3:// and gs:// "
+        "are reserved: accepted here, refused when rendered until a fetcher exists.",
         max_length=2048,
         pattern=r"^((pvc|hf|file|s3|gs)://.+)?$",
     )
