@@ -113,7 +113,8 @@ def test_problems_of_names_list_items_and_accepts_a_root():
     with pytest.raises(api.ValidationError) as error:
         api.parse_spec({**SPEC, "placement": {"regions": [{"name": "Bad_Name"}]}})
     (line,) = api.problems_of(error.value, root="spec")
-    assert line.startswith("spec.placement.regions[0].name: String should match pattern")
+    assert line == ("spec.placement.regions[0].name: must be a DNS label: lowercase letters, digits and '-', "
+                    "starting and ending with a letter or digit (got 'Bad_Name')")
 
 
 def test_cross_field_problems_of_a_parsed_spec():

@@ -55,6 +55,7 @@ NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"  # DNS-1123 label (region name
 # ModelService names become Service names (<name>, <name>-<region>), which must be DNS-1035 labels.
 SERVICE_NAME_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
 MODEL_URI_PATTERN = r"^(pvc|hf|file|s3|gs)://.+$"
+MODEL_URI_OR_EMPTY_PATTERN = r"^((pvc|hf|file|s3|gs)://.+)?$"
 DNS_LABEL_MAX = 63
 
 
@@ -185,7 +186,7 @@ class ModelRef(_Model):
         "image), or empty for the engine's default (the bundled runtime's SmolLM2-135M-Instruct). s3:// and gs:// "
         "are reserved: accepted here, refused when rendered until a fetcher exists.",
         max_length=2048,
-        pattern=r"^((pvc|hf|file|s3|gs)://.+)?$",
+        pattern=MODEL_URI_OR_EMPTY_PATTERN,
     )
     revision: str = Field(
         default="", max_length=128, description="Model revision (commit or tag) for hf:// URIs; empty: main."
@@ -555,6 +556,17 @@ def _format_loc(root: str, loc: tuple[int | str, ...]) -> str:
     return path
 
 
+_PATTERN_HINTS = {
+    NAME_PATTERN: "must be a DNS label: lowercase letters, digits and '-', starting and ending with a letter "
+    "or digit",
+    SERVICE_NAME_PATTERN: "must be a DNS-1035 label (it names Services): lowercase letters, digits and '-', "
+    "starting with a letter and ending with a letter or digit",
+    MODEL_URI_PATTERN: "must be a URI: pvc://CLAIM/PATH, hf://ORG/NAME, file:///PATH, s3://... or gs://...",
+    MODEL_URI_OR_EMPTY_PATTERN: "must be empty or a URI: pvc://CLAIM/PATH, hf://ORG/NAME, file:///PATH, "
+    "s3://... or gs://...",
+}
+
+
 def _describe(item: dict[str, Any]) -> str:
     """pydantic's message for one error, reworded where it would not tell a YAML author what to do."""
     kind, message = item["type"], item["msg"]
@@ -562,6 +574,8 @@ def _describe(item: dict[str, Any]) -> str:
         return "unknown field (check its spelling and indentation)"
     if kind == "missing":
         return "required field is missing"
+    if kind == "string_pattern_mismatch" and item.get("ctx", {}).get("pattern") in _PATTERN_HINTS:
+        message = _PATTERN_HINTS[item["ctx"]["pattern"]]
     message = message.removeprefix("Value error, ")
     value = item.get("input")
     if kind not in ("value_error", "cross_field") and isinstance(value, str | int | float | bool):
