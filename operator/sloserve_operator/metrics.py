@@ -26,7 +26,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from .api import ModelService
 from .observation import Observation, RegionObservation
 from .placement import region_names
-from .promql import ServiceQueries, engine_metrics, exposed_name
+from .promql import ServiceQueries, budget_bound, engine_metrics, exposed_name
 
 
 class MetricsSource(Protocol):
@@ -61,16 +61,23 @@ def histogram_quantile(q: float, buckets: Mapping[float, float]) -> float | None
     return lower
 
 
-def fraction_within(buckets: Mapping[float, float], bound: float) -> float | None:
-    """Exact fraction of observations <= bound, read from the bucket at `bound`; None when there is no
-    such bucket or no observation."""
+def fraction_within(buckets: Mapping[float, float], bound: float, conservative: bool = False) -> float | None:
+    """Exact fraction of observations <= bound, read from the bucket at `bound`.
+
+    With no bucket at `bound`: None, or with `conservative` the bucket just below it (an engine whose
+    buckets are fixed, like vLLM's, can then be judged without ever flattering it). None too with no
+    observation at all.
+    """
     total = buckets.get(math.inf)
     if not total or total <= 0:
         return None
     for upper, count in buckets.items():
         if math.isclose(upper, bound, rel_tol=1e-9, abs_tol=1e-12):
             return min(max(count / total, 0.0), 1.0)
-    return None
+    if not conservative:
+        return None
+    below = [upper for upper in buckets if upper < bound]
+    return min(max(buckets[max(below)] / total, 0.0), 1.0) if below else 0.0
 
 
 def _budgets(service: ModelService) -> tuple[float, float]:
@@ -176,18 +183,19 @@ class PrometheusSource:
 
     def queries(self, service: ModelService) -> ServiceQueries:
         ttft_budget, itl_budget = _budgets(service)
+        engine = self.engine or service.spec.engine
         return ServiceQueries(
             namespace=service.metadata.namespace,
             model_service=service.metadata.name,
-            metrics=engine_metrics(self.engine or service.spec.engine),
+            metrics=engine_metrics(engine),
             window_seconds=self.window_seconds,
-            ttft_budget=ttft_budget,
-            itl_budget=itl_budget,
+            ttft_budget=budget_bound(engine, "ttft", ttft_budget),
+            itl_budget=budget_bound(engine, "itl", itl_budget),
         )
 
     def _vector(self, query: str, now: float) -> dict[str, float | None]:
         """region -> value of an instant query at `now`; NaN (e.g. a quantile of no requests) is None."""
-        result = self._client.custom_query(query=query, params={"time": now, "timeout": f"{self.timeout_seconds}s"},
+        result = self._client.custom_query(query=query, params={"time": now, "timeout": f"{int(self.timeout_seconds * 1000)}ms"},
                                            timeout=self.timeout_seconds)
         values: dict[str, float | None] = {}
         for item in result:
@@ -226,7 +234,8 @@ class PrometheusSource:
         newest = get("newest_scrape")
         ready = get("ready_replicas")
         finished = get("finished")
-        growth = get("backlog_growth")
+        changes = (get("running_change"), get("waiting_change"))
+        growth = None if None in changes else sum(changes)
         figures = RegionFigures(
             ready_replicas=None if ready is None else int(round(ready)),
             finished=finished,
@@ -436,6 +445,11 @@ class ScrapeSource:
                 _add(buckets[name], delta.buckets.get(name, {}))
         figures.ttft_p95 = histogram_quantile(0.95, buckets["ttft"])
         figures.itl_p95 = histogram_quantile(0.95, buckets["itl"])
-        figures.ttft_within_budget = fraction_within(buckets["ttft"], budgets[0])
-        figures.itl_within_budget = fraction_within(buckets["itl"], budgets[1])
+        for name, budget in zip(("ttft", "itl"), budgets, strict=True):
+            within = fraction_within(buckets[name], budget)
+            if within is None and buckets[name].get(math.inf):
+                within = fraction_within(buckets[name], budget, conservative=True)
+                figures.problems.append(f"{name} budget {budget:g}s is not a bucket boundary: fraction within "
+                                        "budget read from the bucket below it (conservative)")
+            setattr(figures, f"{name}_within_budget", within)
         return figures

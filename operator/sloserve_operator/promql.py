@@ -82,6 +82,16 @@ def engine_metrics(engine: str) -> dict[str, str]:
     return names
 
 
+def budget_bound(engine: str, logical: str, budget_seconds: float) -> float:
+    """The bucket boundary that counts requests within the budget: the budget itself, or for an engine
+    with fixed buckets (vLLM) the boundary at or below it (engines.budget_bucket), never flattering."""
+    try:
+        from .engines import budget_bucket
+    except ImportError:
+        return budget_seconds
+    return budget_bucket(engine, logical, budget_seconds)
+
+
 def exposed_name(logical: str, name: str) -> str:
     """The series name Prometheus stores: counters end in _total whatever the mapping wrote."""
     if logical in COUNTER_METRICS and not name.endswith("_total"):
@@ -127,7 +137,7 @@ class ServiceQueries:
     model_service: str
     metrics: Mapping[str, str]
     window_seconds: float
-    ttft_budget: float
+    ttft_budget: float  # the bucket boundaries read for "within budget" (promql.budget_bound)
     itl_budget: float
     quantile: float = 0.95
 
@@ -161,11 +171,9 @@ class ServiceQueries:
         """Requests finished in the window (also the confidence behind the percentiles)."""
         return f"sum by (region) (increase({self._name('e2e')}_count{{{self._sel}}}[{self._window}]))"
 
-    def backlog_growth(self) -> str:
-        """Change of running + waiting over the window: arrivals = finished + growth."""
-        names = "|".join(re.escape(self._name(name)) for name in ("running", "waiting"))
-        matchers = selector(self.namespace, self.model_service, extra=f"__name__=~{_quote(names)}")
-        return f"sum by (region) (delta({{{matchers}}}[{self._window}]))"
+    def gauge_change(self, logical: str) -> str:
+        """Change of a gauge over the window (running + waiting growth: arrivals = finished + growth)."""
+        return f"sum by (region) (delta({self._name(logical)}{{{self._sel}}}[{self._window}]))"
 
     def token_increase(self, logical: str) -> str:
         return f"sum by (region) (increase({self._name(logical)}{{{self._sel}}}[{self._window}]))"
@@ -192,7 +200,8 @@ class ServiceQueries:
             "ttft_within_budget": self.within_budget("ttft", self.ttft_budget),
             "itl_within_budget": self.within_budget("itl", self.itl_budget),
             "finished": self.finished(),
-            "backlog_growth": self.backlog_growth(),
+            "running_change": self.gauge_change("running"),
+            "waiting_change": self.gauge_change("waiting"),
             "prompt_tokens": self.token_increase("prompt_tokens"),
             "generation_tokens": self.token_increase("generation_tokens"),
             "running": self.gauge_sum("running"),

@@ -1,12 +1,18 @@
 """A stand-in for a runtime replica's /metrics: prometheus_client metrics with the runtime's names.
 
 Tests record exactly the requests they want (so expected figures are known) and serve them over HTTP
-from a private registry, the way the bundled runtime exposes them.
+from a private registry the way the bundled runtime does: always the text format 0.0.4. (prometheus_client's
+own server negotiates OpenMetrics, and for a Prometheus 2.x scraper that escapes the colons of
+`sloserve:` names to underscores.)
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 TTFT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 ITL_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0)
@@ -47,7 +53,25 @@ class SyntheticRuntime:
         self.url = ""
 
     def serve(self) -> str:
-        self._server, self._thread = start_http_server(0, addr="127.0.0.1", registry=self.registry)
+        registry = self.registry
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+                body = generate_latest(registry)
+                self.send_response(200 if self.path == "/metrics" else 404)
+                self.send_header("Content-Type", CONTENT_TYPE_LATEST)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
+                                        daemon=True)
+        self._thread.start()
         self.url = f"http://127.0.0.1:{self._server.server_port}"
         return self.url
 

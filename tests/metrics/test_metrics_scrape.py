@@ -136,15 +136,16 @@ def test_regions_are_separate_and_unlisted_region_is_missing(replicas):
     assert any("ap-south-1" in problem for problem in observation.problems)
 
 
-def test_budget_off_the_bucket_grid_is_unknown(replicas):
+def test_budget_off_the_bucket_grid_reads_the_bucket_below(replicas):
     source = ScrapeSource({"default": [replicas[0].url]}, window_seconds=60)
     spec = service(ttft="400ms")
     source.observe(spec, now=1000.0)
-    replicas[0].record(10, ttft=0.07, itl=0.02)
+    replicas[0].record(6, ttft=0.07, itl=0.02)
+    replicas[0].record(4, ttft=0.3, itl=0.02)  # within 400ms but above the 250ms bucket below it
     observation = source.observe(spec, now=1010.0)
-    assert observation.regions["default"].ttft_within_budget is None
+    assert observation.regions["default"].ttft_within_budget == pytest.approx(0.6)  # never flattering
     assert observation.regions["default"].itl_within_budget == 1.0
-    assert any("bucket at the budget 0.4s" in problem for problem in observation.problems)
+    assert any("not a bucket boundary" in problem for problem in observation.problems)
 
 
 def test_restart_counts_from_zero_and_no_targets_is_missing():
