@@ -602,14 +602,14 @@ class _Unknown(Exception):
     """A field a rule reads did not parse, so the rule cannot be judged."""
 
 
-def _model_class(annotation: Any) -> tuple[type[BaseModel] | None, bool]:
+def model_class_of(annotation: Any) -> tuple[type[BaseModel] | None, bool]:
     """(model class, is_list) for fields typed Model, Model | None or list[Model]; (None, False) otherwise."""
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return annotation, False
     origin = get_origin(annotation)
     if origin in (Union, UnionType):
         for arg in get_args(annotation):
-            found = _model_class(arg)
+            found = model_class_of(arg)
             if found[0] is not None:
                 return found
     if origin is list:
@@ -642,7 +642,7 @@ class _PartialView:
                 raise _Unknown(key)
             return field.get_default(call_default_factory=True)
         value = self._raw[key]
-        model, is_list = _model_class(field.annotation)
+        model, is_list = model_class_of(field.annotation)
         if model is None or value is None:
             try:
                 return _field_adapter(self._cls, name).validate_python(value)
@@ -666,7 +666,7 @@ def _rule_problems(cls: type[BaseModel], raw: dict[str, Any], path: str) -> list
         except _Unknown:
             continue
     for name, field in cls.model_fields.items():
-        model, is_list = _model_class(field.annotation)
+        model, is_list = model_class_of(field.annotation)
         key = field.alias or name
         value = raw.get(key)
         if model is None:

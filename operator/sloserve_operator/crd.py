@@ -34,6 +34,7 @@ from .api import (
     ModelServiceSpec,
     ModelServiceStatus,
     Rule,
+    model_class_of,
 )
 
 CRD_NAME = f"{PLURAL}.{GROUP}"
@@ -57,18 +58,10 @@ def rules_by_class(cls: type, found: dict[str, tuple[Rule, ...]]) -> dict[str, t
     if rules:
         found[cls.__name__] = rules
     for field in getattr(cls, "model_fields", {}).values():
-        for candidate in _classes_in(field.annotation):
-            if candidate.__name__ not in found:
-                rules_by_class(candidate, found)
+        model, _ = model_class_of(field.annotation)
+        if model is not None and model.__name__ not in found:
+            rules_by_class(model, found)
     return found
-
-
-def _classes_in(annotation: Any) -> list[type]:
-    from pydantic import BaseModel
-
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return [annotation]
-    return [cls for arg in getattr(annotation, "__args__", ()) for cls in _classes_in(arg)]
 
 
 def validations(rules: tuple[Rule, ...], *, field_paths: bool = True) -> list[dict[str, str]]:

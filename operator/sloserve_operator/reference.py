@@ -12,7 +12,7 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
-from .api import API_VERSION, KIND, ModelService, _model_class
+from .api import API_VERSION, KIND, ModelService, model_class_of
 from .units import CPU_PATTERN, DURATION_PATTERN, MEMORY_PATTERN, PERCENT_PATTERN
 
 _PATTERN_NAMES = {
@@ -81,7 +81,7 @@ def _rule_paths(cls: type, path: str, found: dict[type, list[str]]) -> dict[type
     for name, field in cls.model_fields.items():
         if name == "status":
             continue
-        model, is_list = _model_class(field.annotation)
+        model, is_list = model_class_of(field.annotation)
         if model is not None:
             child = f"{path}.{field.alias or name}" if path else field.alias or name
             _rule_paths(model, child + ("[]" if is_list else ""), found)
