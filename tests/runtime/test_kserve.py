@@ -1,0 +1,238 @@
+"""KServe v2 / Triton protocol of a real runtime process (tiny model), driven by the real tritonclient
+(grpc: start_stream / async_stream_infer / infer; http: health and metadata) and raw HTTP for generate."""
+
+from __future__ import annotations
+
+import json
+import queue
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
+from tritonclient.utils import InferenceServerException
+
+pytestmark = pytest.mark.timeout(120)
+MODEL = "tiny"
+PROMPT = "The river flows"
+
+
+def greedy_completion(runtime: Any, max_tokens: int, prompt: str = PROMPT) -> str:
+    """The reference text: the OpenAI endpoint's greedy output for the same prompt."""
+    response = httpx.post(runtime.url + "/v1/completions", json={
+        "model": MODEL, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0, "ignore_eos": True})
+    return response.json()["choices"][0]["text"]
+
+
+def vllm_backend_inputs(prompt: str, stream: bool, sampling: dict, exclude_input: bool | None = None) -> list:
+    """The tensors a client of Triton's vLLM backend sends."""
+    text = grpcclient.InferInput("text_input", [1], "BYTES")
+    text.set_data_from_numpy(np.array([prompt.encode()], dtype=np.object_))
+    stream_flag = grpcclient.InferInput("stream", [1], "BOOL")
+    stream_flag.set_data_from_numpy(np.array([stream], dtype=bool))
+    params = grpcclient.InferInput("sampling_parameters", [1], "BYTES")
+    params.set_data_from_numpy(np.array([json.dumps(sampling).encode()], dtype=np.object_))
+    inputs = [text, stream_flag, params]
+    if exclude_input is not None:
+        exclude = grpcclient.InferInput("exclude_input_in_output", [1], "BOOL")
+        exclude.set_data_from_numpy(np.array([exclude_input], dtype=bool))
+        inputs.append(exclude)
+    return inputs
+
+
+def trtllm_inputs(prompt: str, max_tokens: int, stream: bool) -> list:
+    """The tensors a client of the TensorRT-LLM ensemble sends (batch dimension included)."""
+    def tensor(name: str, datatype: str, value: Any, dtype: Any) -> Any:
+        item = grpcclient.InferInput(name, [1, 1], datatype)
+        item.set_data_from_numpy(np.array([[value]], dtype=dtype))
+        return item
+
+    return [tensor("text_input", "BYTES", prompt.encode(), np.object_),
+            tensor("max_tokens", "INT32", max_tokens, np.int32),
+            tensor("bad_words", "BYTES", b"", np.object_),
+            tensor("stop_words", "BYTES", b"", np.object_),
+            tensor("stream", "BOOL", stream, bool),
+            tensor("temperature", "FP32", 0.0, np.float32),
+            tensor("top_k", "INT32", 1, np.int32),
+            tensor("top_p", "FP32", 1.0, np.float32),
+            tensor("beam_width", "INT32", 1, np.int32),
+            tensor("random_seed", "UINT64", 7, np.uint64)]
+
+
+def collect_stream(client: Any, results: queue.Queue, request_id: str, timeout: float = 30) -> list:
+    """Responses for one request until the one flagged triton_final_response (bounded by count and time)."""
+    responses = []
+    for _ in range(10_000):
+        result, error = results.get(timeout=timeout)
+        if error is not None:
+            raise error
+        if result.get_response().id != request_id:
+            continue
+        responses.append(result)
+        if result.get_response().parameters["triton_final_response"].bool_param:
+            return responses
+    raise AssertionError("no final response")
+
+
+@pytest.fixture
+def stream_client(tiny_runtime: Any) -> Any:
+    client = grpcclient.InferenceServerClient(tiny_runtime.grpc_url)
+    results: queue.Queue = queue.Queue()
+    client.start_stream(callback=lambda result, error: results.put((result, error)))
+    yield client, results
+    client.stop_stream(cancel_requests=True)
+    client.close()
+
+
+def text_of(result: Any) -> str:
+    array = result.as_numpy("text_output")
+    return b"".join(array.reshape(-1)).decode() if array is not None else ""
+
+
+def test_http_health_and_metadata_through_tritonclient(tiny_runtime: Any) -> None:
+    client = httpclient.InferenceServerClient(tiny_runtime.url.removeprefix("http://"))
+    assert client.is_server_live() and client.is_server_ready() and client.is_model_ready(MODEL)
+    metadata = client.get_model_metadata(MODEL)
+    assert metadata["name"] == MODEL and metadata["versions"] == ["1"]
+    assert {"text_input", "stream", "sampling_parameters", "max_tokens"} <= {i["name"] for i in metadata["inputs"]}
+    assert [o["name"] for o in metadata["outputs"]] == ["text_output"]
+    with pytest.raises(InferenceServerException):
+        client.get_model_metadata("no-such-model")
+    assert not client.is_model_ready("no-such-model")
+    client.close()
+
+
+def test_http_generate_with_vllm_style_string_parameters(tiny_runtime: Any) -> None:
+    expected = greedy_completion(tiny_runtime, 8)
+    url = f"{tiny_runtime.url}/v2/models/{MODEL}/generate"
+    params = {"max_tokens": "8", "temperature": "0", "ignore_eos": "true"}
+    with_prompt = httpx.post(url, json={"text_input": PROMPT, "parameters": params}).json()
+    assert with_prompt == {"model_name": MODEL, "model_version": "1", "text_output": PROMPT + expected}
+    without = httpx.post(url, json={"text_input": PROMPT, "parameters": {**params, "exclude_input_in_output": True}})
+    assert without.json()["text_output"] == expected
+    # TensorRT-LLM ensemble style: fields at the top level, the ones we cannot use accepted and ignored.
+    ensemble = httpx.post(url, json={"text_input": PROMPT, "max_tokens": 8, "temperature": 0.0, "bad_words": "",
+                                     "stop_words": "", "ignore_eos": True, "exclude_input_in_output": True})
+    assert ensemble.json()["text_output"] == expected
+
+
+def test_http_generate_stream_sends_one_event_per_token(tiny_runtime: Any) -> None:
+    expected = greedy_completion(tiny_runtime, 8)
+    response = httpx.post(f"{tiny_runtime.url}/v2/models/{MODEL}/generate_stream",
+                          json={"text_input": PROMPT, "parameters": {"max_tokens": 8, "temperature": 0,
+                                                                      "ignore_eos": True}})
+    assert response.headers["content-type"].startswith("text/event-stream")
+    events = [json.loads(block[6:]) for block in response.text.split("\n\n") if block.startswith("data: ")]
+    assert len(events) == 8
+    assert "".join(e["text_output"] for e in events) == expected
+
+
+@pytest.mark.parametrize(("path", "payload", "status"), [
+    ("/v2/models/no-such-model/generate", {"text_input": "hi"}, 404),
+    (f"/v2/models/{MODEL}/generate", {"parameters": {"max_tokens": 4}}, 400),
+    (f"/v2/models/{MODEL}/generate", {"text_input": "hi", "parameters": {"temperature": "hot"}}, 400),
+    (f"/v2/models/{MODEL}/generate", {"text_input": "hi", "max_tokens": 0}, 400),
+    (f"/v2/models/{MODEL}/generate_stream", {"text_input": "hi", "parameters": "not an object"}, 400),
+    (f"/v2/models/{MODEL}/generate", "{broken json", 400),
+])
+def test_http_generate_errors(tiny_runtime: Any, path: str, payload: Any, status: int) -> None:
+    content = payload if isinstance(payload, str) else json.dumps(payload)
+    response = httpx.post(tiny_runtime.url + path, content=content)
+    assert response.status_code == status
+    assert isinstance(response.json()["error"], str) and response.json()["error"]
+
+
+def test_grpc_health_and_metadata(tiny_runtime: Any) -> None:
+    client = grpcclient.InferenceServerClient(tiny_runtime.grpc_url)
+    assert client.is_server_live() and client.is_server_ready() and client.is_model_ready(MODEL)
+    assert not client.is_model_ready("no-such-model")
+    metadata = client.get_model_metadata(MODEL)
+    assert metadata.name == MODEL and "text_input" in [i.name for i in metadata.inputs]
+    assert client.get_model_config(MODEL).config.model_transaction_policy.decoupled
+    with pytest.raises(InferenceServerException, match="no-such-model"):
+        client.get_model_metadata("no-such-model")
+    client.close()
+
+
+def test_grpc_stream_vllm_backend_one_response_per_token(tiny_runtime: Any, stream_client: Any) -> None:
+    client, results = stream_client
+    expected = greedy_completion(tiny_runtime, 10)
+    client.async_stream_infer(MODEL, vllm_backend_inputs(
+        PROMPT, True, {"max_tokens": "10", "temperature": "0", "ignore_eos": "true"}), request_id="vllm-1")
+    responses = collect_stream(client, results, "vllm-1")
+    assert len(responses) == 10
+    flags = [r.get_response().parameters["triton_final_response"].bool_param for r in responses]
+    assert flags == [False] * 9 + [True]
+    assert "".join(text_of(r) for r in responses) == expected
+
+
+def test_grpc_stream_empty_final_response_and_non_streamed_request(tiny_runtime: Any,
+                                                                   stream_client: Any) -> None:
+    client, results = stream_client
+    expected = greedy_completion(tiny_runtime, 5)
+    sampling = {"max_tokens": 5, "temperature": 0, "ignore_eos": True}
+    client.async_stream_infer(MODEL, vllm_backend_inputs(PROMPT, True, sampling), request_id="empty-final",
+                              enable_empty_final_response=True)
+    responses = collect_stream(client, results, "empty-final")
+    assert len(responses) == 6 and responses[-1].as_numpy("text_output") is None
+    assert "".join(text_of(r) for r in responses[:-1]) == expected
+    # stream=false on the stream: one response holding prompt + output (the vLLM backend's default).
+    client.async_stream_infer(MODEL, vllm_backend_inputs(PROMPT, False, sampling), request_id="whole")
+    (whole,) = collect_stream(client, results, "whole")
+    assert text_of(whole) == PROMPT + expected
+
+
+def test_grpc_trtllm_ensemble_tensors_unary_and_streamed(tiny_runtime: Any, stream_client: Any) -> None:
+    expected = greedy_completion(tiny_runtime, 6)
+    client = grpcclient.InferenceServerClient(tiny_runtime.grpc_url)
+    result = client.infer(MODEL, trtllm_inputs(PROMPT, 6, stream=False))
+    assert result.as_numpy("text_output").shape == (1, 1)
+    # The ensemble's tokens may include EOS (ignore_eos is not one of its tensors), so compare prefixes.
+    text = text_of(result)
+    assert text.startswith(PROMPT) and expected.startswith(text[len(PROMPT):])
+    client.close()
+    streamer, results = stream_client
+    streamer.async_stream_infer(MODEL, trtllm_inputs(PROMPT, 6, stream=True), request_id="trt")
+    responses = collect_stream(streamer, results, "trt")
+    assert 1 <= len(responses) <= 6 and "".join(text_of(r) for r in responses) == text[len(PROMPT):]
+
+
+def test_grpc_errors_map_to_triton_shapes(tiny_runtime: Any, stream_client: Any) -> None:
+    client = grpcclient.InferenceServerClient(tiny_runtime.grpc_url)
+    with pytest.raises(InferenceServerException, match="does not exist") as unknown:
+        client.infer("no-such-model", trtllm_inputs(PROMPT, 4, stream=False))
+    assert "NOT_FOUND" in str(unknown.value.status())
+    with pytest.raises(InferenceServerException, match="max_tokens") as invalid:
+        client.infer(MODEL, trtllm_inputs(PROMPT, 0, stream=False))
+    assert "INVALID_ARGUMENT" in str(invalid.value.status())
+    client.close()
+    streamer, results = stream_client
+    bad = vllm_backend_inputs(PROMPT, True, {"temperature": "warm"})
+    streamer.async_stream_infer(MODEL, bad, request_id="bad")
+    _, error = results.get(timeout=30)
+    assert isinstance(error, InferenceServerException) and "temperature" in str(error)
+    # The stream survives an error: the next request on it is served.
+    streamer.async_stream_infer(MODEL, vllm_backend_inputs(PROMPT, True, {"max_tokens": 2, "ignore_eos": True}),
+                                request_id="after")
+    assert len(collect_stream(streamer, results, "after")) == 2
+
+
+def test_cancelled_grpc_stream_aborts_the_request(tiny_runtime: Any) -> None:
+    def idle(state: dict) -> bool:
+        return state["num_running"] == 0 and state["num_free_blocks"] == state["num_total_blocks"]
+
+    tiny_runtime.wait_engine(idle)
+    client = grpcclient.InferenceServerClient(tiny_runtime.grpc_url)
+    results: queue.Queue = queue.Queue()
+    client.start_stream(callback=lambda result, error: results.put((result, error)))
+    client.async_stream_infer(MODEL, vllm_backend_inputs(PROMPT, True, {"max_tokens": 480, "ignore_eos": True}),
+                              request_id="long")
+    for _ in range(3):
+        result, error = results.get(timeout=30)
+        assert error is None
+    assert tiny_runtime.engine_state()["num_running"] == 1
+    client.stop_stream(cancel_requests=True)
+    tiny_runtime.wait_engine(idle, timeout=5)
+    client.close()
