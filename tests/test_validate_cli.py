@@ -117,9 +117,7 @@ def test_missing_file(tmp_path, capsys):
 def test_console_script_reads_stdin():
     """The installed entry point, as a GitOps pipeline runs it: `... | sloserve validate -f -`."""
     command = [sys.executable, "-m", "sloserve_operator.cli", "validate", "-f", "-"]
-    good = subprocess.run(command, input=VALID, capture_output=True, text=True, timeout=60)
-    assert good.returncode == 0, good.stderr
-    assert "-: ModelService quickstart: valid" in good.stdout
-    bad = subprocess.run(command, input=BROKEN, capture_output=True, text=True, timeout=60)
-    assert bad.returncode == 1 and "Traceback" not in bad.stderr
-    assert "spec.scaling.minReplicas: must not exceed maxReplicas" in bad.stderr
+    result = subprocess.run(command, input=VALID + "---\n" + BROKEN, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "-: ModelService quickstart: valid" in result.stdout
+    assert "-: ModelService broken: spec.scaling.minReplicas: must not exceed maxReplicas" in result.stderr
