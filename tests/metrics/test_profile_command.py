@@ -1,0 +1,116 @@
+"""`sloserve profile` against a real runtime process serving a tiny random-weight model, and its fit."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+import yaml
+from sloserve_operator.capacity import CapacityProfile
+from sloserve_operator.cli import main
+from sloserve_operator.profile import fit_step_model
+
+from .prometheus_server import free_port
+
+
+def test_fit_recovers_step_coefficients_and_overhead():
+    base, per_token, per_seq, overhead = 0.02, 0.0002, 0.001, 0.015
+    points = [(tokens, 0.0, overhead + base + per_token * tokens, True) for tokens in (32, 128, 512)]
+    points += [(0.0, batch, base + per_seq * batch, False) for batch in (1, 4, 16)]
+    fit = fit_step_model(points)
+    assert fit.base_seconds == pytest.approx(base)
+    assert fit.per_prefill_token_seconds == pytest.approx(per_token)
+    assert fit.per_decode_seq_seconds == pytest.approx(per_seq)
+    assert fit.request_overhead_seconds == pytest.approx(overhead)
+    assert fit.r_squared == pytest.approx(1.0)
+
+
+def test_fit_never_returns_negative_coefficients():
+    # Decode steps that get faster with the batch (noise): the per-sequence cost is clamped at 0.
+    points = [(0.0, batch, 0.05 - 0.001 * batch, False) for batch in (1, 2, 4, 8)]
+    points += [(tokens, 0.0, 0.06 + 0.0001 * tokens, True) for tokens in (64, 256)]
+    fit = fit_step_model(points)
+    assert fit.base_seconds > 0 and fit.per_decode_seq_seconds == 0.0 and fit.per_prefill_token_seconds > 0
+
+
+@pytest.fixture(scope="module")
+def tiny_runtime(tmp_path_factory):
+    """A real `python -m sloserve_runtime` serving the tiny random-weight model; stopped by PID."""
+    from sloserve_runtime.testing import make_tiny_model
+
+    directory = tmp_path_factory.mktemp("tiny-runtime")
+    model = make_tiny_model(directory / "model")
+    port = free_port()
+    log = (directory / "runtime.log").open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sloserve_runtime", "--model", str(model), "--served-model-name", "tiny",
+         "--host", "127.0.0.1", "--port", str(port), "--grpc-port", "0", "--threads", "1"],
+        stdout=log, stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"runtime exited: {(directory / 'runtime.log').read_text()[-2000:]}")
+            try:
+                if httpx.get(url + "/ready", timeout=1.0).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail("runtime not ready within 90 s")
+            time.sleep(0.1)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+        log.close()
+
+
+SHORT_SWEEP = ["--concurrency", "1,3", "--requests-per-level", "4", "--prompt-tokens", "48", "--output-tokens", "8",
+               "--prefill-lengths", "16,96", "--prefill-repeats", "1", "--quiet"]
+
+
+def test_profile_writes_a_loadable_profile(tiny_runtime, tmp_path):
+    output = tmp_path / "profile.json"
+    assert main(["profile", "--url", tiny_runtime, *SHORT_SWEEP, "--hardware", "test box", "-o", str(output)]) == 0
+    profile = CapacityProfile.from_json(output.read_text())
+    assert profile.model == "tiny" and profile.hardware == "test box"
+    assert [point.concurrency for point in profile.points] == [1, 3]
+    for point in profile.points:
+        assert 0 < point.ttft_p50 <= point.ttft_p95
+        assert 0 < point.itl_p50 <= point.itl_p95
+        assert point.output_tokens_per_second > 0
+    assert profile.step.base_seconds > 0
+    assert profile.step.per_prefill_token_seconds >= 0 and profile.step.per_decode_seq_seconds >= 0
+    assert profile.max_rate_within_budget(10.0, 10.0, 48, 8) > 0
+
+
+def test_profile_as_configmap(tiny_runtime, tmp_path):
+    output = tmp_path / "profile.yaml"
+    args = ["profile", "--url", tiny_runtime, *SHORT_SWEEP, "--configmap", "tiny-profile", "--namespace", "prod"]
+    assert main([*args, "-o", str(output)]) == 0
+    document = yaml.safe_load(output.read_text())
+    assert document["kind"] == "ConfigMap" and document["metadata"] == {
+        "name": "tiny-profile", "namespace": "prod", "labels": {"app.kubernetes.io/managed-by": "sloserve-profile"}}
+    profile = CapacityProfile.from_json(json.loads(document["data"]["profile.json"]))
+    assert profile.model == "tiny"
+
+
+def test_profile_bad_input_is_a_clear_error(tmp_path, capsys):
+    output = tmp_path / "never.json"
+    dead = f"http://127.0.0.1:{free_port()}"
+    assert main(["profile", "--url", dead, *SHORT_SWEEP, "-o", str(output)]) == 1
+    assert "sloserve profile: ConnectError" in capsys.readouterr().err
+    assert not output.exists()  # nothing half-written
+    assert main(["profile", "--url", dead, "--requests-per-level", "0"]) == 2
+    assert "--requests-per-level must be at least 1" in capsys.readouterr().err
