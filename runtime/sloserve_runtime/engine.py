@@ -20,7 +20,7 @@ import torch
 from .config import EngineConfig
 from .device import pick_device, pick_dtype, plan_kv_blocks
 from .kv_cache import BlockAllocator
-from .model import load_model
+from .model import LoadedModel, load_model
 from .model.llama import PagedLlama, PrefillSlice, StepInput
 from .model_files import resolve_model_path
 from .observer import EngineObserver
@@ -280,17 +280,20 @@ class AsyncEngine:
         self._stopping = False
 
     @classmethod
-    def from_config(cls, config: EngineConfig, observer: EngineObserver | None = None) -> AsyncEngine:
-        """Load weights and size the KV pool (blocking; seconds for SmolLM2)."""
+    def from_config(cls, config: EngineConfig, observer: EngineObserver | None = None,
+                    preloaded: LoadedModel | None = None) -> AsyncEngine:
+        """Load weights and size the KV pool (blocking; seconds for SmolLM2). `preloaded` skips reading
+        config.model again (tests that also hand the same weights to a reference implementation)."""
         device = pick_device(config.device)
         dtype = pick_dtype(config.dtype, device)
         if config.threads and device.type == "cpu":
             torch.set_num_threads(config.threads)
-        path = resolve_model_path(config.model)
-        loaded = load_model(path)
+        path = resolve_model_path(config.model) if preloaded is None else config.model
+        loaded = preloaded or load_model(path)
         max_model_len = min(config.max_model_len, loaded.args.max_position_embeddings)
         model = PagedLlama(loaded.args, loaded.state, device, dtype, max_positions=max_model_len)
-        del loaded.state
+        if preloaded is None:
+            del loaded.state  # the model holds its own (fused, cast) copies
         num_blocks = plan_kv_blocks(config, device, model.kv_bytes_per_token(), max_model_len)
         model.allocate_kv_cache(num_blocks, config.block_size)
         core = EngineCore(model, loaded.tokenizer, config, num_blocks, max_model_len,
