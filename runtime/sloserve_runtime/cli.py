@@ -100,6 +100,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     config, options = configs_from_args(args)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    import prometheus_client
+
+    # One series per histogram bucket is plenty; `_created` samples would double the series count.
+    prometheus_client.disable_created_metrics()
     from sloserve_runtime.server import Runtime  # FastAPI/uvicorn only once the flags are known to be good
 
     async def serve() -> int:

@@ -184,6 +184,9 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
                 result = await self.frontend.complete(*job)
         except Rejected as error:
             await context.abort(STATUS[error.kind], error.message)
+        except Exception as error:  # the engine failed: say so, as INTERNAL
+            log.exception("generation failed")
+            await context.abort(grpc.StatusCode.INTERNAL, f"Generation failed: {error}")
         text = result.text if generation.exclude_input_in_output else generation.text_input + result.text
         return infer_response(request, text, None)
 

@@ -112,13 +112,19 @@ def run_in_daemon_thread(function: Callable[[], Any]) -> asyncio.Future:
         else:
             future.set_result(result)
 
+    def hand_over(result: Any, error: BaseException | None) -> None:
+        try:
+            loop.call_soon_threadsafe(settle, result, error)
+        except RuntimeError:  # the loop already closed: the process stopped before the load finished
+            pass
+
     def target() -> None:
         try:
             result = function()
         except BaseException as error:  # handed to the event loop
-            loop.call_soon_threadsafe(settle, None, error)
+            hand_over(None, error)
         else:
-            loop.call_soon_threadsafe(settle, result, None)
+            hand_over(result, None)
 
     threading.Thread(target=target, name="sloserve-load", daemon=True).start()
     return future
@@ -137,6 +143,7 @@ class Runtime:
         self.app = create_app(self.frontend)
         self._stop = asyncio.Event()
         self.http: _Uvicorn | None = None
+        self._engine_to_stop: Any = None
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -178,8 +185,7 @@ class Runtime:
                 await http_task
             if grpc is not None:
                 await grpc.stop(grace=1.0)
-            if self.frontend.engine is not None:
-                await self.frontend.engine.shutdown()
+            await self._stop_engine()
             if handle_signals:
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     loop.remove_signal_handler(sig)
@@ -194,6 +200,7 @@ class Runtime:
             if isinstance(weight_bytes, int):
                 self.metrics.set_weight_bytes(weight_bytes)
             self.frontend.engine = engine
+            self._engine_to_stop = engine
             await engine.start()
             await engine.warmup()
         except asyncio.CancelledError:
@@ -201,7 +208,10 @@ class Runtime:
         except Exception as error:
             self.frontend.failure = f"{type(error).__name__}: {error}"
             self.frontend.phase = Phase.FAILED
-            log.exception("loading the model failed")
+            if isinstance(error, OSError | ValueError):  # a bad path or setting: the message says it all
+                log.error("loading the model failed: %s", self.frontend.failure)
+            else:
+                log.exception("loading the model failed")
             raise
         if self.frontend.phase is Phase.LOADING:
             self.frontend.phase = Phase.READY
@@ -215,6 +225,10 @@ class Runtime:
             log.info("drained")
             return
         log.warning("drain timeout: aborting %d request(s) still in flight", self.frontend.inflight)
-        if self.frontend.engine is not None:
-            await self.frontend.engine.shutdown()  # aborts what is left; their streams end with "abort"
+        await self._stop_engine()  # aborts what is left; their streams end with finish_reason "abort"
         await self.frontend.wait_idle(5.0)
+
+    async def _stop_engine(self) -> None:
+        engine, self._engine_to_stop = self._engine_to_stop, None
+        if engine is not None:
+            await engine.shutdown()
