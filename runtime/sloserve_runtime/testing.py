@@ -32,7 +32,7 @@ def random_state(args: ModelArgs, seed: int = 0) -> dict[str, torch.Tensor]:
         return torch.randn(*shape, generator=g) * scale
 
     h, d = args.hidden_size, args.head_dim
-    state = {"model.embed_tokens.weight": rand(args.vocab_size, h, scale=0.5),
+    state = {"model.embed_tokens.weight": rand(args.vocab_size, h, scale=0.1),
              "model.norm.weight": 1 + rand(h, scale=0.1)}
     for i in range(args.num_layers):
         p = f"model.layers.{i}."
