@@ -33,7 +33,12 @@ from typing import Any
 from .api import API_VERSION, KIND, Engine, ModelService, ModelServiceSpec, SpeculativeMethod
 from .engines import PROFILES, EngineProfile, ModelPaths, UnsupportedKnob, cpu_threads, engine_args
 from .placement import DEFAULT_REGION, region_names
-from .slo_rules import prometheus_rule
+from .slo_rules import prometheus_rule, rule_groups
+
+__all__ = [
+    "child_name", "child_selector", "children", "container_args", "engine_image", "model_source",
+    "prometheus_rule", "region_children", "regions_removed", "render_objects", "rule_groups", "spread_by_weight",
+]
 
 HTTP_PORT = 8000
 GRPC_PORT = 8001
