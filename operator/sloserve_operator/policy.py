@@ -4,13 +4,15 @@ Pure (no I/O, no clock): the operator, local mode and the simulator call the sam
 
 How a region is sized, in order:
 1. Model: per-replica capacity within the budgets from the capacity profile at the observed prompt/output
-   lengths (or, with no profile, learned online from observed rate per replica vs latency), times a
-   feedback correction learned from breaches, times a target utilisation.
+   lengths, with the profile calibrated online (latency factors = observed p95 / modelled p95 at the
+   observed load, smoothed); with no profile, capacity is learned from observed rate per replica vs
+   latency. The fleet is sized to a target utilisation of that capacity.
 2. Forecast: the rate is extrapolated over the cold-start horizon (forecast.py) so capacity is ready when
    the load arrives.
 3. Feedback: a breach (exact within-budget fraction below 95%, i.e. p95 over budget, or p95 over budget)
-   scales up at once, at least one replica (warm pods are promoted first by the actuator), and lowers the
-   correction so the model stops overestimating capacity.
+   scales up at once by at least one replica or 10% of the ready ones (the actuator promotes warm pods
+   first), and the factors it moves make the model ask for more from then on. While our own pods are
+   still starting, a breach does not stack more cold pods: they would not arrive sooner.
 4. Scale down only when every recommendation over the stabilization window was below the current size, the
    load is not rising and there is no breach; at most maxStep per decision.
 5. Bounds per region, then the fleet's min/max. Missing or stale metrics: hold (never scale down).
@@ -34,7 +36,9 @@ from .units import format_ms, parse_duration
 TARGET_UTILIZATION = 0.85  # of modelled capacity: the rest absorbs bursts within one decision interval
 BREACH_WITHIN = 0.95  # a p95 budget is breached when fewer than 95% of samples are within it
 HISTORY_SECONDS = 900.0
-CORRECTION_MIN, CORRECTION_MAX = 0.3, 1.5
+FACTOR_MIN, FACTOR_MAX = 0.5, 4.0  # bounds of the learned latency factors (observed / modelled p95)
+FACTOR_SMOOTHING = 0.3  # weight of the newest observation in the factors' moving average
+BREACH_STEP = 0.1  # on a breach, add at least this share of the ready replicas (and at least one)
 MIN_REQUESTS_FOR_LEARNING = 20
 
 
@@ -44,7 +48,7 @@ class PolicyState:
 
     rates: dict[str, list[tuple[float, float]]] = field(default_factory=dict)  # region -> (time, rate)
     recommendations: dict[str, list[tuple[float, int]]] = field(default_factory=dict)  # region -> (time, n)
-    correction: dict[str, float] = field(default_factory=dict)  # capacity multiplier learned from breaches
+    latency_factor: dict[str, list[float]] = field(default_factory=dict)  # region -> [ttft, itl] observed/model
     learned_capacity: dict[str, float] = field(default_factory=dict)  # req/s per replica, when no profile
     blocked_until: dict[str, float] = field(default_factory=dict)  # region -> time its spill ends
 
@@ -52,7 +56,7 @@ class PolicyState:
         return {
             "rates": {k: [list(p) for p in v] for k, v in self.rates.items()},
             "recommendations": {k: [list(p) for p in v] for k, v in self.recommendations.items()},
-            "correction": dict(self.correction),
+            "latencyFactor": {k: list(v) for k, v in self.latency_factor.items()},
             "learnedCapacity": dict(self.learned_capacity),
             "blockedUntil": dict(self.blocked_until),
         }
@@ -71,10 +75,16 @@ class PolicyState:
         def floats(raw: Any) -> dict[str, float]:
             return {str(k): float(v) for k, v in raw.items()} if isinstance(raw, dict) else {}
 
+        def factors(raw: Any) -> dict[str, list[float]]:
+            if not isinstance(raw, dict):
+                return {}
+            return {str(k): [float(v[0]), float(v[1])] for k, v in raw.items()
+                    if isinstance(v, list | tuple) and len(v) == 2}
+
         return cls(
             rates=pairs(data.get("rates"), float),
             recommendations=pairs(data.get("recommendations"), int),
-            correction=floats(data.get("correction")),
+            latency_factor=factors(data.get("latencyFactor")),
             learned_capacity=floats(data.get("learnedCapacity")),
             blocked_until=floats(data.get("blockedUntil")),
         )
@@ -115,13 +125,34 @@ def _is_breach(obs: RegionObservation, ratio: float | None) -> bool:
     return ratio is not None and ratio > 1.0
 
 
+def _mean_lengths(obs: RegionObservation, profile: CapacityProfile) -> tuple[float, float]:
+    prompt = obs.mean_prompt_tokens or profile.workload_prompt_tokens or 256
+    output = obs.mean_output_tokens or profile.workload_output_tokens or 128
+    return float(prompt), float(output)
+
+
+def _update_factors(factors: list[float], obs: RegionObservation, profile: CapacityProfile) -> list[float]:
+    """Calibrate the profile to what is observed: factor = observed p95 / modelled p95 at the observed load,
+    smoothed. The model's shape (queueing, chunked prefill) stays; its scale follows reality."""
+    if not obs.ready_replicas or (obs.requests_observed or 0) < MIN_REQUESTS_FOR_LEARNING:
+        return factors
+    prompt, output = _mean_lengths(obs, profile)
+    ttft_model, itl_model, _ = profile.predict((obs.request_rate or 0.0) / obs.ready_replicas, prompt, output)
+    updated = list(factors)
+    for index, (seen, modelled) in enumerate(((obs.ttft_p95, ttft_model), (obs.itl_p95, itl_model))):
+        if seen is None:
+            continue
+        sample = FACTOR_MAX if not math.isfinite(modelled) else min(max(seen / modelled, FACTOR_MIN), FACTOR_MAX)
+        updated[index] = (1 - FACTOR_SMOOTHING) * updated[index] + FACTOR_SMOOTHING * sample
+    return updated
+
+
 def _capacity_per_replica(spec: ModelServiceSpec, obs: RegionObservation, profile: CapacityProfile | None,
-                          learned: float | None) -> float | None:
+                          factors: list[float], learned: float | None) -> float | None:
     if profile is not None:
-        prompt = obs.mean_prompt_tokens or profile.workload_prompt_tokens or 256
-        output = obs.mean_output_tokens or profile.workload_output_tokens or 128
+        prompt, output = _mean_lengths(obs, profile)
         capacity = profile.max_rate_within_budget(
-            spec.slo.ttft.p95_seconds, spec.slo.itl.p95_seconds, float(prompt), float(output))
+            spec.slo.ttft.p95_seconds / factors[0], spec.slo.itl.p95_seconds / factors[1], prompt, output)
         return capacity if capacity > 0 else None
     return learned
 
@@ -154,17 +185,21 @@ def _plan_region(spec: ModelServiceSpec, region: str, obs: RegionObservation, st
 
     ratio = _latency_ratio(obs, ttft_budget, itl_budget)
     breach = _is_breach(obs, ratio)
-    correction = state.correction.get(region, 1.0)
+    ready = obs.ready_replicas if obs.ready_replicas is not None else current
+    settled = ready >= current  # no pods of ours still starting or being promoted
+    factors = state.latency_factor.get(region, [1.0, 1.0])
     if profile is None:
         learned = _learn_capacity(state.learned_capacity.get(region), obs, ratio, breach)
         if learned is not None:
             state.learned_capacity[region] = learned
-    capacity = _capacity_per_replica(spec, obs, profile, state.learned_capacity.get(region))
+    elif settled:
+        factors = state.latency_factor[region] = _update_factors(factors, obs, profile)
+    capacity = _capacity_per_replica(spec, obs, profile, factors, state.learned_capacity.get(region))
     planned_rate = forecast_rate(history, now, horizon)
 
     if capacity is not None:
-        need = math.ceil(planned_rate / (capacity * correction * TARGET_UTILIZATION) - 1e-9)
-        model_text = f"rate {rate:.2f}/s (plan {planned_rate:.2f}/s) / {capacity * correction:.2f}/s per replica"
+        need = math.ceil(planned_rate / (capacity * TARGET_UTILIZATION) - 1e-9)
+        model_text = f"rate {rate:.2f}/s (plan {planned_rate:.2f}/s) / {capacity:.2f}/s per replica"
     else:
         # Nothing to model with yet: feedback alone, proportional to how far latency is from budget.
         need = current if ratio is None else max(1, math.ceil(current * ratio / 0.7)) if current else 1
@@ -175,23 +210,12 @@ def _plan_region(spec: ModelServiceSpec, region: str, obs: RegionObservation, st
     p95_text = (f"ttft p95 {format_ms(obs.ttft_p95) if obs.ttft_p95 is not None else '-'}"
                 f"/{format_ms(ttft_budget)}, itl p95 {format_ms(obs.itl_p95) if obs.itl_p95 is not None else '-'}"
                 f"/{format_ms(itl_budget)}")
-    ready = obs.ready_replicas if obs.ready_replicas is not None else current
-    settled = ready >= current  # no pods of ours still starting or being promoted
     if breach:
-        # A breach while capacity is still arriving says nothing about the model; once settled, a breach at
-        # a load the model called safe means it overestimates capacity.
-        if settled and capacity is not None and ready and rate / ready <= capacity * correction:
-            state.correction[region] = max(CORRECTION_MIN, correction * 0.85)
         if settled:
-            # Add to what is up now, at most doubling; more cold pods while others start would not come sooner.
-            step = max(1, math.ceil(max(ready, 1) * min(max((ratio or 1.0) - 1.0, 0.25), 1.0)))
-            need = max(need, ready + step)
+            # Add to what is up now; more cold pods while others start would not come sooner.
+            need = max(need, ready + max(1, math.ceil(ready * BREACH_STEP)))
         else:
             need = max(need, current)
-    elif ratio is not None and ratio < 0.6 and capacity is not None and settled and current > 0:
-        utilisation = rate / (capacity * correction * current)
-        if utilisation > 0.9:  # busier than the model says is safe, yet comfortably fast: model too cautious
-            state.correction[region] = min(CORRECTION_MAX, correction * 1.05)
 
     recommendations = state.recommendations.setdefault(region, [])
     recommendations.append((now, need))

@@ -1,0 +1,115 @@
+"""Side-by-side runs: sloserve's policy and every baseline, each at its documented defaults and tuned by a
+small grid search on the same trace (the best setting in hindsight, which flatters the baselines).
+
+Tuned = among the grid's settings that meet the objective (fraction of requests within both budgets),
+the one with the fewest replica-hours; if none meets it, the one with the most requests within budget.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ..api import ModelServiceSpec
+from ..capacity import CapacityProfile
+from .autoscalers import Autoscaler, KedaHpa, KnativeKpa, LlmdSloRatio, SloservePolicy, StaticPeak
+from .run import SimResult, simulate
+from .traces import Request, per_minute_rates
+
+KPA_TARGETS = (1, 2, 3, 4, 6, 8, 12, 16, 24)
+KEDA_FRACTIONS = (0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.2)
+LLMD_THRESHOLDS = ((0.65, 0.5), (0.45, 0.3), (0.35, 0.25), (0.3, 0.2), (0.25, 0.15), (0.2, 0.1))
+
+
+@dataclass
+class Entry:
+    result: SimResult
+    setting: str  # "defaults", "tuned" or "-"
+    grid: list[SimResult] = field(default_factory=list)
+
+
+@dataclass
+class Comparison:
+    entries: list[Entry]
+    objective: float
+
+    def find(self, policy: str, setting: str) -> Entry | None:
+        return next((e for e in self.entries if e.result.policy == policy and e.setting == setting), None)
+
+
+def reference_capacity(requests: list[Request], profile: CapacityProfile, spec: ModelServiceSpec) -> float:
+    """Per-replica req/s within budget at the trace's mean lengths: what a load test would tell a user."""
+    prompt = sum(r.prompt_tokens for r in requests) / len(requests)
+    output = sum(r.output_tokens for r in requests) / len(requests)
+    return profile.max_rate_within_budget(spec.slo.ttft.p95_seconds, spec.slo.itl.p95_seconds, prompt, output)
+
+
+def pick_tuned(results: list[SimResult], objective: float) -> SimResult:
+    meeting = [r for r in results if r.within_both >= objective]
+    if meeting:
+        return min(meeting, key=lambda r: (r.replica_hours, -r.within_both))
+    return max(results, key=lambda r: (r.within_both, -r.replica_hours))
+
+
+def compare(requests: list[Request], profile: CapacityProfile, spec: ModelServiceSpec, *,
+            policies: tuple[str, ...] = ("sloserve", "static", "keda", "kpa", "llmd"), tune: bool = True,
+            run_options: dict | None = None, progress: Callable[[str], None] | None = None) -> Comparison:
+    options = dict(run_options or {})
+    objective = spec.slo.objective_fraction
+    capacity = reference_capacity(requests, profile, spec) or 1e-3
+    peak = max(per_minute_rates(requests))
+    entries: list[Entry] = []
+
+    def run(autoscaler: Autoscaler) -> SimResult:
+        result = simulate(requests, profile, spec, autoscaler, **options)
+        if progress:
+            progress(f"{result.policy} [{result.config}]: {result.within_both:.2%} within, "
+                     f"{result.replica_hours:.2f} replica-hours")
+        return result
+
+    def defaults_and_tuned(make: Callable[[object], Autoscaler], default: object, grid: list[object]) -> None:
+        base = run(make(default))
+        entries.append(Entry(base, "defaults"))
+        if tune:
+            results = [base] + [run(make(value)) for value in grid if value != default]
+            entries.append(Entry(pick_tuned(results, objective), "tuned", results))
+
+    if "sloserve" in policies:
+        entries.append(Entry(run(SloservePolicy(profile)), "-"))
+    if "static" in policies:
+        default_size = min(max(math.ceil(peak / capacity), 1), spec.scaling.max_replicas)
+        base = run(StaticPeak(default_size))
+        entries.append(Entry(base, "defaults"))
+        if tune:
+            entries.append(_tune_static(run, base, default_size, spec.scaling.max_replicas, objective))
+    if "keda" in policies:
+        defaults_and_tuned(lambda f: KedaHpa(target_rate=capacity * f), 1.0, list(KEDA_FRACTIONS))
+    if "kpa" in policies:
+        defaults_and_tuned(lambda t: KnativeKpa(target_concurrency=t), 100, list(KPA_TARGETS))
+    if "llmd" in policies:
+        defaults_and_tuned(lambda th: LlmdSloRatio(up_threshold=th[0], down_threshold=th[1]), (0.55, 0.40),
+                           list(LLMD_THRESHOLDS))
+    return Comparison(entries, objective)
+
+
+def _tune_static(run: Callable[[Autoscaler], SimResult], base: SimResult, size: int, cap: int,
+                 objective: float) -> Entry:
+    """Smallest fixed fleet meeting the objective: walk down from the default while it holds, up while not."""
+    results = {size: base}
+    if base.within_both >= objective:
+        n = size - 1
+        while n >= 1:
+            results[n] = run(StaticPeak(n))
+            if results[n].within_both < objective:
+                break
+            n -= 1
+    else:
+        n = size + 1
+        while n <= cap:
+            results[n] = run(StaticPeak(n))
+            if results[n].within_both >= objective:
+                break
+            n += 1
+    ordered = [results[k] for k in sorted(results)]
+    return Entry(pick_tuned(ordered, objective), "tuned", ordered)
