@@ -545,3 +545,22 @@ def test_render_command_prints_valid_objects(capsys: pytest.CaptureFixture[str])
     assert deployment["spec"]["replicas"] == 3  # 2 serving + the warm pool of 1
     for obj in objects:
         check_object(obj, "1.30")
+
+
+def test_bundled_container_args_are_accepted_by_the_runtime_cli() -> None:
+    """The Deployment's command line, parsed by sloserve-runtime's own parser, means what the spec says."""
+    from sloserve_runtime.cli import build_parser, configs_from_args
+
+    spec = base_spec(runtime={"quantization": "int4", "prefixCaching": False, "maxBatchSize": 24,
+                              "speculative": {"method": "ngram", "numTokens": 6}},
+                     resources={"gpus": 0, "cpu": "3", "memory": "8Gi"},
+                     slo={"ttft": {"p95": "750ms"}, "itl": {"p95": "80ms"}})
+    container = runtime_container(by_kind(render_default(service_from(spec)), "Deployment")[0])
+    config, options = configs_from_args(build_parser().parse_args(container["args"]))
+    assert (config.model, config.served_model_name, config.device, config.threads) == (
+        "/models/model/llama-3.1-8b", "llama-3.1-8b-instruct", "cpu", 3)
+    assert (config.max_batch_size, config.prefix_caching, config.quantization) == (24, False, "int4")
+    assert (config.speculative_method, config.num_speculative_tokens) == ("ngram", 6)
+    assert (options.host, options.port, options.grpc_port) == ("0.0.0.0", 8000, 8001)
+    assert (options.slo_ttft_ms, options.slo_itl_ms) == (750.0, 80.0)
+    assert options.drain_timeout > 0

@@ -238,15 +238,20 @@ def test_promtool_ticket_alert_fires_on_a_slow_three_day_burn(tmp_path: Path) ->
 
 
 @needs_promtool
-def test_promtool_vllm_reads_its_own_metrics_from_the_bucket_below_budget(tmp_path: Path) -> None:
-    rules = _write_rules(tmp_path, make_service("vllm", ttft="300ms"), keep_annotations=False)
-    series = histogram_series("vllm:time_to_first_token_seconds", "0.25", "us-east-1", [(120, 0.25)])
-    expected = (f'sloserve:ttft_within_budget:ratio_rate30m{{namespace="{NAMESPACE}",model_service="{NAME}",'
-                'region="us-east-1"}')
+@pytest.mark.parametrize(("engine", "ttft", "metric", "le"), [
+    ("vllm", "300ms", "vllm:time_to_first_token_seconds", "0.25"),  # vLLM's fixed bucket below the budget
+    ("sglang", "300ms", "sglang:time_to_first_token_seconds", "0.3"),
+    ("bundled", "1s", TTFT, "1"),  # a Go-style spelling of 1.0 still matches
+])
+def test_promtool_reads_each_engines_bucket_at_the_budget(tmp_path: Path, engine: str, ttft: str, metric: str,
+                                                          le: str) -> None:
+    rules = _write_rules(tmp_path, make_service(engine, ttft=ttft), keep_annotations=False)
+    series = histogram_series(metric, le, "us-east-1", [(120, 0.25)])
+    expected = f'{{namespace="{NAMESPACE}",model_service="{NAME}",region="us-east-1"}}'
     tests = [{
         "interval": "1m",
         "input_series": series,
-        "promql_expr_test": [{"expr": "sloserve:ttft_within_budget:ratio_rate30m", "eval_time": "90m",
+        "promql_expr_test": [{"expr": "round(sloserve:ttft_within_budget:ratio_rate30m, 0.001)", "eval_time": "90m",
                               "exp_samples": [{"labels": expected, "value": 0.75}]}],
         "alert_rule_test": [{"eval_time": "90m", "alertname": "SloserveTTFTBudgetBurnFast",
                              "exp_alerts": expect("ttft", "Fast", "us-east-1")}],

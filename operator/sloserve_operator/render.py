@@ -239,9 +239,12 @@ def _container_security() -> dict[str, Any]:
 
 
 def _cache_env() -> list[dict[str, Any]]:
-    """Every writable path the engines and their libraries use points into the emptyDirs."""
+    """Every writable path the engines and their libraries use points into the emptyDirs. USER is set because
+    the non-root UID has no passwd entry in most engine images and getpass.getuser() (torch's compile cache)
+    fails without it."""
     return [
         {"name": "HOME", "value": "/tmp"},
+        {"name": "USER", "value": "sloserve"},
         {"name": "XDG_CACHE_HOME", "value": CACHE_DIR},
         {"name": "HF_HOME", "value": f"{CACHE_DIR}/huggingface"},
     ]

@@ -24,6 +24,7 @@ The rules read each engine's own metric names (engines.ENGINE_METRICS); for vLLM
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -79,12 +80,22 @@ def budget_le(service: ModelService, sli: str) -> str:
     return floatToGoString(budget_bucket(service.spec.engine, sli, budget_seconds(service, sli)))
 
 
+def budget_le_regex(service: ModelService, sli: str) -> str:
+    """A regex for that `le` however the exporter spells the number ("1.0" from Python clients, "1" from Go
+    ones; Prometheus 3 normalises to "1.0"), so the ratio stays exact whichever scraped it."""
+    bound = budget_bucket(service.spec.engine, sli, budget_seconds(service, sli))
+    spellings = {floatToGoString(bound), repr(float(bound)), f"{bound:g}"}
+    if float(bound).is_integer():
+        spellings.add(str(int(bound)))
+    return "|".join(re.escape(text).replace("\\", "\\\\") for text in sorted(spellings))
+
+
 def within_budget_expr(service: ModelService, sli: str, window: str) -> str:
     """Share of events within budget over `window`: bucket at the budget / all, per region."""
     metric = ENGINE_METRICS[service.spec.engine.value][sli]
     selector = _selector(service)
-    le = budget_le(service, sli)
-    return (f'sum by ({SLI_BY}) (rate({metric}_bucket{{{selector},le="{le}"}}[{window}]))'
+    le = budget_le_regex(service, sli)
+    return (f'sum by ({SLI_BY}) (rate({metric}_bucket{{{selector},le=~"{le}"}}[{window}]))'
             f' / sum by ({SLI_BY}) (rate({metric}_count{{{selector}}}[{window}]))')
 
 
