@@ -36,6 +36,7 @@ class DecisionRecord:
     warm_to: int
     metrics_available: bool
     degraded: str | None
+    observed_at: float = 0.0  # when the observation it was based on was taken
 
 
 @dataclass
@@ -205,13 +206,14 @@ class Controller:
         current = self.serving_counts()
         decision = decide(self.spec, observation, self.state, now, current_serving=current,
                           pending_age=None, profile=self.profile)
+        decided_at = time.time()  # observing can take a while; the decision exists from here on
         self.state = decision.state
         self.ticks += 1
         before, after = _total(self.desired_serving), _total(decision.serving)
         changed = decision.serving != self.desired_serving or decision.warm != self.desired_warm
         if changed or decision.reason != self.last_reason:
-            record = DecisionRecord(now, decision.reason, before, after, _total(decision.warm),
-                                    decision.metrics_available, decision.degraded)
+            record = DecisionRecord(decided_at, decision.reason, before, after, _total(decision.warm),
+                                    decision.metrics_available, decision.degraded, observed_at=now)
             self.decisions.append(record)
             log.info("decision: serving %d -> %d, warm %d: %s", before, after, _total(decision.warm),
                      decision.reason)

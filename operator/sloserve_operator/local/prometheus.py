@@ -186,7 +186,10 @@ class MetricsBackend:
         self.scrape_targets = serving  # ScrapeSource reads it through a callable at every observe()
 
     def observe(self, now: float):
-        return self.source.observe(self.service, now)
+        # Local targets carry namespace=local whatever metadata.namespace says: ask for that namespace.
+        local = self.service.model_copy(update={
+            "metadata": self.service.metadata.model_copy(update={"namespace": LOCAL_NAMESPACE})})
+        return self.source.observe(local, now)
 
     @property
     def pid(self) -> int | None:
