@@ -38,8 +38,9 @@ test: setup ## ruff + the whole pytest suite
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pytest -q
 
-run: setup ## local mode: serve the quickstart ModelService
-	$(VENV)/bin/sloserve render -f examples/quickstart.yaml
+run: setup ## local mode: serve the quickstart ModelService on 127.0.0.1:8000 (RUN_ARGS="--port 8080" etc.)
+	@echo "make run: starting local mode (replicas, router, metrics, autoscaler); Ctrl-C stops every process"
+	$(VENV)/bin/sloserve up -f examples/quickstart.yaml $(RUN_ARGS)
 
 crds: $(STAMP) ## regenerate crds/ and docs/reference.md from api.py
 	$(VENV)/bin/sloserve crd > crds/modelservices.sloserve.io.yaml
