@@ -139,12 +139,32 @@ def test_step_load_scales_up_through_the_warm_pool_and_back_down(tmp_path: Path)
         assert "sloserve up: stopped" in output
         assert "decision: serving 1 -> 2" in output  # each decision is logged with its reason
     finally:
-        if up.poll() is None:
-            os.killpg(up.pid, signal.SIGKILL)
+        stop_everything(up, state_file, started_pids)
+
+
+def stop_everything(up: subprocess.Popen, state_file: Path, known: set[int]) -> None:
+    """After a failure half-way: SIGTERM `sloserve up` (it stops its children), then SIGKILL what is left."""
+    if up.poll() is None:
+        up.send_signal(signal.SIGTERM)
+        try:
+            up.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            up.kill()
             up.wait(timeout=10)
-        for pid in started_pids:  # only if the test failed half-way: never leave a replica behind
-            if process_alive(pid):
-                os.kill(pid, signal.SIGKILL)
+    state = read_state(state_file) or {"pids": {}}
+    pids = known | set(state["pids"].get("started") or []) | {state["pids"].get("prometheus")} - {None}
+    for pid in pids:
+        if process_alive(pid) and is_ours(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+def is_ours(pid: int) -> bool:
+    """A pid from the state file still names a runtime or Prometheus (not a reused pid)."""
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return b"sloserve_runtime" in command or b"prometheus" in command
 
 
 async def _scenario(url: str, watch: Watch, started_pids: set[int]) -> None:

@@ -21,7 +21,7 @@ import aiohttp
 import yaml
 
 from ..api import ModelService
-from .replicas import SERVING, Replica, free_port, terminate_process
+from .replicas import SERVING, Replica, die_with_parent, free_port, terminate_process
 from .rundir import RunDir, write_json_atomic
 
 log = logging.getLogger("sloserve.local")
@@ -116,7 +116,8 @@ class EmbeddedPrometheus:
         ]
         with open(self.run_dir.log_for("prometheus"), "ab") as log_file:
             self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log_file,
-                                            stderr=subprocess.STDOUT, start_new_session=True)
+                                            stderr=subprocess.STDOUT, start_new_session=True,
+                                            preexec_fn=die_with_parent)
         log.info("prometheus starting on %s (pid %d)", self.url, self.process.pid)
 
     async def wait_ready(self, timeout: float = 30.0) -> None:

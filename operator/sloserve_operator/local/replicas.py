@@ -39,6 +39,17 @@ class LocalModeError(Exception):
     """A spec or option that local mode cannot run; the message says what to change."""
 
 
+def die_with_parent() -> None:
+    """preexec_fn for children: SIGTERM them when `sloserve up` dies, even by SIGKILL (Linux prctl)."""
+    try:
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass  # not Linux: the normal shutdown path still stops every child
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A port nobody listens on right now (the kernel picks it)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
@@ -211,7 +222,8 @@ class ReplicaSet:
         with open(replica.log_path, "ab") as log_file:
             # Own session: a Ctrl-C in the terminal reaches `sloserve up` only, which then drains in order.
             replica.process = subprocess.Popen(replica.command, stdin=subprocess.DEVNULL, stdout=log_file,
-                                               stderr=subprocess.STDOUT, env=env, start_new_session=True)
+                                               stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                                               preexec_fn=die_with_parent)
         replica.started_at = time.time()
         replica.ready = False
         replica.ready_at = None
