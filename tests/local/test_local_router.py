@@ -1,0 +1,142 @@
+"""The router against real HTTP backends on loopback (small aiohttp apps standing in for replicas)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import aiohttp
+import pytest
+from aiohttp import web
+from sloserve_operator.local.replicas import free_port
+from sloserve_operator.local.router import Router
+
+pytestmark = pytest.mark.timeout(60)
+
+
+class Backend:
+    """Streams `chunks` SSE events; holds each request open until `release` is set."""
+
+    def __init__(self, name: str, chunks: int = 3) -> None:
+        self.name, self.chunks = name, chunks
+        self.release = asyncio.Event()
+        self.release.set()
+        self.seen = 0
+        self.first_chunk_sent = asyncio.Event()
+        self.runner: web.AppRunner | None = None
+        self.port = free_port()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def completions(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        self.seen += 1
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        for index in range(self.chunks):
+            chunk = {"choices": [{"text": f"{self.name}-{index}"}], "prompt": body["prompt"]}
+            await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
+            self.first_chunk_sent.set()
+            await self.release.wait()
+        await response.write(b"data: [DONE]\n\n")
+        return response
+
+    async def start(self) -> Backend:
+        app = web.Application()
+        app.router.add_post("/v1/completions", self.completions)
+        self.runner = web.AppRunner(app)
+        await self.runner.setup()
+        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
+        return self
+
+    async def stop(self) -> None:
+        await self.runner.cleanup()
+
+
+async def collect(session: aiohttp.ClientSession, url: str, prompt: str = "p") -> tuple[int, list[str]]:
+    async with session.post(url + "/v1/completions", json={"prompt": prompt, "stream": True}) as response:
+        if response.status != 200:
+            return response.status, [await response.text()]
+        return 200, [line.decode().strip() async for line in response.content if line.strip()]
+
+
+@pytest.fixture
+async def router():
+    port = free_port()
+    router = Router()
+    await router.start("127.0.0.1", port)
+    router.url = f"http://127.0.0.1:{port}"
+    yield router
+    await router.stop()
+
+
+async def test_least_outstanding_balancing_and_streaming_through(router: Router) -> None:
+    a, b, c = [await Backend(name).start() for name in "abc"]
+    try:
+        router.add("a", a.url)
+        router.add("b", b.url)
+        a.release.clear()
+        b.release.clear()
+        async with aiohttp.ClientSession() as session:
+            held = [asyncio.create_task(collect(session, router.url, f"held-{i}")) for i in range(4)]
+            for _ in range(100):  # bounded: until all four are in flight
+                if router.outstanding("a") + router.outstanding("b") == 4:
+                    break
+                await asyncio.sleep(0.05)
+            assert (router.outstanding("a"), router.outstanding("b")) == (2, 2)
+            # A chunk reaches the client while the backend still holds the rest: streamed, not buffered.
+            assert a.first_chunk_sent.is_set()
+            router.add("c", c.url)
+            status, lines = await collect(session, router.url, "fresh")
+            assert status == 200 and lines[0].startswith("data: ") and "c-0" in lines[0] and lines[-1] == "data: [DONE]"
+            a.release.set()
+            b.release.set()
+            results = await asyncio.gather(*held)
+        assert all(status == 200 and lines[-1] == "data: [DONE]" for status, lines in results)
+        assert (a.seen, b.seen, c.seen) == (2, 2, 1)
+        assert router.failures_total == 0
+    finally:
+        for backend in (a, b, c):
+            await backend.stop()
+
+
+async def test_refused_backend_is_skipped_and_no_backend_is_a_503(router: Router) -> None:
+    alive = await Backend("alive").start()
+    try:
+        async with aiohttp.ClientSession() as session:
+            status, body = await collect(session, router.url)
+            assert status == 503 and json.loads(body[0])["error"]["message"] == "no serving replica is ready"
+            router.add("dead", f"http://127.0.0.1:{free_port()}")  # nothing listens there
+            router.add("alive", alive.url)
+            results = await asyncio.gather(*(collect(session, router.url) for _ in range(6)))
+            assert all(status == 200 for status, _ in results)
+            assert alive.seen == 6
+            router.accepting = False
+            status, body = await collect(session, router.url)
+            assert status == 503 and "shutting down" in body[0]
+    finally:
+        await alive.stop()
+
+
+async def test_removed_backend_finishes_its_requests_before_wait_idle_returns(router: Router) -> None:
+    backend = await Backend("x").start()
+    try:
+        router.add("x", backend.url)
+        backend.release.clear()
+        async with aiohttp.ClientSession() as session:
+            request = asyncio.create_task(collect(session, router.url))
+            await asyncio.wait_for(backend.first_chunk_sent.wait(), timeout=10)
+            router.remove("x")
+            assert router.outstanding("x") == 1
+            waiter = asyncio.create_task(router.wait_idle("x", timeout=10))
+            await asyncio.sleep(0.2)
+            assert not waiter.done()
+            backend.release.set()
+            assert await waiter is True
+            status, lines = await request
+        assert status == 200 and lines[-1] == "data: [DONE]"
+        assert "x" not in router.snapshot()["backends"]
+    finally:
+        await backend.stop()
