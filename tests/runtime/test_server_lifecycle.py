@@ -106,13 +106,20 @@ async def test_loading_answers_503_until_warm(tiny_model_dir: Any) -> None:
         assert await asyncio.wait_for(served, 30) == 0
 
 
-def test_queue_past_max_queue_gets_429_and_nothing_breaks(tiny_model_dir: Any, runtime_factory: Any) -> None:
-    runtime = runtime_factory(tiny_model_dir, "--max-batch-size", "1", "--max-queue", "1")
+def test_queue_limit_429_then_drain_timeout_aborts_and_exits_zero(tiny_model_dir: Any,
+                                                                  runtime_factory: Any) -> None:
+    """Past --max-queue: 429 on every protocol, nothing else disturbed. Then SIGTERM with a request that
+    outlasts --drain-timeout: it is aborted (finish_reason "abort", stream properly ended), exit code 0."""
+    runtime = runtime_factory(tiny_model_dir, "--max-batch-size", "1", "--max-queue", "1", "--drain-timeout", "0.5")
     url = runtime.url
     with httpx.Client(timeout=30) as client:
-        with client.stream("POST", url + "/v1/completions", json=body(1500, True)) as running, \
-                client.stream("POST", url + "/v1/completions", json=body(1500, True)) as waiting:
-            assert running.status_code == waiting.status_code == 200
+        with client.stream("POST", url + "/v1/completions", json=body(1500, True)) as running:
+            assert running.status_code == 200
+            # Until its first step the engine counts it as waiting; let it get its batch slot first.
+            runtime.wait_engine(lambda s: s["num_running"] == 1 and s["num_waiting"] == 0)
+            waiting = client.send(client.build_request("POST", url + "/v1/completions", json=body(1500, True)),
+                                  stream=True)
+            assert waiting.status_code == 200
             runtime.wait_engine(lambda s: s["num_running"] == 1 and s["num_waiting"] == 1)
             refused = client.post(url + "/v1/completions", json=body(4, False))
             assert refused.status_code == 429
@@ -123,9 +130,19 @@ def test_queue_past_max_queue_gets_429_and_nothing_breaks(tiny_model_dir: Any, r
             assert refused_chat.status_code == 429
             refused_v2 = client.post(url + f"/v2/models/{MODEL}/generate", json={"text_input": "hi"})
             assert refused_v2.status_code == 429 and "error" in refused_v2.json()
+            waiting.close()
         runtime.wait_engine(lambda s: s["num_running"] == 0 and s["num_waiting"] == 0, timeout=10)
         after = client.post(url + "/v1/completions", json=body(4, False))
         assert after.status_code == 200 and after.json()["usage"]["completion_tokens"] == 4
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        endless = pool.submit(run_streamed, runtime.url, 2000)
+        runtime.wait_engine(lambda s: s["num_running"] == 1)
+        runtime.terminate()
+        result = endless.result(timeout=60)
+    assert runtime.wait_exit(timeout=30) == 0
+    assert result["status"] == 200 and result["done"]
+    assert result["finish_reason"] == "abort" and result["chunks"] < 2000
 
 
 def test_sigterm_during_load_loses_no_inflight_request(tiny_model_dir: Any, runtime_factory: Any) -> None:
@@ -152,15 +169,3 @@ def test_sigterm_during_load_loses_no_inflight_request(tiny_model_dir: Any, runt
     for result in results_whole:
         assert result == {"status": 200, "tokens": tokens, "finish_reason": "length"}
     assert "drained" in runtime.log()
-
-
-def test_drain_timeout_aborts_the_rest_and_exits_zero(tiny_model_dir: Any, runtime_factory: Any) -> None:
-    runtime = runtime_factory(tiny_model_dir, "--drain-timeout", "0.5", "--max-model-len", "2048")
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        endless = pool.submit(run_streamed, runtime.url, 2000)
-        runtime.wait_engine(lambda s: s["num_running"] == 1)
-        runtime.terminate()
-        result = endless.result(timeout=60)
-    assert runtime.wait_exit(timeout=30) == 0
-    assert result["status"] == 200 and result["done"]
-    assert result["finish_reason"] == "abort" and result["chunks"] < 2000
