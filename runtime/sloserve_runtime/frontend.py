@@ -235,8 +235,9 @@ async def merge_streams(streams: list[AsyncIterator]) -> AsyncIterator[tuple[int
     """Interleave several async iterators as (index, item) in arrival order; closing the merged stream
     cancels (and so aborts) every source."""
     if len(streams) == 1:  # the common case: no tasks, no queue hop per token
-        async for item in streams[0]:
-            yield 0, item
+        async with contextlib.aclosing(streams[0]) as only:  # closed now, not whenever GC gets to it
+            async for item in only:
+                yield 0, item
         return
     queue: asyncio.Queue[tuple[int, Any, BaseException | None, bool]] = asyncio.Queue()
 

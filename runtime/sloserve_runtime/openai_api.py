@@ -8,6 +8,7 @@ channel stays free to notice a client that hangs up on a non-streamed request.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import AsyncIterator
@@ -203,19 +204,20 @@ async def sse_stream(frontend: Frontend, jobs: list[tuple[str, list[int], Sampli
                               "logprobs": None, "finish_reason": None}], extra))
     streams = [frontend.stream(*job) for job in jobs]
     try:
-        async for index, output in merge_streams(streams):
-            state = counts[index]
-            state.prompt_tokens, state.completion_tokens = output.prompt_tokens, output.completion_tokens
-            state.cached_tokens = output.cached_tokens
-            if not output.new_text and not output.finished:
-                continue
-            reason = output.finish_reason if output.finished else None
-            if chat:
-                delta = {"content": output.new_text} if output.new_text else {}
-                choice = {"index": index, "delta": delta, "logprobs": None, "finish_reason": reason}
-            else:
-                choice = {"index": index, "text": output.new_text, "logprobs": None, "finish_reason": reason}
-            yield sse(chunk([choice], extra))
+        async with contextlib.aclosing(merge_streams(streams)) as merged:
+            async for index, output in merged:
+                state = counts[index]
+                state.prompt_tokens, state.completion_tokens = output.prompt_tokens, output.completion_tokens
+                state.cached_tokens = output.cached_tokens
+                if not output.new_text and not output.finished:
+                    continue
+                reason = output.finish_reason if output.finished else None
+                if chat:
+                    delta = {"content": output.new_text} if output.new_text else {}
+                    choice = {"index": index, "delta": delta, "logprobs": None, "finish_reason": reason}
+                else:
+                    choice = {"index": index, "text": output.new_text, "logprobs": None, "finish_reason": reason}
+                yield sse(chunk([choice], extra))
     except Rejected as error:
         yield sse(error_body(error))
     except Exception as error:  # the engine failed mid-stream: tell the client in-band, then end cleanly

@@ -13,6 +13,7 @@ exclude_input_in_output is true; streamed responses carry only the new text. Err
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -231,9 +232,11 @@ def kserve_router(frontend: Frontend) -> APIRouter:
 
         async def events() -> AsyncIterator[str]:
             try:
-                async for output in frontend.stream(*job):
-                    payload = {"model_name": name, "model_version": MODEL_VERSION, "text_output": output.new_text}
-                    yield f"data: {json.dumps(payload, separators=(',', ':'))}\n\n"
+                async with contextlib.aclosing(frontend.stream(*job)) as outputs:
+                    async for output in outputs:
+                        payload = {"model_name": name, "model_version": MODEL_VERSION,
+                                   "text_output": output.new_text}
+                        yield f"data: {json.dumps(payload, separators=(',', ':'))}\n\n"
             except Exception as error:  # in-band, as Triton does once the stream has started
                 yield f"data: {json.dumps({'error': f'Generation failed: {error}'})}\n\n"
 
