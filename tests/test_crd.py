@@ -9,6 +9,7 @@ evaluated by the `cel` package; Kubernetes' list `sum()` comes from its stdlib e
 from __future__ import annotations
 
 import copy
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -50,10 +51,20 @@ def strict(schema: dict[str, Any]) -> dict[str, Any]:
     return schema
 
 
+_VALIDATORS: dict[int, tuple[dict[str, Any], jsonschema.Draft7Validator]] = {}
+
+
+def _strict_validator(schema: dict[str, Any]) -> jsonschema.Draft7Validator:
+    """Built once per schema object (the schema is kept alive with it, so its id is not reused)."""
+    if id(schema) not in _VALIDATORS:
+        _VALIDATORS[id(schema)] = (schema, jsonschema.Draft7Validator(strict(schema)))
+    return _VALIDATORS[id(schema)][1]
+
+
 def schema_errors(schema: dict[str, Any], document: dict[str, Any]) -> list[str]:
     """jsonschema errors as 'path: message' (path like pydantic's: spec.placement.regions[0].weight)."""
     errors = []
-    for error in jsonschema.Draft7Validator(strict(schema)).iter_errors(document):
+    for error in _strict_validator(schema).iter_errors(document):
         path = ""
         for part in error.absolute_path:
             path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
@@ -61,13 +72,21 @@ def schema_errors(schema: dict[str, Any], document: dict[str, Any]) -> list[str]
     return errors
 
 
+_CEL_CONTEXT = cel.Context()
+cel_stdlib.add_stdlib_to_context(_CEL_CONTEXT)
+
+
+@functools.cache
+def _compiled(rule: str) -> cel.Program:
+    return cel.compile(rule)
+
+
 def cel_problems(node: dict[str, Any], value: Any, path: str = "") -> list[str]:
     """Every x-kubernetes-validations rule that does not evaluate to true, as 'path.message'."""
     problems: list[str] = []
     for rule in node.get("x-kubernetes-validations", []):
-        context = cel.Context(variables={"self": value})
-        cel_stdlib.add_stdlib_to_context(context)
-        result = cel.evaluate(rule["rule"], context)
+        _CEL_CONTEXT.add_variable("self", value)
+        result = _compiled(rule["rule"]).execute(_CEL_CONTEXT)
         assert isinstance(result, bool), f"{rule['rule']} gave {result!r}"
         if not result:
             problems.append(f"{path}.{rule['message']}" if path else rule["message"])
@@ -304,3 +323,49 @@ def test_defaults_match_pydantic(schema):
 @pytest.mark.parametrize("version", ["1.30.0", "1.37.0"])
 def test_crd_passes_kubernetes_validate(version):
     kubernetes_validate.validate(build_crd(), version, strict=True)
+
+
+def _random_spec_strategy():
+    """Specs whose fields are each valid, in every combination the rules care about."""
+    from hypothesis import strategies as st
+
+    def optional(key, values):
+        return st.one_of(st.just({}), st.sampled_from(values).map(lambda value: {key: value}))
+
+    region = st.fixed_dictionaries(
+        {"name": st.sampled_from(["us-east-1", "eu-west-1", "ap-south-1"]), "minReplicas": st.integers(0, 3)},
+    ).flatmap(lambda r: optional("maxReplicas", [1, 2, 3]).map(lambda extra: {**r, **extra}))
+    speculative = st.fixed_dictionaries({"method": st.sampled_from(["none", "ngram", "draft"])}).flatmap(
+        lambda s: optional("draftModel", [None, "hf://org/draft"]).map(lambda extra: {**s, **extra}))
+    return st.fixed_dictionaries({
+        "name": st.sampled_from(["chat", "c" * 52, "c" * 53]),  # 52 + 1 + len("ap-south-1") = 63
+        "engine": st.sampled_from(["bundled", "vllm", "sglang"]),
+        "runtime": st.tuples(st.sampled_from(["none", "int8", "int4", "fp8"]), speculative,
+                             optional("threads", [1, 4])).map(
+            lambda t: {"quantization": t[0], "speculative": t[1], **t[2]}),
+        "resources": st.tuples(st.integers(0, 2), optional("gpuType", ["nvidia-h100"])).map(
+            lambda t: {"gpus": t[0], **t[1]}),
+        "ttft": st.sampled_from(["0ms", "0.0s", "250ms", "1s"]),
+        "scaling": st.tuples(st.sampled_from(["slo", "manual"]), st.integers(0, 5), st.integers(1, 5)).map(
+            lambda t: {"mode": t[0], "minReplicas": t[1], "maxReplicas": t[2]}),
+        "replicas": optional("replicas", [0, 3]),
+        "regions": st.lists(region, max_size=3),
+    })
+
+
+def test_cel_agrees_with_pydantic_on_generated_specs(schema):
+    from hypothesis import given, settings
+
+    @settings(max_examples=100, deadline=None, derandomize=True, database=None)
+    @given(_random_spec_strategy())
+    def check(drawn):
+        document = with_spec(engine=drawn["engine"], runtime=drawn["runtime"], resources=drawn["resources"],
+                             scaling=drawn["scaling"], placement={"regions": drawn["regions"]}, **drawn["replicas"])
+        document["metadata"]["name"] = drawn["name"]
+        document["spec"]["slo"]["ttft"] = {"p95": drawn["ttft"]}
+        _, problems = api.validate_document(document)
+        stored = prune_nulls_and_default(schema, document)
+        assert schema_errors(schema, stored) == []
+        assert sorted(cel_problems(schema, stored)) == sorted(problems)
+
+    check()
