@@ -204,7 +204,7 @@ class CapacityProfile:
         b = self.step.per_decode_seq_seconds
         high = 1.0 / max(a * max(prompt_tokens, 1.0) + b * max(output_tokens, 1.0), 1e-12)
         low = 0.0
-        for _ in range(60):
+        for _ in range(40):
             middle = (low + high) / 2
             if fits(middle):
                 low = middle

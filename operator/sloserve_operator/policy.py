@@ -154,7 +154,7 @@ def _capacity_per_replica(spec: ModelServiceSpec, obs: RegionObservation, profil
         capacity = profile.max_rate_within_budget(
             spec.slo.ttft.p95_seconds / factors[0], spec.slo.itl.p95_seconds / factors[1], prompt, output)
         return capacity if capacity > 0 else None
-    return learned
+    return learned if learned is not None and learned > 0 else None
 
 
 def _learn_capacity(previous: float | None, obs: RegionObservation, ratio: float | None, breach: bool) -> float | None:
@@ -165,6 +165,8 @@ def _learn_capacity(previous: float | None, obs: RegionObservation, ratio: float
     if (obs.requests_observed or 0) < MIN_REQUESTS_FOR_LEARNING:
         return previous
     per_replica = obs.request_rate / obs.ready_replicas
+    if per_replica <= 0:
+        return previous
     if breach:
         return per_replica * 0.9 if previous is None else min(previous, per_replica * 0.9)
     if ratio >= 0.5:
@@ -264,6 +266,7 @@ def decide(spec: ModelServiceSpec, observation: Observation, state: PolicyState,
     # unless it is above its maximum.
     for region in missing:
         fitted[region] = max(fitted[region], min(desired[region], _region_cap(spec, region)))
+    _trim_to_max(spec, fitted, keep_last=missing)
 
     weights = region_weights(spec)
     blocked = {region for region, until in state.blocked_until.items() if until > now and region in weights}
@@ -285,6 +288,21 @@ def decide(spec: ModelServiceSpec, observation: Observation, state: PolicyState,
         reason += f" [{degraded}]"
     return ScalingDecision(serving=fitted, warm=warm, reason=reason, metrics_available=not missing,
                            degraded=degraded, state=state)
+
+
+def _trim_to_max(spec: ModelServiceSpec, counts: dict[str, int], keep_last: list[str]) -> None:
+    """Enforce the fleet maximum, taking from regions with fresh data before those holding on missing data."""
+    floors = {r.name: r.min_replicas for r in spec.placement.regions}
+    for _ in range(sum(counts.values())):
+        excess = sum(counts.values()) - spec.scaling.max_replicas
+        if excess <= 0:
+            return
+        candidates = [r for r in counts if counts[r] > floors.get(r, 0)]
+        if not candidates:
+            return
+        fresh = [r for r in candidates if r not in keep_last]
+        pick = max(fresh or candidates, key=lambda r: counts[r])
+        counts[pick] -= 1
 
 
 def _region_cap(spec: ModelServiceSpec, region: str) -> int:

@@ -1,0 +1,124 @@
+"""Table-driven tests of policy.decide: one row per situation, the expected direction and reason."""
+
+from __future__ import annotations
+
+import pytest
+from sloserve_operator.capacity import load_shipped
+from sloserve_operator.policy import PolicyState, decide
+
+from .helpers import make_spec, observation, region_obs
+
+PROFILE = load_shipped("smollm2-135m-cpu")
+CAPACITY = PROFILE.max_rate_within_budget(1.0, 0.1, 200, 128)  # ~3 req/s per replica
+
+CASES = [
+    # id, current, observation kwargs, expected serving (or a predicate), reason fragment
+    ("light load holds (headroom not yet sustained)", 3, dict(ready=3, rate=1.0), 3, "hold 3"),
+    ("load above model capacity scales up at once", 2, dict(ready=2, rate=4 * CAPACITY), lambda n: n >= 5, "scale up"),
+    ("ttft breach scales up even at low modelled load", 2, dict(ready=2, rate=0.5, ttft=2.0, ttft_within=0.6),
+     lambda n: n >= 3, "breach"),
+    ("itl breach scales up", 2, dict(ready=2, rate=0.5, itl=0.3, itl_within=0.5), lambda n: n >= 3, "breach"),
+    ("breach while pods still start does not stack more", 4, dict(ready=2, rate=0.5, ttft=2.0, ttft_within=0.6),
+     4, ""),
+    ("missing request rate holds", 3, dict(ready=3, rate=None), 3, "metrics"),
+    ("stale metrics hold", 3, dict(ready=3, rate=0.1, stale=True), 3, "metrics"),
+    ("max bound caps a huge demand", 2, dict(ready=2, rate=1000.0), 10, "scale up"),
+    ("min bound lifts an idle fleet of zero", 0, dict(ready=0, rate=0.0, ttft=None, itl=None, ttft_within=None,
+                                                      itl_within=None, observed=0), 1, ""),
+]
+
+
+@pytest.mark.parametrize("name, current, obs_kwargs, expected, fragment", CASES, ids=[c[0] for c in CASES])
+def test_single_decision(name, current, obs_kwargs, expected, fragment):
+    spec = make_spec(min_replicas=1, max_replicas=10)
+    decision = decide(spec, observation(100.0, region_obs(**obs_kwargs)), PolicyState(), 100.0,
+                      current_serving={"default": current}, profile=PROFILE)
+    serving = decision.serving["default"]
+    if callable(expected):
+        assert expected(serving), (serving, decision.reason)
+    else:
+        assert serving == expected, decision.reason
+    assert fragment in decision.reason
+    assert decision.warm == {"default": 1}
+    assert decision.metrics_available == ("metrics" not in fragment)
+
+
+def test_scale_down_waits_for_the_window_then_steps_by_max_step():
+    spec = make_spec(min_replicas=1, max_replicas=10, window="1m", max_step=2)
+    state = PolicyState()
+    serving = 8
+    history = []
+    for now in range(0, 200, 10):
+        obs = observation(now, region_obs(ready=serving, rate=0.5))
+        decision = decide(spec, obs, state, float(now), current_serving={"default": serving}, profile=PROFILE)
+        assert decision.serving["default"] >= serving - 2
+        history.append((now, decision.serving["default"]))
+        serving = decision.serving["default"]
+    first_drop = next(t for t, n in history if n < 8)
+    assert first_drop >= 60, history  # not before a whole stabilization window of headroom
+    assert serving < 8
+
+
+def test_no_scale_down_while_load_rises():
+    spec = make_spec(window="1m")
+    state = PolicyState()
+    for now in range(0, 120, 10):  # a long, quiet stretch makes the fleet eligible to shrink
+        decide(spec, observation(now, region_obs(ready=6, rate=0.2)), state, float(now),
+               current_serving={"default": 6}, profile=PROFILE)
+    decision = decide(spec, observation(120, region_obs(ready=6, rate=0.3)), state, 120.0,
+                      current_serving={"default": 6}, profile=PROFILE)
+    assert decision.serving["default"] == 6
+    assert "load rising" in decision.reason
+
+
+def test_all_metrics_missing_reports_unavailable_and_holds():
+    spec = make_spec()
+    obs = observation(10.0)
+    obs = type(obs)(time=10.0, regions={}, problems=("prometheus unreachable",))
+    decision = decide(spec, obs, PolicyState(), 10.0, current_serving={"default": 5}, profile=PROFILE)
+    assert decision.serving == {"default": 5}
+    assert decision.metrics_available is False
+    assert "prometheus unreachable" in decision.reason
+
+
+def test_regions_are_sized_from_their_own_traffic():
+    regions = [{"name": "us", "weight": 1}, {"name": "eu", "weight": 1}]
+    spec = make_spec(max_replicas=20, regions=regions)
+    obs = observation(50.0, region_obs("us", ready=2, rate=4 * CAPACITY), region_obs("eu", ready=2, rate=0.2))
+    decision = decide(spec, obs, PolicyState(), 50.0, current_serving={"us": 2, "eu": 2}, profile=PROFILE)
+    assert decision.serving["us"] >= 5
+    assert decision.serving["eu"] == 2  # no headroom window yet: holds, does not borrow us's load
+
+
+def test_pending_region_spills_its_deficit_to_the_others():
+    regions = [{"name": "us", "weight": 3}, {"name": "eu", "weight": 1}]
+    spec = make_spec(max_replicas=30, regions=regions, pending_timeout="5m")
+    obs = observation(50.0, region_obs("us", ready=2, rate=0.5), region_obs("eu", ready=1, rate=4 * CAPACITY))
+    decision = decide(spec, obs, PolicyState(), 50.0, current_serving={"us": 2, "eu": 1},
+                      pending_age={"eu": 400.0}, profile=PROFILE)
+    assert decision.serving["eu"] == 1  # held at what actually runs there
+    assert decision.serving["us"] >= 2 + 3  # eu's deficit moved to us
+    assert decision.degraded and "eu" in decision.degraded and "us" in decision.degraded
+    assert decision.warm["eu"] == 0 and decision.warm["us"] == 1
+
+
+def test_without_profile_feedback_scales_up_on_breach_and_learns_capacity():
+    spec = make_spec()
+    state = PolicyState()
+    decision = decide(spec, observation(10, region_obs(ready=2, rate=6.0, ttft=3.0, ttft_within=0.5)), state, 10.0,
+                      current_serving={"default": 2})
+    assert decision.serving["default"] >= 3
+    assert state.learned_capacity["default"] == pytest.approx(6.0 / 2 * 0.9)
+
+
+def test_state_round_trips_through_json():
+    import json
+
+    spec = make_spec()
+    state = PolicyState()
+    for now in (0.0, 10.0, 20.0):
+        decide(spec, observation(now, region_obs(ready=2, rate=1.0 + now / 10)), state, now,
+               current_serving={"default": 2}, profile=PROFILE)
+    restored = type(state).from_dict(json.loads(json.dumps(state.to_dict())))
+    assert restored.to_dict() == state.to_dict()
+    assert type(state).from_dict({"rates": "garbage", "latencyFactor": {"x": [1]}}).rates == {}
