@@ -29,7 +29,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]
 STABILIZATION_SECONDS = 15
 TTFT_BUDGET = 1.0
 ITL_BUDGET = 0.5
-LOW_RATE, HIGH_RATE, COOL_RATE = 1.0, 4.0, 0.5
+LOW_RATE, LOW_SECONDS = 0.5, 8.0
+STEP_RATE, STEP_SECONDS, MAX_STEPS = 1.0, 6.0, 12  # the ramp: +1 req/s every 6 s until a scale-up
+COOL_RATE = 0.5
 TOKENS = 24
 
 SPEC = f"""
@@ -174,21 +176,30 @@ async def _scenario(url: str, watch: Watch, started_pids: set[int]) -> None:
     model = "smollm2-135m-instruct"
     results = []
 
-    def phase(rate: float, seconds: float, stop: asyncio.Event) -> asyncio.Task:
-        arrivals = step_schedule([(rate, seconds)], prompt_tokens=TOKENS, max_tokens=TOKENS)
-        return asyncio.create_task(run_load(url, model, arrivals, stop=stop, progress_every=3600))
+    def phase(steps: list[tuple[float, float]], stop: asyncio.Event) -> asyncio.Task:
+        arrivals = step_schedule(steps, prompt_tokens=TOKENS, max_tokens=TOKENS)
+        return asyncio.create_task(run_load(url, model, arrivals, stop=stop, progress_every=3600,
+                                            extra={"ignore_eos": True}))
 
-    # Low load: one replica is enough.
-    low_stop = asyncio.Event()
-    low = phase(LOW_RATE, 8, low_stop)
-    await asyncio.wait_for(asyncio.shield(low), timeout=60)
-    results.append(low.result())
+    # Low load: one replica meets the budgets (no scale-up).
+    low = phase([(LOW_RATE, LOW_SECONDS)], asyncio.Event())
+    results.append(await asyncio.wait_for(low, timeout=60))
+    assert not scale_ups(read_state(watch.path)), "one replica should carry the low load"
 
-    # Step up: the budget breaks, the policy scales up, the warm replica is promoted at once.
+    # Step the load up until the budget breaks: the policy scales up, the warm replica is promoted at once.
+    # (Stepping, not a fixed rate, keeps the test meaningful on a faster or busier machine: the step that
+    # breaks one replica is about its capacity, which two replicas then carry with room to drain the queue.)
+    ramp_stop = asyncio.Event()
+    ramp_started = time.monotonic()
+    ramp = phase([(LOW_RATE + STEP_RATE * (i + 1), STEP_SECONDS) for i in range(MAX_STEPS)], ramp_stop)
+    state = await watch.until("a scale-up decision", lambda s: bool(scale_ups(s)), timeout=STEP_SECONDS * MAX_STEPS)
+    step = min(int((time.monotonic() - ramp_started) // STEP_SECONDS), MAX_STEPS - 1)
+    high_rate = LOW_RATE + STEP_RATE * (step + 1)
+    ramp_stop.set()
     high_stop = asyncio.Event()
-    high = phase(HIGH_RATE, 150, high_stop)
-    state = await watch.until("a scale-up decision", lambda s: bool(scale_ups(s)), timeout=60)
+    high = phase([(high_rate, 150)], high_stop)
     up_decision = scale_ups(state)[0]
+
     def promotion(s: dict) -> dict | None:
         return next((e for e in s["events"] if e["kind"] == "promote" and e["time"] >= up_decision["time"] - 0.5),
                     None)
@@ -198,7 +209,7 @@ async def _scenario(url: str, watch: Watch, started_pids: set[int]) -> None:
     state = await watch.until(f"{warm_name} serving requests", lambda s: any(
         e["kind"] == "first-request" and e["replica"] == warm_name and e["time"] >= up_decision["time"] - 0.5
         for e in s["events"]), timeout=10)
-    promoted = next(e for e in state["events"] if e["kind"] == "promote" and e["replica"] == warm_name)
+    promoted = promotion(state)
     first = next(e for e in state["events"] if e["kind"] == "first-request" and e["replica"] == warm_name
                  and e["time"] >= promoted["time"])
     assert promoted["time"] - up_decision["time"] <= 2.0, (promoted, up_decision)
@@ -215,7 +226,7 @@ async def _scenario(url: str, watch: Watch, started_pids: set[int]) -> None:
 
     # Step down: scale-down only after the stabilization window of headroom.
     cool_stop = asyncio.Event()
-    cool = phase(COOL_RATE, 150, cool_stop)
+    cool = phase([(COOL_RATE, 150)], cool_stop)
     state = await watch.until("a scale-down decision", lambda s: bool(scale_downs(s)), timeout=90)
     down_decision = scale_downs(state)[-1]
     assert down_decision["serving_to"] == 1
@@ -226,7 +237,7 @@ async def _scenario(url: str, watch: Watch, started_pids: set[int]) -> None:
                               and len([r for r in s["replicas"] if not r["stopping"]]) == 2, timeout=60)
     started_pids.update(state["pids"]["started"])
     cool_stop.set()
-    results += [await high, await cool]
+    results += [await ramp, await high, await cool]
 
     failed = [r for report in results for r in report.failed]
     total = sum(len(report.results) for report in results)

@@ -40,6 +40,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     trace.add_argument("--token-scale", type=float, default=0.1, help="scale token counts (default 0.1)")
     trace.add_argument("--max-prompt-tokens", type=int, default=256)
     trace.add_argument("--max-output-tokens", type=int, default=64)
+    parser.add_argument("--ignore-eos", action="store_true",
+                        help="generate exactly the output length asked (vLLM's ignore_eos; the bundled runtime has it)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--report-every", type=float, default=5.0, help="seconds between live lines")
     parser.add_argument("--json", default=None, help="write the summary and per-request results to this file")
@@ -141,6 +143,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"sending {len(arrivals)} requests over {span:.0f}s to {args.url} (model {model})", flush=True)
         report = await run_load(
             args.url, model, arrivals, seed=args.seed, progress_every=args.report_every,
+            extra={"ignore_eos": True} if args.ignore_eos else None,
             on_progress=lambda elapsed, results: print(progress_line(elapsed, results, args.report_every),
                                                        flush=True),
         )

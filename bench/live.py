@@ -1,0 +1,265 @@
+"""`make bench-live`: a scaled-down slice of a shared trace through local mode, through the same fleet held
+at a fixed size, and through the simulator, side by side.
+
+Every row replays exactly the same requests (same arrival times, prompt and output lengths; the runtime is
+asked to ignore EOS so outputs have the lengths the simulator assumes). Reported per row: the fraction of
+requests within both budgets (TTFT, and at most 5% of a request's gaps over the ITL budget, the simulator's
+rule) and replica-seconds over the slice (every replica process in any role, first to last arrival). The
+simulator rows use a capacity profile of the same runtime measured at the start of the run with
+`sloserve profile` (or --profile), so "simulator vs live" is how far the model is from reality.
+
+    .venv/bin/python bench/live.py                       # about 10 minutes on 2 cores
+    .venv/bin/python bench/live.py --minutes 10 --speedup 8 --rate 1.5
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_TRACE = ROOT.parent / "shared" / "traces" / "AzureLLMInferenceTrace_conv.csv"
+RESULTS = ROOT / "bench" / "results"
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--trace", default=str(DEFAULT_TRACE), help="Azure CSV or Mooncake JSONL")
+    parser.add_argument("--start-minute", type=float, default=15.0, help="slice start in the trace (minutes)")
+    parser.add_argument("--minutes", type=float, default=30.0, help="slice length in trace minutes")
+    parser.add_argument("--speedup", type=float, default=12.0, help="replay the slice this many times faster")
+    parser.add_argument("--rate", type=float, default=2.0,
+                        help="mean replayed request rate per second (sets the rate scale)")
+    parser.add_argument("--token-scale", type=float, default=0.1)
+    parser.add_argument("--max-prompt-tokens", type=int, default=128)
+    parser.add_argument("--max-output-tokens", type=int, default=32)
+    parser.add_argument("--ttft", default="1s", help="p95 TTFT budget")
+    parser.add_argument("--itl", default="300ms", help="p95 ITL budget")
+    parser.add_argument("--min-replicas", type=int, default=1)
+    parser.add_argument("--max-replicas", type=int, default=2, help="also the size of the fixed fleet")
+    parser.add_argument("--warm-pool", type=int, default=1)
+    parser.add_argument("--stabilization", default="30s")
+    parser.add_argument("--interval", type=float, default=2.0, help="local mode's decision interval (s)")
+    parser.add_argument("--window", type=float, default=10.0, help="metrics window (s)")
+    parser.add_argument("--profile", default="measure",
+                        help="capacity profile for the policy and the simulator: 'measure' (run `sloserve profile` "
+                             "against one replica first), a shipped name, or a JSON path")
+    parser.add_argument("--seed", type=int, default=0)
+    return parser.parse_args()
+
+
+def spec_document(args: argparse.Namespace, name: str, *, fixed: bool) -> dict:
+    low, high = (args.max_replicas, args.max_replicas) if fixed else (args.min_replicas, args.max_replicas)
+    return {
+        "apiVersion": "sloserve.io/v1alpha1", "kind": "ModelService", "metadata": {"name": name},
+        "spec": {
+            "model": {"name": "smollm2-135m-instruct"},
+            "runtime": {"maxBatchSize": 16, "maxBatchedTokens": 512, "maxModelLen": 1024, "threads": 1},
+            "resources": {"gpus": 0, "cpu": "1", "memory": "2Gi"},
+            "slo": {"ttft": {"p95": args.ttft}, "itl": {"p95": args.itl}},
+            "scaling": {"minReplicas": low, "maxReplicas": high,
+                        "warmPool": {"size": 0 if fixed else args.warm_pool},
+                        "scaleDown": {"stabilizationWindow": args.stabilization}},
+        },
+    }
+
+
+def load_slice(args: argparse.Namespace):
+    from sloserve_operator.local.workload import trace_requests
+    from sloserve_operator.simulate.traces import load_trace, time_slice
+
+    start, seconds = args.start_minute * 60, args.minutes * 60
+    raw = time_slice(load_trace(args.trace, seed=args.seed), start, start + seconds)
+    if not raw:
+        raise SystemExit(f"no requests in minutes {args.start_minute}..{args.start_minute + args.minutes}")
+    rate_scale = args.rate / (len(raw) / seconds * args.speedup)
+    return trace_requests(args.trace, start=start, duration=seconds, speedup=args.speedup, rate_scale=rate_scale,
+                          token_scale=args.token_scale, max_prompt_tokens=args.max_prompt_tokens,
+                          max_output_tokens=args.max_output_tokens, seed=args.seed), rate_scale
+
+
+async def measure_profile(args: argparse.Namespace, spec_file: Path, workdir: Path, requests) -> tuple[Path, float]:
+    """Start one replica exactly as local mode would, sweep it with `sloserve profile`, stop it."""
+    import aiohttp
+    from sloserve_operator.api import validate_document
+    from sloserve_operator.local.replicas import (
+        DEFAULT_RUNTIME_COMMAND,
+        free_port,
+        runtime_args,
+        terminate_process,
+    )
+
+    service, problems = validate_document(yaml.safe_load(spec_file.read_text()))
+    assert service is not None, problems
+    port = free_port()
+    command = [*DEFAULT_RUNTIME_COMMAND, *runtime_args(service, port, threads=1, model=None)]
+    log = open(workdir / "profile-runtime.log", "wb")
+    started = time.monotonic()
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
+            for _ in range(600):
+                try:
+                    async with session.get(f"http://127.0.0.1:{port}/ready") as response:
+                        if response.status == 200:
+                            break
+                except (aiohttp.ClientError, TimeoutError, OSError):
+                    pass
+                await asyncio.sleep(0.2)
+            else:
+                raise SystemExit("the profiling replica did not become ready in 120 s")
+        cold_start = time.monotonic() - started
+        output = workdir / "profile.json"
+        prompt = round(statistics.mean(r.prompt_tokens for r in requests))
+        out_tokens = max(round(statistics.mean(r.output_tokens for r in requests)), 8)
+        subprocess.run([sys.executable, "-m", "sloserve_operator.cli", "profile", "--url", f"http://127.0.0.1:{port}",
+                        "--concurrency", "1,2,4,8,16", "--requests-per-level", "32", "--prompt-tokens", str(prompt),
+                        "--output-tokens", str(out_tokens), "--max-batch-size", "16", "--max-batched-tokens", "512",
+                        "--cold-start-seconds", f"{cold_start:.0f}", "--hardware", "this machine, 1 thread",
+                        "-o", str(output), "--quiet"], check=True)
+        return output, cold_start
+    finally:
+        await terminate_process(process, grace=30, name="profiling replica")
+        log.close()
+
+
+async def replay(args: argparse.Namespace, spec_file: Path, name: str, workdir: Path, requests,
+                 profile_path: Path | None) -> dict:
+    """Serve the spec in local mode, replay the slice, integrate replica-seconds; stop everything."""
+    from sloserve_operator.local.harness import UpProcess, ready_counts
+    from sloserve_operator.local.loadgen import run_load
+    from sloserve_operator.local.workload import Arrival
+
+    document = yaml.safe_load(spec_file.read_text())
+    serving_min = document["spec"]["scaling"]["minReplicas"]
+    warm = document["spec"]["scaling"]["warmPool"]["size"]
+    extra = ["--interval", str(args.interval), "--window", str(args.window), "--scrape-interval", "1"]
+    if profile_path is not None:
+        extra += ["--profile", str(profile_path)]
+    up = UpProcess(spec_file, workdir / "run", name, extra).start()
+    try:
+        await up.wait_for("the initial fleet", lambda s: ready_counts(s) == (serving_min, warm), timeout=180)
+        arrivals = [Arrival(r.arrival, r.prompt_tokens, r.output_tokens) for r in requests]
+        span = max(a.at for a in arrivals)
+        samples: list[tuple[float, int, int]] = []  # (replay time, processes, serving)
+
+        async def sample(start: float) -> None:
+            while True:
+                state = up.state()
+                if state:
+                    samples.append((time.monotonic() - start, len(state["pids"]["replicas"]),
+                                    ready_counts(state)[0]))
+                await asyncio.sleep(0.5)
+
+        started = time.monotonic()
+        sampler = asyncio.create_task(sample(started))
+        report = await run_load(up.url, "smollm2-135m-instruct", arrivals, seed=args.seed, progress_every=3600,
+                                extra={"ignore_eos": True})
+        sampler.cancel()
+        state = up.state() or {}
+    finally:
+        code = up.stop()
+    in_span = [(t, n, s) for t, n, s in samples if t <= span]
+    replica_seconds = sum(n for _, n, _ in in_span) * span / max(len(in_span), 1)
+    ttft_budget, itl_budget = _seconds(args.ttft), _seconds(args.itl)
+    summary = report.summary(ttft_budget, itl_budget)
+    decisions = [d for d in state.get("decisions", []) if d["serving_to"] != d["serving_from"]]
+    return {"within_both": summary["within_budget"], "replica_seconds": replica_seconds, "requests": len(arrivals),
+            "failed": summary["failed"], "ttft_p95": summary["ttft_p95"], "itl_p95": summary["itl_p95"],
+            "scale_decisions": len(decisions), "peak_serving": max((s for _, _, s in in_span), default=0),
+            "exit_code": code, "metrics": state.get("metrics_kind")}
+
+
+def _seconds(text: str) -> float:
+    from sloserve_operator.units import parse_duration
+
+    return parse_duration(text)
+
+
+def simulated(args: argparse.Namespace, spec_file: Path, requests, profile, cold_start: float, *, fixed: bool) -> dict:
+    from sloserve_operator.api import validate_document
+    from sloserve_operator.simulate.autoscalers import SloservePolicy, StaticPeak
+    from sloserve_operator.simulate.run import simulate
+
+    service, _ = validate_document(yaml.safe_load(spec_file.read_text()))
+    autoscaler = StaticPeak(args.max_replicas) if fixed else SloservePolicy(profile, interval=args.interval)
+    result = simulate(requests, profile, service.spec, autoscaler, cold_start=cold_start, promotion=0.1,
+                      window=args.window, initial_serving=None if fixed else args.min_replicas)
+    return {"within_both": result.within_both, "replica_seconds": result.replica_hours * 3600.0,
+            "scale_decisions": result.scale_events}
+
+
+def table(rows: list[tuple[str, dict, dict]], budgets: str) -> str:
+    lines = [f"| fleet | within both budgets ({budgets}): live | simulated | replica-seconds: live | simulated "
+             "| failed | live p95 TTFT / ITL |",
+             "|---|---|---|---|---|---|---|"]
+    for name, live, sim in rows:
+        lines.append(f"| {name} | {live['within_both'] * 100:.1f}% | {sim['within_both'] * 100:.1f}% | "
+                     f"{live['replica_seconds']:.0f} | {sim['replica_seconds']:.0f} | {live['failed']} | "
+                     f"{(live['ttft_p95'] or 0) * 1000:.0f} ms / {(live['itl_p95'] or 0) * 1000:.0f} ms |")
+    return "\n".join(lines)
+
+
+async def main() -> int:
+    args = parse_args()
+    from sloserve_operator.capacity import CapacityProfile, load_profile
+
+    requests, rate_scale = load_slice(args)
+    span = requests[-1].arrival
+    print(f"slice: {Path(args.trace).name} minutes {args.start_minute:g}-{args.start_minute + args.minutes:g}, "
+          f"{len(requests)} requests replayed over {span:.0f}s ({args.speedup:g}x faster, rate x{rate_scale:.3f}), "
+          f"prompt {statistics.mean(r.prompt_tokens for r in requests):.0f} / output "
+          f"{statistics.mean(r.output_tokens for r in requests):.0f} tokens on average", flush=True)
+    with tempfile.TemporaryDirectory(prefix="sloserve-bench-live-") as tmp:
+        workdir = Path(tmp)
+        auto_file, fixed_file = workdir / "auto.yaml", workdir / "fixed.yaml"
+        auto_file.write_text(yaml.safe_dump(spec_document(args, "live-auto", fixed=False)))
+        fixed_file.write_text(yaml.safe_dump(spec_document(args, "live-fixed", fixed=True)))
+        if args.profile == "measure":
+            print("measuring a capacity profile of one replica (sloserve profile)...", flush=True)
+            profile_path, cold_start = await measure_profile(args, auto_file, workdir, requests)
+            profile = CapacityProfile.from_json(profile_path.read_text())
+        else:
+            profile = load_profile(args.profile)
+            profile_path = workdir / "profile.json"
+            profile_path.write_text(profile.to_json())
+            cold_start = float(profile.cold_start_seconds)
+        print("replaying through local mode (autoscaled)...", flush=True)
+        live_auto = await replay(args, auto_file, "live-auto", workdir, requests, profile_path)
+        print(f"  {json.dumps(live_auto)}", flush=True)
+        print(f"replaying through a fixed fleet of {args.max_replicas}...", flush=True)
+        live_fixed = await replay(args, fixed_file, "live-fixed", workdir, requests, profile_path)
+        print(f"  {json.dumps(live_fixed)}", flush=True)
+        sim_auto = simulated(args, auto_file, requests, profile, cold_start, fixed=False)
+        sim_fixed = simulated(args, fixed_file, requests, profile, cold_start, fixed=True)
+    budgets = f"TTFT {args.ttft}, ITL {args.itl}"
+    rows = [(f"local mode, autoscaled {args.min_replicas}..{args.max_replicas} + {args.warm_pool} warm",
+             live_auto, sim_auto),
+            (f"fixed fleet of {args.max_replicas}", live_fixed, sim_fixed)]
+    print()
+    print(table(rows, budgets))
+    print()
+    print(f"replica-seconds, autoscaled / fixed: live {live_auto['replica_seconds'] / live_fixed['replica_seconds']:.2f}, "
+          f"simulated {sim_auto['replica_seconds'] / sim_fixed['replica_seconds']:.2f}")
+    print(f"simulator error (simulated - live), autoscaled: within both "
+          f"{(sim_auto['within_both'] - live_auto['within_both']) * 100:+.1f} points, replica-seconds "
+          f"{(sim_auto['replica_seconds'] / live_auto['replica_seconds'] - 1) * 100:+.0f}%")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "live.json").write_text(json.dumps({
+        "args": vars(args), "requests": len(requests), "span_seconds": span, "profile": profile.to_dict(),
+        "live_auto": live_auto, "live_fixed": live_fixed, "sim_auto": sim_auto, "sim_fixed": sim_fixed}, indent=1))
+    failed = live_auto["failed"] + live_fixed["failed"]
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))
