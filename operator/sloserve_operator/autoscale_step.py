@@ -3,13 +3,12 @@
 The kopf timer in handlers.py calls `autoscale_once` every --autoscale-interval seconds. Observation comes
 from a metrics.MetricsSource (PrometheusSource in-cluster), the decision from policy.decide (pure, shared
 with local mode and the simulator), the action from actuator.KubernetesActuator. What it returns is written
-by the handler: status fields, the remembered policy state (an annotation, so an operator restart or a
-leader change keeps the stabilization windows), and Events for every change.
+by the handler: status fields, the remembered policy state (autoscaler_memory.py, so an operator restart
+or a leader change keeps the stabilization windows), and Events for every change.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -19,15 +18,14 @@ from pydantic import ValidationError
 from . import conditions as cond
 from .actuator import Actuation, KubernetesActuator
 from .api import ModelService, ModelServiceSpec, ScalingMode, parse_spec
+from .autoscaler_memory import read_memory
 from .kube import Kube
 from .observation import Observation
 from .placement import split_by_weight
 from .reconcile import (
-    AUTOSCALER_ANNOTATION,
     MODEL_SERVICE_LABEL,
     REGION_LABEL,
     Event,
-    autoscaler_memory,
     count_pods,
     degraded_condition,
     pod_ready,
@@ -42,7 +40,8 @@ class Tick:
     """The outcome of one tick: what to write and what to tell."""
 
     status: dict[str, Any]
-    memory: dict[str, Any]  # persisted in the AUTOSCALER_ANNOTATION annotation
+    memory: dict[str, Any]  # persisted by autoscaler_memory.write_memory
+    previous_memory: dict[str, Any] = field(default_factory=dict)
     events: list[Event] = field(default_factory=list)
     serving: dict[str, int] = field(default_factory=dict)
     warm: dict[str, int] = field(default_factory=dict)
@@ -164,7 +163,7 @@ def autoscale_once(kube: Kube, source: Any, body: dict[str, Any], now: float,
     namespace, name = meta.get("namespace", "default"), meta["name"]
     status = body.get("status") or {}
     service = service_of(body, spec)
-    memory = autoscaler_memory(body)
+    memory = read_memory(kube, namespace, name)
     current = serving_targets(spec, status)
     pods = kube.list("Pod", namespace, {MODEL_SERVICE_LABEL: name})
     observation = observe_safely(source, service, now)
@@ -205,12 +204,6 @@ def autoscale_once(kube: Kube, source: Any, body: dict[str, Any], now: float,
     if after != before:
         new_status["lastScaleTime"] = cond.rfc3339(now)
     new_memory = {"state": state, "warm": warm, "degraded": degraded}
-    return Tick(status=new_status, memory=new_memory, events=events, serving=serving, warm=warm,
+    return Tick(status=new_status, memory=new_memory, previous_memory=memory, events=events, serving=serving, warm=warm,
                 direction=direction, metrics_available=observation.available, observation=observation,
                 actuation=actuation)
-
-
-def memory_patch(memory: dict[str, Any]) -> dict[str, Any]:
-    """The metadata patch that persists the autoscaler's memory on the ModelService."""
-    return {"metadata": {"annotations": {AUTOSCALER_ANNOTATION: json.dumps(memory, sort_keys=True,
-                                                                           separators=(",", ":"))}}}

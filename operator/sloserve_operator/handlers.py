@@ -9,16 +9,19 @@ the official kubernetes client they use (kube.py) is sync.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import kopf
+from kubernetes.client.exceptions import ApiException
 
 from . import operator_metrics as metrics
 from .api import GROUP, PLURAL, VERSION
-from .autoscale_step import autoscale_once, memory_patch
-from .kube import Kube
+from .autoscale_step import autoscale_once
+from .autoscaler_memory import write_memory
+from .kube import Kube, connection_settings, load_configuration
 from .observation import Observation
 from .reconcile import Event, reconcile
 
@@ -66,83 +69,142 @@ def emit(body: kopf.Body | dict[str, Any], events: list[Event]) -> None:
         kopf.event(body, type=event.type, reason=event.reason, message=event.message)
 
 
-def write_status(patch: kopf.Patch, status: dict[str, Any]) -> None:
-    for key, value in status.items():
-        patch.status[key] = value
-
-
 def backoff(retry: int) -> float:
     """Seconds before retry number `retry`: 1, 2, 4, ... capped at one minute."""
     return float(min(2 ** retry, 60))
 
 
+class ObjectLocks:
+    """One lock per ModelService: the change handlers, the drift check and the autoscaler all write the
+    status (conditions are one list), so they take turns and each starts from a fresh read."""
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._locks: dict[str, threading.Lock] = {}
+
+    def __call__(self, uid: str) -> threading.Lock:
+        with self._guard:
+            return self._locks.setdefault(uid, threading.Lock())
+
+    def forget(self, uid: str) -> None:
+        with self._guard:
+            self._locks.pop(uid, None)
+
+
+def fresh(kube: Kube, body: kopf.Body) -> dict[str, Any] | None:
+    """The object as the API server has it now (kopf's body may be one event behind); None once deleted."""
+    meta = body["metadata"]
+    current = kube.get("ModelService", meta.get("namespace"), meta["name"])
+    if current is None or current["metadata"].get("uid") != meta.get("uid"):
+        return None
+    if current["metadata"].get("deletionTimestamp"):
+        return None
+    return current
+
+
+def write(kube: Kube, body: dict[str, Any], status: dict[str, Any]) -> str:
+    """Merge-patch the status computed from `body`, only if the object has not changed since it was read
+    (metadata.resourceVersion makes the API server answer 409 otherwise: a deletion or a newer spec wins,
+    and the next pass starts from a fresh read). Answers "written", "conflict" or "gone"."""
+    meta = body["metadata"]
+    namespace, name = meta.get("namespace"), meta["name"]
+    patch: dict[str, Any] = {"status": status}
+    if meta.get("resourceVersion"):
+        patch["metadata"] = {"resourceVersion": meta["resourceVersion"]}
+    try:
+        kube.patch("ModelService", namespace, name, patch, subresource="status")
+    except ApiException as error:
+        if error.status in (404, 409):
+            return "gone" if error.status == 404 else "conflict"
+        raise
+    return "written"
+
+
 def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> kopf.OperatorRegistry:
     """Add the ModelService handlers to `registry` and return it."""
     resource = (GROUP, VERSION, PLURAL)
+    locks = ObjectLocks()
+
+    @kopf.on.login(registry=registry)
+    def login(**_: Any) -> kopf.ConnectionInfo:
+        return kopf.ConnectionInfo(**connection_settings(load_configuration()))
 
     @kopf.on.startup(registry=registry)
     def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         settings.persistence.finalizer = "sloserve.io/finalizer"
         settings.posting.level = logging.WARNING  # our own Events go through kopf.event; skip kopf's chatter
-        settings.batching.error_delays = [1, 2, 5, 10, 30, 60]
+        settings.queueing.error_delays = [1, 2, 5, 10, 30, 60]
+        # A deletion waits for a timer tick that is mid-way (sync handlers cannot be cancelled): wait for it
+        # directly for a few seconds, then re-check every 2 s rather than kopf's default minute.
+        settings.background.instant_exit_timeout = 5.0
+        settings.background.cancellation_polling = 2.0
 
-    def run_reconcile(body: kopf.Body, patch: kopf.Patch, retry: int, trigger: str) -> None:
+    def run_reconcile(body: kopf.Body, retry: int, trigger: str) -> None:
         meta = body["metadata"]
         namespace, name = meta.get("namespace", "default"), meta["name"]
-        try:
-            result = reconcile(config.client(), dict(body), now=time.time(), images=config.images or None)
-        except Exception:
-            metrics.RECONCILES.labels(namespace, name, "error").inc()
-            metrics.ERRORS.labels(namespace, name, "internal").inc()
-            raise
+        kube = config.client()
+        with locks(meta["uid"]):
+            current = fresh(kube, body)
+            if current is None:
+                return
+            try:
+                result = reconcile(kube, current, now=time.time(), images=config.images or None)
+                written = write(kube, current, result.status)
+            except Exception:
+                metrics.RECONCILES.labels(namespace, name, "error").inc()
+                metrics.ERRORS.labels(namespace, name, "internal").inc()
+                raise
         emit(body, result.events)
-        write_status(patch, result.status)
         metrics.RECONCILES.labels(namespace, name, "ok" if result.valid else "invalid").inc()
-        if result.transient_error:
+        if result.transient_error or written == "conflict":
             metrics.ERRORS.labels(namespace, name, "transient").inc()
-            raise kopf.TemporaryError(f"{trigger}: {result.transient_error}", delay=backoff(retry))
+            why = result.transient_error or "status changed while reconciling"
+            raise kopf.TemporaryError(f"{trigger}: {why}", delay=backoff(retry))
         if result.valid and "regions" in result.status:
             metrics.record_replicas(namespace, name, result.status["regions"], {})
 
     @kopf.on.create(*resource, registry=registry)
-    def on_create(body: kopf.Body, patch: kopf.Patch, retry: int, **_: Any) -> None:
-        run_reconcile(body, patch, retry, "create")
+    def on_create(body: kopf.Body, retry: int, **_: Any) -> None:
+        run_reconcile(body, retry, "create")
 
     @kopf.on.update(*resource, field="spec", registry=registry)
-    def on_update(body: kopf.Body, patch: kopf.Patch, retry: int, **_: Any) -> None:
-        run_reconcile(body, patch, retry, "update")
+    def on_update(body: kopf.Body, retry: int, **_: Any) -> None:
+        run_reconcile(body, retry, "update")
 
     @kopf.on.resume(*resource, registry=registry)
-    def on_resume(body: kopf.Body, patch: kopf.Patch, retry: int, **_: Any) -> None:
-        run_reconcile(body, patch, retry, "resume")
+    def on_resume(body: kopf.Body, retry: int, **_: Any) -> None:
+        run_reconcile(body, retry, "resume")
 
     @kopf.timer(*resource, interval=config.drift_interval, initial_delay=config.drift_interval,
                 registry=registry)
-    def drift_check(body: kopf.Body, patch: kopf.Patch, retry: int, **_: Any) -> None:
-        run_reconcile(body, patch, retry, "drift check")
+    def drift_check(body: kopf.Body, retry: int, **_: Any) -> None:
+        run_reconcile(body, retry, "drift check")
 
     @kopf.on.delete(*resource, optional=True, registry=registry)
     def on_delete(body: kopf.Body, **_: Any) -> None:
         metrics.forget(body["metadata"].get("namespace", "default"), body["metadata"]["name"])
+        locks.forget(body["metadata"]["uid"])
 
     @kopf.timer(*resource, interval=config.autoscale_interval, initial_delay=config.autoscale_interval,
                 registry=registry)
-    def autoscale(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+    def autoscale(body: kopf.Body, **_: Any) -> None:
         meta = body["metadata"]
         namespace, name = meta.get("namespace", "default"), meta["name"]
-        try:
-            tick = autoscale_once(config.client(), config.source(), dict(body), time.time())
-        except Exception:
-            metrics.ERRORS.labels(namespace, name, "autoscale").inc()
-            raise
-        if tick is None:
-            return  # invalid spec: reconcile has said so in status
+        kube = config.client()
+        with locks(meta["uid"]):
+            current = fresh(kube, body)
+            if current is None:
+                return
+            try:
+                tick = autoscale_once(kube, config.source(), current, time.time())
+                if tick is None:
+                    return  # invalid spec: reconcile has said so in status
+                if write(kube, current, tick.status) == "written":
+                    write_memory(kube, current, tick.memory, tick.previous_memory)
+            except Exception:
+                metrics.ERRORS.labels(namespace, name, "autoscale").inc()
+                raise
         emit(body, tick.events)
-        write_status(patch, tick.status)
-        annotation = memory_patch(tick.memory)["metadata"]["annotations"]
-        for key, value in annotation.items():
-            if (meta.get("annotations") or {}).get(key) != value:
-                patch.metadata.annotations[key] = value
         metrics.DECISIONS.labels(namespace, name, tick.direction, str(tick.metrics_available).lower()).inc()
         metrics.record_replicas(namespace, name, tick.status["regions"], tick.warm)
         for region, observed in (tick.observation.regions.items() if tick.observation else ()):

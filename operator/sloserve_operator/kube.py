@@ -9,6 +9,7 @@ transport. Objects stay plain dicts, exactly as render.py builds them.
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -74,8 +75,26 @@ def load_configuration() -> client.Configuration:
     try:
         config.load_incluster_config(client_configuration=configuration)
     except config.ConfigException:
-        config.load_kube_config(client_configuration=configuration)
+        # KUBECONFIG is read now, not when the kubernetes package was imported.
+        config.load_kube_config(config_file=os.environ.get("KUBECONFIG") or None,
+                                client_configuration=configuration)
     return configuration
+
+
+def connection_settings(configuration: client.Configuration) -> dict[str, Any]:
+    """The kubernetes client's configuration as keyword arguments of kopf.ConnectionInfo, so kopf's own
+    watch streams and our writes use the same credentials (in-cluster token, or the kubeconfig's)."""
+    token = (configuration.api_key or {}).get("authorization") or (configuration.api_key or {}).get("BearerToken")
+    if token:
+        token = token.removeprefix("Bearer ").strip()
+    return {
+        "server": configuration.host,
+        "ca_path": configuration.ssl_ca_cert,
+        "insecure": not configuration.verify_ssl,
+        "token": token or None,
+        "certificate_path": configuration.cert_file,
+        "private_key_path": configuration.key_file,
+    }
 
 
 class Kube:

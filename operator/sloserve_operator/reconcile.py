@@ -17,18 +17,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kubernetes.client.exceptions import ApiException
-from pydantic import ValidationError
 
 from . import conditions as cond
-from .api import API_VERSION, KIND, ModelService, ModelServiceSpec, ScalingMode, parse_spec, problems_of
+from .api import API_VERSION, KIND, ModelService, ModelServiceSpec, ScalingMode, validate_spec
+from .autoscaler_memory import read_memory
 from .kube import MONITORING_API, Kube
 from .placement import DEFAULT_REGION, region_names, split_by_weight
 
 MODEL_SERVICE_LABEL = "sloserve.io/model-service"
 REGION_LABEL = "sloserve.io/region"
 ROLE_LABEL = "sloserve.io/role"
-AUTOSCALER_ANNOTATION = "sloserve.io/autoscaler"
-CHILD_KINDS = ("Deployment", "Service", "PodDisruptionBudget", "ConfigMap")
+CHILD_KINDS = ("Deployment", "Service", "PodDisruptionBudget")  # listed even when none is rendered now
 MONITORING_KINDS = ("PodMonitor", "PrometheusRule")
 SCRAPE_ANNOTATIONS = {"prometheus.io/scrape": "true", "prometheus.io/path": "/metrics"}
 # Status codes that another attempt may cure; the rest (403 forbidden, 422 invalid, 400) need a human.
@@ -153,18 +152,6 @@ def plan_children(desired: list[dict[str, Any]], actual: list[dict[str, Any]], o
 # ---------------------------------------------------------------- targets
 
 
-def autoscaler_memory(body: dict[str, Any]) -> dict[str, Any]:
-    """What the autoscale timer persisted on the object (policy state and per-region targets)."""
-    text = (body.get("metadata", {}).get("annotations") or {}).get(AUTOSCALER_ANNOTATION)
-    if not text:
-        return {}
-    try:
-        memory = json.loads(text)
-    except ValueError:
-        return {}
-    return memory if isinstance(memory, dict) else {}
-
-
 def serving_targets(spec: ModelServiceSpec, status: dict[str, Any] | None) -> dict[str, int]:
     """Serving replicas per region: spec.replicas in manual mode, else the autoscaler's latest targets
     (status.regions[].desired) within the spec's bounds, else minReplicas split by weight."""
@@ -238,7 +225,7 @@ def serving_selector(name: str) -> str:
 
 def reconcile_status(body: dict[str, Any], *, serving: dict[str, int], pods: list[dict[str, Any]],
                      deployments: list[dict[str, Any]], apply_problems: list[str], monitoring: bool,
-                     now: float) -> dict[str, Any]:
+                     now: float, autoscaler_degraded: str | None = None) -> dict[str, Any]:
     """Status fields reconcile owns: counts, selector, observedGeneration, Ready/Progressing/Degraded."""
     meta = body["metadata"]
     status = body.get("status") or {}
@@ -267,7 +254,7 @@ def reconcile_status(body: dict[str, Any], *, serving: dict[str, int], pods: lis
         updates.append(cond.condition("Progressing", True, "ReplicasUpdating", detail))
     else:
         updates.append(cond.condition("Progressing", False, "Stable", "all children up to date"))
-    updates.append(degraded_condition(monitoring, autoscaler_memory(body).get("degraded")))
+    updates.append(degraded_condition(monitoring, autoscaler_degraded))
     return {
         "observedGeneration": meta.get("generation"),
         "conditions": cond.set_conditions(status.get("conditions"), updates, now=now,
@@ -374,16 +361,15 @@ def reconcile(kube: Kube, body: dict[str, Any], *, now: float,
         if on_event is not None:
             on_event(event)
 
-    try:
-        spec = parse_spec(body.get("spec") or {})
-    except ValidationError as error:
-        problems = problems_of(error)
+    spec, problems = validate_spec(body.get("spec"))
+    if spec is None:
         emit(Event("Warning", "InvalidSpec", "; ".join(problems)[:1000]))
         return ReconcileResult(invalid_spec_status(body, problems, now), events, valid=False)
 
     monitoring = kube.serves(MONITORING_API)
     serving = serving_targets(spec, body.get("status"))
-    warm = warm_targets(spec, autoscaler_memory(body))
+    memory = read_memory(kube, namespace, name)
+    warm = warm_targets(spec, memory)
     desired = desired_children(body, spec, serving, warm, monitoring, images)
     kinds = sorted({obj["kind"] for obj in desired} | set(CHILD_KINDS) | (set(MONITORING_KINDS) if monitoring else set()))
     actual = [obj for kind in kinds for obj in kube.list(kind, namespace, {MODEL_SERVICE_LABEL: name})]
@@ -410,7 +396,8 @@ def reconcile(kube: Kube, body: dict[str, Any], *, now: float,
     pods = kube.list("Pod", namespace, {MODEL_SERVICE_LABEL: name})
     deployments = [obj for obj in actual if obj["kind"] == "Deployment"]
     status = reconcile_status(body, serving=serving, pods=pods, deployments=deployments,
-                              apply_problems=apply_problems, monitoring=monitoring, now=now)
+                              apply_problems=apply_problems, monitoring=monitoring, now=now,
+                              autoscaler_degraded=memory.get("degraded"))
     return ReconcileResult(status, events, valid=True, transient_error=transient)
 
 
