@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sloserve_operator import api, units
 
 SPEC = {"model": {"name": "m"}, "slo": {"ttft": {"p95": "500ms"}, "itl": {"p95": "50ms"}}}
@@ -140,3 +144,43 @@ def test_non_mapping_documents():
     assert api.validate_spec(None) == (None, ["spec: expected a mapping"])
     _, problems = api.validate_document({"kind": "Deployment", "metadata": {"name": "x"}, "spec": SPEC})
     assert problems == ["kind: Input should be 'ModelService' (got 'Deployment')"]
+
+
+def test_any_edit_of_a_valid_document_gives_a_service_or_named_problems_never_an_exception():
+    base = yaml.safe_load((Path(__file__).resolve().parent.parent / "examples" / "chat-gpu.yaml").read_text())
+
+    def paths(value, prefix=()):
+        yield prefix
+        children = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+        for key, child in children:
+            yield from paths(child, (*prefix, key))
+
+    leaf = st.one_of(st.none(), st.booleans(), st.integers(-3, 20), st.text(max_size=4),
+                     st.sampled_from(["fp8", "draft", "manual", "sglang", "0ms", "1s", "us-east-1"]))
+    value = st.recursive(leaf, lambda inner: st.one_of(
+        st.lists(inner, max_size=3),
+        st.dictionaries(st.sampled_from(["name", "minReplicas", "maxReplicas", "typo"]), inner, max_size=3)),
+        max_leaves=6)
+
+    def set_path(document, path, new):
+        """Replace the value at `path` (an earlier edit may have removed it: then do nothing)."""
+        parent = document
+        try:
+            for key in path[:-1]:
+                parent = parent[key]
+            parent[path[-1]] = new
+        except (KeyError, IndexError, TypeError):
+            pass
+
+    @settings(max_examples=100, deadline=None, derandomize=True, database=None,
+              suppress_health_check=list(HealthCheck))
+    @given(st.lists(st.tuples(st.sampled_from([p for p in paths(base) if p]), value), max_size=4))
+    def check(edits):
+        document = copy.deepcopy(base)
+        for path, new in edits:
+            set_path(document, path, new)
+        service, problems = api.validate_document(document)
+        assert (service is None) == bool(problems)
+        assert all(isinstance(line, str) and ": " in line for line in problems), problems
+
+    check()
