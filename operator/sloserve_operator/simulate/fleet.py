@@ -176,6 +176,10 @@ class Fleet:
         self.pods.remove(pod)
         self.retired.append(pod)
 
-    def pod_seconds(self, end: float) -> float:
-        return sum((min(pod.removed if pod.removed is not None else end, end) - pod.created)
-                   for pod in self.pods + self.retired)
+    def pod_seconds(self, start: float, end: float) -> float:
+        """Pod-seconds spent in [start, end), every role counted."""
+        total = 0.0
+        for pod in self.pods + self.retired:
+            stop = min(pod.removed if pod.removed is not None else end, end)
+            total += max(stop - max(pod.created, start), 0.0)
+        return total

@@ -142,20 +142,22 @@ class Recorder:
         )
 
     # ---------------------------------------------------------------- the report-facing side
-    def fraction_within_both(self, total_requests: int) -> float:
+    def fraction_within_both(self, total_requests: int, since: float = 0.0) -> float:
         """Requests with TTFT within budget and at most 5% of their gaps over the ITL budget (their own p95
         ITL within budget); requests never finished count as misses."""
         if total_requests <= 0:
             return 1.0
-        good = sum(1 for o in self.outcomes if o.ttft <= self.ttft_budget and o.slow_gaps <= 0.05 * o.gaps)
+        good = sum(1 for o in self.outcomes if o.arrival >= since and o.ttft <= self.ttft_budget
+                   and o.slow_gaps <= 0.05 * o.gaps)
         return good / total_requests
 
-    def fraction_minutes_within(self, end: float) -> float:
-        """Share of whole minutes (up to `end`) whose fleet-wide p95 TTFT and p95 ITL are within budget."""
-        minutes = max(int(end // 60), 1)
+    def fraction_minutes_within(self, start: float, end: float) -> float:
+        """Share of whole minutes in [start, end) whose fleet-wide p95 TTFT and p95 ITL are within budget."""
+        minutes = max(int((end - start) // 60), 1)
         good = 0
         for minute in range(minutes):
-            rows = slice(minute * 60, (minute + 1) * 60)
+            first = int(start) + minute * 60
+            rows = slice(first, first + 60)
             ok = True
             for hist, index in ((lambda s: s.ttft, self.ttft_index), (lambda s: s.itl, self.itl_index)):
                 counts = sum(hist(s)[rows].sum(axis=0) for s in self.series.values())

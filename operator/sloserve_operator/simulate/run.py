@@ -3,12 +3,13 @@
 Every policy is replayed against the same requests, the same replica physics and the same actuator; only
 the decisions differ. The run ends when the last request finishes (or 30 min after the last arrival);
 replica-hours are counted over the trace's span (first to last arrival) for every pod in any role.
+A pre-roll (the first five minutes mirrored) lets every policy settle before scoring starts.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -23,6 +24,7 @@ from .traces import Request
 DRAIN_SECONDS = 1800.0
 TIMELINE_STEP = 10
 OPENING_SECONDS = 300.0
+WARMUP_SECONDS = 300.0
 
 
 @dataclass
@@ -62,10 +64,13 @@ def initial_size(requests: list[Request], profile: CapacityProfile, spec: ModelS
 
 def simulate(requests: list[Request], profile: CapacityProfile, spec: ModelServiceSpec, autoscaler: Autoscaler,
              *, cold_start: float = 120.0, promotion: float = 2.0, window: float = 60.0,
-             initial_serving: int | None = None) -> SimResult:
+             initial_serving: int | None = None, warmup: float = WARMUP_SECONDS) -> SimResult:
     if not requests:
         raise ValueError("empty trace: nothing to simulate")
     regions = region_names(spec)
+    scored_count = len(requests)
+    warmup = min(warmup, requests[-1].arrival)
+    requests = with_preroll(requests, warmup)
     last_arrival = requests[-1].arrival
     horizon = last_arrival + DRAIN_SECONDS
     ttft_budget, itl_budget = spec.slo.ttft.p95_seconds, spec.slo.itl.p95_seconds
@@ -119,21 +124,34 @@ def simulate(requests: list[Request], profile: CapacityProfile, spec: ModelServi
                 not any(fleet.gateway[r] for r in regions):
             break
 
-    timeline = _timeline(recorder, regions, pods_total, pods_serving, last_arrival, window)
+    timeline = _timeline(recorder, regions, pods_total, pods_serving, warmup, last_arrival, window)
     return SimResult(
-        policy=autoscaler.name, config=autoscaler.label(), requests=count,
-        within_both=recorder.fraction_within_both(count),
-        minutes_within=recorder.fraction_minutes_within(last_arrival),
-        replica_hours=fleet.pod_seconds(last_arrival) / 3600.0,
+        policy=autoscaler.name, config=autoscaler.label(), requests=scored_count,
+        within_both=recorder.fraction_within_both(scored_count, since=warmup),
+        minutes_within=recorder.fraction_minutes_within(warmup, last_arrival),
+        replica_hours=fleet.pod_seconds(warmup, last_arrival) / 3600.0,
         scale_events=events, timeline=timeline,
     )
 
 
+def with_preroll(requests: list[Request], warmup: float) -> list[Request]:
+    """The trace preceded by its first `warmup` seconds mirrored in time, everything shifted to start at 0.
+
+    Policies start with a fleet sized for the opening load and get the pre-roll to settle into their own
+    steady state, as if they had been running before the trace window; only the trace itself is scored.
+    """
+    if warmup <= 0:
+        return list(requests)
+    mirrored = [replace(r, arrival=warmup - r.arrival - 1e-6) for r in requests if r.arrival < warmup]
+    shifted = [replace(r, arrival=r.arrival + warmup) for r in requests]
+    return sorted(mirrored, key=lambda r: r.arrival) + shifted
+
+
 def _timeline(recorder: Recorder, regions: list[str], pods_total: np.ndarray, pods_serving: np.ndarray,
-              end: float, window: float) -> dict[str, list[float]]:
+              start: float, end: float, window: float) -> dict[str, list[float]]:
     out: dict[str, list[float]] = {"t": [], "rate": [], "pods": [], "serving": [], "ttft_p95": [], "itl_p95": []}
-    for t in range(TIMELINE_STEP, int(end) + 1, TIMELINE_STEP):
-        out["t"].append(float(t))
+    for t in range(int(start) + TIMELINE_STEP, int(end) + 1, TIMELINE_STEP):
+        out["t"].append(float(t - start))
         out["rate"].append(sum(recorder.arrival_rate(r, t, window) for r in regions))
         out["pods"].append(float(pods_total[t]))
         out["serving"].append(float(pods_serving[t]))

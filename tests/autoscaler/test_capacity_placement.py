@@ -1,0 +1,80 @@
+"""Capacity profiles (schema, shipped files, the capacity model) and the placement helpers."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from sloserve_operator.capacity import CapacityProfile, load_profile, load_shipped, shipped_names
+from sloserve_operator.placement import fit_to_bounds, split_plain
+
+from .helpers import make_spec
+
+
+@pytest.mark.parametrize("name", ["smollm2-135m-cpu", "llama-8b-h100"])
+def test_shipped_profiles_load_and_round_trip(name):
+    assert name in shipped_names()
+    profile = load_shipped(name)
+    assert profile.source  # says where its numbers come from
+    again = CapacityProfile.from_json(profile.to_json())
+    assert again == profile
+
+
+def test_capacity_falls_with_tighter_budgets_and_longer_prompts():
+    profile = load_shipped("llama-8b-h100")
+    loose = profile.max_rate_within_budget(2.0, 0.1, 1000, 200)
+    assert profile.max_rate_within_budget(0.5, 0.1, 1000, 200) <= loose
+    assert profile.max_rate_within_budget(2.0, 0.1, 4000, 200) < loose
+    # Within budget at the returned rate, over it well beyond.
+    ttft, itl, _ = profile.predict(loose, 1000, 200)
+    assert ttft <= 2.0 and itl <= 0.1
+    assert profile.predict(loose * 3, 1000, 200)[0] > 2.0 or profile.predict(loose * 3, 1000, 200)[1] > 0.1
+    assert profile.max_rate_within_budget(0.001, 0.001, 1000, 200) == 0.0
+
+
+def test_profile_from_file_path(tmp_path):
+    path = tmp_path / "p.json"
+    path.write_text(load_shipped("smollm2-135m-cpu").to_json())
+    assert load_profile(str(path)).model == "SmolLM2-135M-Instruct"
+
+
+@pytest.mark.parametrize("document, fragment", [
+    ("{not json", "not valid JSON"),
+    ("[]", "expected a JSON object"),
+    ('{"schema": "other/v9", "step": {}}', "schema"),
+    ('{"model": "m"}', "'step'"),
+    ('{"step": {"baseSeconds": -1, "perPrefillTokenSeconds": 0, "perDecodeSeqSeconds": 0}}', "baseSeconds"),
+    ('{"step": {"baseSeconds": 0.01, "perPrefillTokenSeconds": "x", "perDecodeSeqSeconds": 0}}', "perPrefill"),
+    ('{"step": {"baseSeconds": 0.01, "perPrefillTokenSeconds": 0, "perDecodeSeqSeconds": 0}, "points": [{}]}',
+     "points[0]"),
+])
+def test_bad_profiles_are_rejected_with_the_field_named(document, fragment):
+    with pytest.raises(ValueError, match=None) as error:
+        CapacityProfile.from_json(document)
+    assert fragment in str(error.value)
+
+
+def test_unknown_shipped_profile_lists_the_known_ones():
+    with pytest.raises(ValueError, match="smollm2-135m-cpu"):
+        load_shipped("nope")
+
+
+def test_split_plain_adds_up_and_follows_weights():
+    assert split_plain(4, {"a": 3.0, "b": 1.0}) == {"a": 3, "b": 1}
+    assert sum(split_plain(7, {"a": 1.0, "b": 1.0, "c": 1.0}).values()) == 7
+    assert split_plain(0, {"a": 1.0}) == {"a": 0}
+
+
+def test_fit_to_bounds_respects_region_and_fleet_limits():
+    regions = [{"name": "us", "weight": 3, "minReplicas": 1, "maxReplicas": 5}, {"name": "eu", "weight": 1}]
+    spec = make_spec(min_replicas=4, max_replicas=8, regions=regions)
+    assert fit_to_bounds(spec, {"us": 0, "eu": 0}) == {"us": 3, "eu": 1}  # floor 4 split by weight
+    fitted = fit_to_bounds(spec, {"us": 9, "eu": 9})
+    assert fitted["us"] <= 5 and sum(fitted.values()) == 8
+    assert fit_to_bounds(spec, {"us": 2, "eu": 3}) == {"us": 2, "eu": 3}
+
+
+def test_profile_json_keys_are_camel_case():
+    data = json.loads(load_shipped("smollm2-135m-cpu").to_json())
+    assert {"schema", "step", "maxBatchSize", "maxBatchedTokens", "coldStartSeconds", "points"} <= set(data)
+    assert set(data["step"]) == {"baseSeconds", "perPrefillTokenSeconds", "perDecodeSeqSeconds"}

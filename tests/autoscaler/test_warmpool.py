@@ -1,0 +1,47 @@
+"""Warm pool role planning: promotion, demotion, refill and deletion cost."""
+
+from __future__ import annotations
+
+from sloserve_operator.warmpool import COST_SERVING, COST_VICTIM, PodInfo, plan_roles
+
+
+def pod(name: str, role: str, ready: bool = True, created: float = 0.0) -> PodInfo:
+    return PodInfo(name=name, region="default", role=role, ready=ready, created_at=created)
+
+
+def test_scale_up_promotes_only_ready_warm_pods_oldest_first_and_refills():
+    pods = [pod("s1", "serving"), pod("w-new", "warm", created=20), pod("w-old", "warm", created=10),
+            pod("w-starting", "warm", ready=False, created=5)]
+    plan = plan_roles(pods, serving_target=4, warm_target=1)
+    assert plan.promote == ["w-old", "w-new"]  # the not-ready pod is never promoted
+    assert plan.demote == []
+    assert plan.replicas == 5  # serving + warm: the ReplicaSet starts the pods that refill the pool
+
+
+def test_steady_state_changes_nothing():
+    pods = [pod("s1", "serving"), pod("s2", "serving"), pod("w1", "warm")]
+    plan = plan_roles(pods, serving_target=2, warm_target=1)
+    assert (plan.promote, plan.demote, plan.replicas) == ([], [], 3)
+    assert all(cost != COST_VICTIM for cost in plan.deletion_cost.values())
+
+
+def test_scale_down_demotes_not_ready_then_newest_and_marks_victims():
+    pods = [pod("s-old", "serving", created=1), pod("s-new", "serving", created=9),
+            pod("s-broken", "serving", ready=False, created=5), pod("w1", "warm", created=3)]
+    plan = plan_roles(pods, serving_target=1, warm_target=1)
+    assert plan.demote == ["s-broken", "s-new"]
+    assert plan.replicas == 2
+    victims = sorted(name for name, cost in plan.deletion_cost.items() if cost == COST_VICTIM)
+    assert len(victims) == 2 and "s-old" not in victims
+    assert "s-broken" in victims  # the not-ready pod goes before a ready warm one
+    assert plan.deletion_cost["s-old"] == COST_SERVING
+
+
+def test_no_warm_pods_means_nothing_to_promote_yet():
+    plan = plan_roles([pod("s1", "serving")], serving_target=3, warm_target=0)
+    assert plan.promote == [] and plan.replicas == 3
+
+
+def test_negative_targets_are_treated_as_zero():
+    plan = plan_roles([pod("s1", "serving")], serving_target=-1, warm_target=-2)
+    assert plan.replicas == 0 and plan.demote == ["s1"]
