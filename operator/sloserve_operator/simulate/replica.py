@@ -99,7 +99,8 @@ class ReplicaEngine:
         duration = step_model.seconds(prefill_tokens, decoding)
         limits = [max(1, math.ceil((until - self.clock) / duration)),
                   max(1, math.ceil((math.floor(self.clock) + 1 - self.clock) / duration))]
-        limits.extend(math.ceil(seq.prefill_left / chunk) for seq, chunk in chunks)
+        # A prompt keeps the same chunk size for as many whole chunks as it has left (its last may be smaller).
+        limits.extend(max(1, seq.prefill_left // chunk) for seq, chunk in chunks)
         if self.decoding:
             limits.append(self.decoding[0][0] - self.steps)
         count = max(1, min(limits))
