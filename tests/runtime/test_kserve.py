@@ -223,7 +223,13 @@ def test_cancelled_grpc_stream_aborts_the_request(tiny_runtime: Any) -> None:
     def idle(state: dict) -> bool:
         return state["num_running"] == 0 and state["num_free_blocks"] == state["num_total_blocks"]
 
+    def aborted() -> float:
+        series = f'sloserve:request_success_total{{finished_reason="abort",model_name="{MODEL}"}} '
+        lines = httpx.get(tiny_runtime.url + "/metrics").text.splitlines()
+        return float(next(line for line in lines if line.startswith(series)).split()[-1])
+
     tiny_runtime.wait_engine(idle)
+    aborted_before = aborted()
     client = grpcclient.InferenceServerClient(tiny_runtime.grpc_url)
     results: queue.Queue = queue.Queue()
     client.start_stream(callback=lambda result, error: results.put((result, error)))
@@ -234,5 +240,6 @@ def test_cancelled_grpc_stream_aborts_the_request(tiny_runtime: Any) -> None:
         assert error is None
     assert tiny_runtime.engine_state()["num_running"] == 1
     client.stop_stream(cancel_requests=True)
-    tiny_runtime.wait_engine(idle, timeout=5)
+    tiny_runtime.wait_engine(idle, timeout=10)
+    assert aborted() == aborted_before + 1  # cut short, not run to its 480 tokens
     client.close()

@@ -147,7 +147,7 @@ def test_queue_limit_429_then_drain_timeout_aborts_and_exits_zero(tiny_model_dir
 
 def test_sigterm_during_load_loses_no_inflight_request(tiny_model_dir: Any, runtime_factory: Any) -> None:
     runtime = runtime_factory(tiny_model_dir, "--max-batch-size", "4", "--drain-timeout", "60")
-    tokens = 120
+    tokens = 200
     with ThreadPoolExecutor(max_workers=6) as pool:
         streamed = [pool.submit(run_streamed, runtime.url, tokens) for _ in range(4)]
         whole = [pool.submit(run_whole, runtime.url, tokens) for _ in range(2)]
