@@ -159,7 +159,8 @@ def serving_targets(spec: ModelServiceSpec, status: dict[str, Any] | None) -> di
         return split_by_weight(spec, spec.replicas)
     names = region_names(spec)
     previous = {item.get("name"): int(item.get("desired") or 0) for item in (status or {}).get("regions") or []}
-    total = sum(previous.get(name, 0) for name in names) if previous else spec.scaling.min_replicas
+    # When regions were added or removed the fleet keeps its size, re-split over the regions it has now.
+    total = sum(previous.values()) if previous else spec.scaling.min_replicas
     total = min(max(total, spec.scaling.min_replicas), spec.scaling.max_replicas)
     if previous and set(previous) == set(names) and sum(previous.values()) == total:
         bounded = {}

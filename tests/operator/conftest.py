@@ -86,6 +86,10 @@ class OperatorUnderTest:
         status = (self.msvc(name) or {}).get("status") or {}
         return next((c for c in status.get("conditions") or [] if c["type"] == type_), None)
 
+    def condition_in(self, namespace: str, name: str, type_: str) -> dict[str, Any] | None:
+        status = (self.msvc(name, namespace) or {}).get("status") or {}
+        return next((c for c in status.get("conditions") or [] if c["type"] == type_), None)
+
     def events(self, name: str, namespace: str = "default") -> list[dict[str, Any]]:
         found = list(self.cluster.objects("v1/events", namespace).values())
         return [event for event in found if (event.get("involvedObject") or {}).get("name") == name]
@@ -106,13 +110,14 @@ def operator_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Calla
     patcher = pytest.MonkeyPatch()
 
     def start(*, monitoring: bool = False, drift_interval: float = 1.0, autoscale_interval: float = 0.5,
-              setup: Callable[[KmockCluster], None] | None = None) -> OperatorUnderTest:
+              setup: Callable[[KmockCluster], None] | None = None, source: Any = None) -> OperatorUnderTest:
         cluster = KmockCluster(tmp_path_factory.mktemp("kmock"), monitoring=monitoring).__enter__()
         stack.append(cluster)
         if setup is not None:
             cluster.call(lambda: setup(cluster))
         patcher.setenv("KUBECONFIG", str(cluster.kubeconfig))
-        config = OperatorConfig(autoscale_interval=autoscale_interval, drift_interval=drift_interval)
+        config = OperatorConfig(autoscale_interval=autoscale_interval, drift_interval=drift_interval,
+                                metrics_source=source)
         registry = register(kopf.OperatorRegistry(), config)
         settings = kopf.OperatorSettings()
         runner = KopfRunner(["run", "--standalone", "--all-namespaces"], registry=registry, settings=settings,
