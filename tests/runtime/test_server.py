@@ -129,6 +129,9 @@ ERROR_CASES = [
     ("logit_bias token outside vocabulary", {"model": TINY_NAME, "prompt": "hi", "logit_bias": {"99999999": 5}},
      "logit_bias"),
     ("n above one", {"model": TINY_NAME, "prompt": "hi", "n": 2}, "n"),
+    ("echo unsupported", {"model": TINY_NAME, "prompt": "hi", "echo": True}, "echo"),
+    ("logprobs unsupported", {"model": TINY_NAME, "prompt": "hi", "logprobs": 2}, "logprobs"),
+    ("penalty unsupported", {"model": TINY_NAME, "prompt": "hi", "presence_penalty": 0.5}, "presence_penalty"),
 ]
 
 
