@@ -186,3 +186,13 @@ def test_load_refuses_an_empty_schedule(capsys) -> None:
     assert "no requests" in capsys.readouterr().err
     assert main(["load", "--schedule", "2:x"]) == 2
     assert "RATE:SECONDS" in capsys.readouterr().err
+
+
+def test_up_refuses_a_run_directory_another_live_instance_owns(tmp_path: Path, capsys) -> None:
+    import os
+
+    state = _state(time.time())
+    state.update(stopped=False, pid=os.getppid())  # a live process that is not this one
+    write_json_atomic(RunDir.for_service("quickstart", tmp_path).state_file, state)
+    assert main(["up", "-f", str(QUICKSTART), "--run-dir", str(tmp_path), "--port", "1"]) == 1
+    assert "already running here" in capsys.readouterr().err

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from ..api import ModelService
-from ..placement import region_names, split_by_weight
+from ..placement import region_names, region_weights, split_by_weight, split_plain
 from .prometheus import MetricsBackend
 from .replicas import SERVING, WARM, Replica, ReplicaSet
 from .router import Router
@@ -70,7 +70,8 @@ class Controller:
         self.state = PolicyState()
         self.started_at = time.time()
         self.desired_serving = split_by_weight(self.spec, self.spec.scaling.min_replicas)
-        self.desired_warm = self._warm_split(self.spec.scaling.warm_pool.size)
+        warm = split_plain(self.spec.scaling.warm_pool.size, region_weights(self.spec))  # as policy.decide does
+        self.desired_warm = {region: warm.get(region, 0) for region in region_names(self.spec)}
         self.decisions: deque[DecisionRecord] = deque(maxlen=20)
         self.events: deque[Event] = deque(maxlen=100)
         self.last_observation: Any = None
@@ -81,17 +82,6 @@ class Controller:
         replicas.on_ready = self._on_ready
         replicas.on_crash = self._on_crash
         router.on_first_request = self._on_first_request
-
-    def _warm_split(self, size: int) -> dict[str, int]:
-        if not self.spec.placement.regions:
-            return split_by_weight(self.spec, size)
-        # Warm pods go where capacity goes, by weight, with no per-region floors.
-        weights = {region.name: float(region.weight) for region in self.spec.placement.regions}
-        total_weight = sum(weights.values())
-        counts = {name: int(size * weight / total_weight) for name, weight in weights.items()}
-        for name in sorted(weights, key=lambda n: -(size * weights[n] / total_weight) % 1)[: size - _total(counts)]:
-            counts[name] += 1
-        return counts
 
     # ------------------------------------------------------------ views of the fleet
 

@@ -74,6 +74,23 @@ def _example_request(endpoint: str, model: str) -> str:
     return f"curl -s {endpoint}/v1/chat/completions -H 'content-type: application/json' -d '{body}'"
 
 
+def _already_running(run_dir) -> int | None:
+    """The pid of a live `sloserve up` that owns this run directory, if any."""
+    import json
+    import os
+
+    from .replicas import process_alive
+
+    try:
+        state = json.loads(run_dir.state_file.read_text())
+    except (OSError, ValueError):
+        return None
+    pid = int(state.get("pid") or 0)
+    if state.get("stopped") or pid == os.getpid() or not process_alive(pid):
+        return None
+    return pid
+
+
 async def serve(args: argparse.Namespace, service) -> int:
     from ..capacity import load_profile
     from .controller import Controller
@@ -82,7 +99,13 @@ async def serve(args: argparse.Namespace, service) -> int:
     from .router import Router
     from .rundir import RunDir
 
-    run_dir = RunDir.for_service(service.metadata.name, args.run_dir).ensure()
+    run_dir = RunDir.for_service(service.metadata.name, args.run_dir)
+    running = _already_running(run_dir)
+    if running:
+        print(f"sloserve up: {service.metadata.name} is already running here (pid {running}); stop it first "
+              "or use another --run-dir", file=sys.stderr)
+        return 1
+    run_dir.ensure()
     threads = args.threads or service.spec.runtime.threads or 1
     profile = load_profile(args.profile) if args.profile else None
     endpoint = f"http://{args.host}:{args.port}"
@@ -105,7 +128,11 @@ async def serve(args: argparse.Namespace, service) -> int:
         loop.add_signal_handler(signum, stop.set)
     tasks: list[asyncio.Task] = []
     try:
-        await metrics.start()
+        try:
+            await metrics.start()
+        except RuntimeError as error:
+            print(f"sloserve up: {error}", file=sys.stderr)
+            return 1
         controller = Controller(service, replicas, router, metrics, run_dir, interval=args.interval,
                                 endpoint=endpoint, profile=profile)
         controller.start()
@@ -156,6 +183,6 @@ def run(args: argparse.Namespace) -> int:
         return 1
     try:
         return asyncio.run(serve(args, service))
-    except LocalModeError as error:
+    except (LocalModeError, RuntimeError) as error:  # ours: each says what to change
         print(f"sloserve up: {error}", file=sys.stderr)
         return 1
