@@ -40,6 +40,7 @@ FACTOR_MIN, FACTOR_MAX = 0.5, 4.0  # bounds of the learned latency factors (obse
 FACTOR_SMOOTHING = 0.3  # weight of the newest observation in the factors' moving average
 BREACH_STEP = 0.1  # on a breach, add at least this share of the ready replicas (and at least one)
 MIN_REQUESTS_FOR_LEARNING = 20
+MIN_CAPACITY = 1e-6  # req/s per replica; below this the model is treated as absent
 
 
 @dataclass
@@ -153,8 +154,8 @@ def _capacity_per_replica(spec: ModelServiceSpec, obs: RegionObservation, profil
         prompt, output = _mean_lengths(obs, profile)
         capacity = profile.max_rate_within_budget(
             spec.slo.ttft.p95_seconds / factors[0], spec.slo.itl.p95_seconds / factors[1], prompt, output)
-        return capacity if capacity > 0 else None
-    return learned if learned is not None and learned > 0 else None
+        return capacity if capacity > MIN_CAPACITY else None
+    return learned if learned is not None and learned > MIN_CAPACITY else None
 
 
 def _learn_capacity(previous: float | None, obs: RegionObservation, ratio: float | None, breach: bool) -> float | None:
@@ -165,7 +166,7 @@ def _learn_capacity(previous: float | None, obs: RegionObservation, ratio: float
     if (obs.requests_observed or 0) < MIN_REQUESTS_FOR_LEARNING:
         return previous
     per_replica = obs.request_rate / obs.ready_replicas
-    if per_replica <= 0:
+    if per_replica <= MIN_CAPACITY:
         return previous
     if breach:
         return per_replica * 0.9 if previous is None else min(previous, per_replica * 0.9)

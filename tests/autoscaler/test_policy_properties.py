@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sloserve_operator.capacity import load_shipped
@@ -10,7 +12,9 @@ from sloserve_operator.policy import PolicyState, decide
 from .helpers import make_spec, observation, region_obs
 
 PROFILE = load_shipped("smollm2-135m-cpu")
-SETTINGS = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=int(os.environ.get("SLOSERVE_HYPOTHESIS_EXAMPLES", "30")), deadline=None,
+                    derandomize=not os.environ.get("SLOSERVE_HYPOTHESIS_EXAMPLES"),
+                    suppress_health_check=[HealthCheck.too_slow])
 
 maybe_latency = st.one_of(st.none(), st.floats(0.001, 30.0))
 maybe_fraction = st.one_of(st.none(), st.floats(0.0, 1.0))
