@@ -46,8 +46,8 @@ crds: $(STAMP) ## regenerate crds/ and docs/reference.md from api.py
 	$(VENV)/bin/sloserve crd > crds/modelservices.sloserve.io.yaml
 	$(PY) -m sloserve_operator.reference > docs/reference.md
 
-manifests: $(STAMP) ## render manifests/install.yaml from the Helm chart
-	$(PY) -m sloserve_operator.manifests > manifests/install.yaml
+manifests: $(STAMP) ## render manifests/install.yaml, the dashboard and the chart CRD copy from their sources
+	$(PY) -m sloserve_operator.manifests
 
 bench-runtime: setup ## runtime vs naive server and peers (prints ratios)
 	$(PY) bench/runtime.py

@@ -49,6 +49,7 @@ class Tick:
     metrics_available: bool = False
     observation: Observation | None = None
     actuation: Actuation | None = None
+    spec: ModelServiceSpec | None = None
 
 
 def service_of(body: dict[str, Any], spec: ModelServiceSpec) -> ModelService:
@@ -206,4 +207,4 @@ def autoscale_once(kube: Kube, source: Any, body: dict[str, Any], now: float,
     new_memory = {"state": state, "warm": warm, "degraded": degraded}
     return Tick(status=new_status, memory=new_memory, previous_memory=memory, events=events, serving=serving, warm=warm,
                 direction=direction, metrics_available=observation.available, observation=observation,
-                actuation=actuation)
+                actuation=actuation, spec=spec)

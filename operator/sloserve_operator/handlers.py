@@ -207,6 +207,9 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> kopf.Op
         emit(body, tick.events)
         metrics.DECISIONS.labels(namespace, name, tick.direction, str(tick.metrics_available).lower()).inc()
         metrics.record_replicas(namespace, name, tick.status["regions"], tick.warm)
+        if tick.spec is not None:
+            slo = tick.spec.slo
+            metrics.record_slo(namespace, name, slo.ttft.p95_seconds, slo.itl.p95_seconds, slo.objective_fraction)
         for region, observed in (tick.observation.regions.items() if tick.observation else ()):
             metrics.record_observed(namespace, name, region, observed.ttft_p95, observed.itl_p95)
         if tick.actuation:

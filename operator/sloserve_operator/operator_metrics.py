@@ -36,6 +36,14 @@ OBSERVED = Gauge(
     "p95 latency the autoscaler acted on (metric: ttft or itl); absent when not measured.",
     ["namespace", "model_service", "region", "metric"], registry=REGISTRY,
 )
+BUDGET = Gauge(
+    "sloserve_operator_slo_budget_seconds", "The ModelService's p95 latency budget (sli: ttft or itl).",
+    ["namespace", "model_service", "sli"], registry=REGISTRY,
+)
+OBJECTIVE = Gauge(
+    "sloserve_operator_slo_objective_ratio", "Share of requests that must meet the budgets (spec.slo.objective).",
+    ["namespace", "model_service"], registry=REGISTRY,
+)
 PROMOTIONS = Counter(
     "sloserve_operator_promotions", "Warm pods promoted to serving.",
     ["namespace", "model_service", "region"], registry=REGISTRY,
@@ -52,6 +60,13 @@ def record_replicas(namespace: str, name: str, regions: list[dict], desired_warm
         READY.labels(*labels, "warm").set(region.get("warm", 0))
 
 
+def record_slo(namespace: str, name: str, ttft_budget: float, itl_budget: float, objective: float) -> None:
+    """Budgets and objective as series, so dashboards can draw them next to the observed latency."""
+    BUDGET.labels(namespace, name, "ttft").set(ttft_budget)
+    BUDGET.labels(namespace, name, "itl").set(itl_budget)
+    OBJECTIVE.labels(namespace, name).set(objective)
+
+
 def record_observed(namespace: str, name: str, region: str, ttft_p95: float | None, itl_p95: float | None) -> None:
     for metric, value in (("ttft", ttft_p95), ("itl", itl_p95)):
         if value is None:
@@ -65,7 +80,7 @@ def record_observed(namespace: str, name: str, region: str, ttft_p95: float | No
 
 def forget(namespace: str, name: str) -> None:
     """Drop the gauges of a deleted ModelService so dashboards do not show ghosts."""
-    for gauge in (DESIRED, READY, OBSERVED):
+    for gauge in (DESIRED, READY, OBSERVED, BUDGET, OBJECTIVE):
         for labels in list(gauge._metrics):  # noqa: SLF001 - prometheus_client has no public label listing
             if labels[0] == namespace and labels[1] == name:
                 gauge.remove(*labels)
