@@ -59,7 +59,7 @@ bench-live: setup ## local mode vs a fixed fleet vs the simulator on a trace sli
 	$(PY) bench/live.py
 
 e2e: setup ## end-to-end tests on a real cluster (skips when none is reachable)
-	$(VENV)/bin/pytest -q e2e
+	$(VENV)/bin/pytest -q -rs e2e
 
 clean: ## remove the venv and caches
 	rm -rf $(VENV) .pytest_cache .ruff_cache
