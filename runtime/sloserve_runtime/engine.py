@@ -24,10 +24,12 @@ from .model import LoadedModel, load_model
 from .model.llama import PagedLlama, PrefillSlice, StepInput
 from .model_files import resolve_model_path
 from .observer import EngineObserver
+from .quantization import check_supported, quantize_model
 from .sampler import sample
 from .sampling import InvalidParameter, SamplingParams
 from .scheduler import Scheduler, SchedulerOutput
 from .sequence import Sequence, Status
+from .speculative import Speculator, build_speculator
 from .tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
@@ -69,6 +71,7 @@ class EngineCore:
         self.inbox: deque[Sequence] = deque()
         self.aborts: deque[str] = deque()
         self.steps = 0
+        self.speculator: Speculator | None = None  # speculative.py verifies drafts inside _run
 
     # ---- one step -------------------------------------------------------------------------------------
     def step(self) -> list[RequestOutput]:
@@ -106,6 +109,10 @@ class EngineCore:
         return outputs
 
     def _run(self, plan: SchedulerOutput) -> list[RequestOutput]:
+        if self.speculator is not None:
+            outputs = self.speculator.run(self, plan)  # None: nothing to speculate this step
+            if outputs is not None:
+                return outputs
         step = self._build_step(plan)
         logits = self.model.forward(step)
         sampling: list[Sequence] = []
@@ -286,21 +293,26 @@ class AsyncEngine:
         config.model again (tests that also hand the same weights to a reference implementation)."""
         device = pick_device(config.device)
         dtype = pick_dtype(config.dtype, device)
+        check_supported(config.quantization, device)  # e.g. fp8 on a CPU: refuse before loading
         if config.threads and device.type == "cpu":
             torch.set_num_threads(config.threads)
         path = resolve_model_path(config.model) if preloaded is None else config.model
         loaded = preloaded or load_model(path)
         max_model_len = min(config.max_model_len, loaded.args.max_position_embeddings)
         model = PagedLlama(loaded.args, loaded.state, device, dtype, max_positions=max_model_len)
+        weight_bytes = quantize_model(model, config.quantization)
         if preloaded is None:
             del loaded.state  # the model holds its own (fused, cast) copies
         num_blocks = plan_kv_blocks(config, device, model.kv_bytes_per_token(), max_model_len)
         model.allocate_kv_cache(num_blocks, config.block_size)
         core = EngineCore(model, loaded.tokenizer, config, num_blocks, max_model_len,
                           observer or EngineObserver())
+        core.speculator = build_speculator(config, core)
         log.info("loaded %s on %s (%s), %d KV blocks of %d tokens", path, device, dtype, num_blocks - 1,
                  config.block_size)
-        return cls(core, config.served_model_name or loaded.name)
+        engine = cls(core, config.served_model_name or loaded.name)
+        engine.weight_bytes = weight_bytes  # the server's model_weight_bytes gauge
+        return engine
 
     # ---- lifecycle ------------------------------------------------------------------------------------
     async def start(self) -> None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from ..quantization import linear
 from .config import ModelArgs
 from .rope import rope_tables
 
@@ -117,7 +118,7 @@ class PagedLlama:
         x = F.embedding(step.input_ids, self.embed)
         for i, layer in enumerate(self.layers):
             h = F.rms_norm(x, (a.hidden_size,), layer.attn_norm, a.rms_norm_eps)
-            qkv = F.linear(h, layer.wqkv, layer.bqkv)
+            qkv = linear(h, layer.wqkv, layer.bqkv)
             qk = qkv[:, :qk_width].view(num_tokens, heads + kv_heads, head_dim)
             qk = qk * cos + qk.roll(half, dims=-1) * sin
             q = qk[:, :heads]
@@ -127,10 +128,10 @@ class PagedLlama:
             k_cache.index_copy_(0, step.slot_mapping, k)
             v_cache.index_copy_(0, step.slot_mapping, v)
             attn = self._attention(step, q, k, v, k_cache, v_cache)
-            x = x + F.linear(attn, layer.wo)
+            x = x + linear(attn, layer.wo)
             h = F.rms_norm(x, (a.hidden_size,), layer.ffn_norm, a.rms_norm_eps)
-            gate, up = F.linear(h, layer.w_gate_up).chunk(2, dim=-1)
-            x = x + F.linear(F.silu(gate) * up, layer.w_down)
+            gate, up = linear(h, layer.w_gate_up).chunk(2, dim=-1)
+            x = x + linear(F.silu(gate) * up, layer.w_down)
         if step.logits_indices is not None:
             x = x[step.logits_indices]
         x = F.rms_norm(x, (a.hidden_size,), self.norm, a.rms_norm_eps)
