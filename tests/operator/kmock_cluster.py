@@ -5,7 +5,7 @@ kmock stores objects and streams watch events; it does not assign uid, resourceV
 creationTimestamp and ignores generateName,
 so ServingEmulator adds those (kopf and owner references need them). Known gaps kept
 for e2e/: no server-side apply, label selectors ignored (kube.py filters again), status not a separate
-subresource, no garbage collection, POST answers 200.
+subresource, no garbage collection, POST answers 200. One kmock parsing bug is patched below.
 """
 
 from __future__ import annotations
@@ -20,7 +20,21 @@ from typing import Any
 
 import kmock
 import yaml
-from kmock._internal import enums
+from kmock._internal import enums, parsing
+
+_parse_path = parsing.parse_path
+
+
+def _parse_path_with_namespaces(path: str) -> parsing.ParsedPath:
+    """kmock 0.8 reads /api/v1/namespaces[/NAME] as a namespace prefix with nothing after it and fails;
+    kopf lists namespaces when it watches named ones. Parse the Namespace resource itself."""
+    parts = path.strip("/").split("/")
+    if parts[:3] == ["api", "v1", "namespaces"] and len(parts) <= 4:
+        return parsing.ParsedPath("", "v1", "namespaces", None, parts[3] if len(parts) == 4 else None, None)
+    return _parse_path(path)
+
+
+parsing.parse_path = _parse_path_with_namespaces
 
 RESOURCES: dict[str, dict[str, Any]] = {
     "sloserve.io/v1alpha1/modelservices": {"kind": "ModelService", "namespaced": True,
@@ -30,7 +44,7 @@ RESOURCES: dict[str, dict[str, Any]] = {
     "v1/pods": {"kind": "Pod", "namespaced": True, "subresources": {"status"}},
     "v1/configmaps": {"kind": "ConfigMap", "namespaced": True},
     "v1/events": {"kind": "Event", "namespaced": True},
-    "v1/namespaces": {"kind": "Namespace", "namespaced": False},  # discovery only: kopf waits for it
+    "v1/namespaces": {"kind": "Namespace", "namespaced": False},
     "policy/v1/poddisruptionbudgets": {"kind": "PodDisruptionBudget", "namespaced": True},
     "events.k8s.io/v1/events": {"kind": "Event", "namespaced": True},
 }
