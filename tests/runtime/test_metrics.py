@@ -124,3 +124,4 @@ def test_runtime_exposes_slo_buckets_and_counts_real_requests(tiny_runtime: Any)
     assert delta("sloserve:prefix_cache_hits_total") >= 16  # the second request reused the first one's blocks
     assert usage["prompt_tokens_details"]["cached_tokens"] >= 16
     assert get(after, "sloserve:num_requests_running") == 0
+    assert get(after, "sloserve:model_weight_bytes") > 0  # the engine reports its resident weight size
