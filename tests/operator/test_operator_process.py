@@ -29,7 +29,7 @@ def cluster(tmp_path: Path):
         yield running
 
 
-def test_operator_process_serves_health_metrics_and_reconciles(cluster, tmp_path):
+def test_operator_process_serves_health_metrics_and_reconciles(cluster, tmp_path, monkeypatch):
     health, metrics = free_port(), free_port()
     log = (tmp_path / "operator.log").open("w")
     process = subprocess.Popen(
@@ -42,7 +42,7 @@ def test_operator_process_serves_health_metrics_and_reconciles(cluster, tmp_path
         wait_for(lambda: _status(f"http://127.0.0.1:{health}/healthz") == 200, timeout=30, what="/healthz 200")
         from sloserve_operator.kube import Kube
 
-        os.environ["KUBECONFIG"] = str(cluster.kubeconfig)
+        monkeypatch.setenv("KUBECONFIG", str(cluster.kubeconfig))
         kube = Kube()
         for namespace in ("team-a", "team-b"):
             kube.request("POST", "/api/v1/namespaces", body={"apiVersion": "v1", "kind": "Namespace",
@@ -64,7 +64,6 @@ def test_operator_process_serves_health_metrics_and_reconciles(cluster, tmp_path
                 process.kill()
                 process.wait(timeout=5)
             log.close()
-            os.environ.pop("KUBECONFIG", None)
     lines = [line for line in (tmp_path / "operator.log").read_text().splitlines() if line.startswith("{")]
     assert lines, "expected JSON log lines"
     assert all("message" in json.loads(line) for line in lines)
