@@ -172,10 +172,9 @@ async def replay(args: argparse.Namespace, spec_file: Path, name: str, workdir: 
     replica_seconds = sum(n for _, n, _ in in_span) * span / max(len(in_span), 1)
     ttft_budget, itl_budget = _seconds(args.ttft), _seconds(args.itl)
     summary = report.summary(ttft_budget, itl_budget)
-    decisions = [d for d in state.get("decisions", []) if d["serving_to"] != d["serving_from"]]
     return {"within_both": summary["within_budget"], "replica_seconds": replica_seconds, "requests": len(arrivals),
             "failed": summary["failed"], "ttft_p95": summary["ttft_p95"], "itl_p95": summary["itl_p95"],
-            "scale_decisions": len(decisions), "peak_serving": max((s for _, _, s in in_span), default=0),
+            "scale_events": state.get("scale_events"), "peak_serving": max((s for _, _, s in in_span), default=0),
             "exit_code": code, "metrics": state.get("metrics_kind")}
 
 
@@ -195,16 +194,17 @@ def simulated(args: argparse.Namespace, spec_file: Path, requests, profile, cold
     result = simulate(requests, profile, service.spec, autoscaler, cold_start=cold_start, promotion=0.1,
                       window=args.window, initial_serving=None if fixed else args.min_replicas)
     return {"within_both": result.within_both, "replica_seconds": result.replica_hours * 3600.0,
-            "scale_decisions": result.scale_events}
+            "scale_events": result.scale_events}
 
 
 def table(rows: list[tuple[str, dict, dict]], budgets: str) -> str:
     lines = [f"| fleet | within both budgets ({budgets}): live | simulated | replica-seconds: live | simulated "
-             "| failed | live p95 TTFT / ITL |",
-             "|---|---|---|---|---|---|---|"]
+             "| scale events: live | simulated | failed | live p95 TTFT / ITL |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for name, live, sim in rows:
         lines.append(f"| {name} | {live['within_both'] * 100:.1f}% | {sim['within_both'] * 100:.1f}% | "
-                     f"{live['replica_seconds']:.0f} | {sim['replica_seconds']:.0f} | {live['failed']} | "
+                     f"{live['replica_seconds']:.0f} | {sim['replica_seconds']:.0f} | {live['scale_events']} | "
+                     f"{sim['scale_events']} | {live['failed']} | "
                      f"{(live['ttft_p95'] or 0) * 1000:.0f} ms / {(live['itl_p95'] or 0) * 1000:.0f} ms |")
     return "\n".join(lines)
 

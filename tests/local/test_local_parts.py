@@ -137,6 +137,9 @@ def _state(now: float) -> dict:
         "decisions": [{"time": now - 30, "reason": "1 -> 2: ttft p95 1.4s/1.0s; breach: scale up 1 -> 2",
                        "serving_from": 1, "serving_to": 2, "warm_to": 1, "metrics_available": True,
                        "degraded": None}],
+        "changes": [{"time": now - 30, "reason": "1 -> 2: ttft p95 1.4s/1.0s; breach: scale up 1 -> 2",
+                     "serving_from": 1, "serving_to": 2, "warm_to": 1, "metrics_available": True,
+                     "degraded": None}],
         "events": [], "router": {"backends": {"quickstart-0": {"outstanding": 3, "served": 120}}},
         "pids": {"replicas": [], "prometheus": None, "started": [11, 12, 13]},
     }

@@ -72,7 +72,9 @@ class Controller:
         self.desired_serving = split_by_weight(self.spec, self.spec.scaling.min_replicas)
         warm = split_plain(self.spec.scaling.warm_pool.size, region_weights(self.spec))  # as policy.decide does
         self.desired_warm = {region: warm.get(region, 0) for region in region_names(self.spec)}
-        self.decisions: deque[DecisionRecord] = deque(maxlen=20)
+        self.decisions: deque[DecisionRecord] = deque(maxlen=20)  # every decision whose reason changed
+        self.changes: deque[DecisionRecord] = deque(maxlen=100)  # decisions that changed the desired counts
+        self.scale_events = 0
         self.events: deque[Event] = deque(maxlen=100)
         self.last_observation: Any = None
         self.last_reason = ""
@@ -205,6 +207,9 @@ class Controller:
             record = DecisionRecord(decided_at, decision.reason, before, after, _total(decision.warm),
                                     decision.metrics_available, decision.degraded, observed_at=now)
             self.decisions.append(record)
+            if changed:
+                self.changes.append(record)
+                self.scale_events += 1
             log.info("decision: serving %d -> %d, warm %d: %s", before, after, _total(decision.warm),
                      decision.reason)
         self.last_reason = decision.reason
@@ -275,6 +280,8 @@ class Controller:
             "replicas": [r.to_dict() for r in sorted(self.replicas.replicas.values(), key=lambda r: r.name)],
             "observed": self._observed(),
             "decisions": [asdict(d) for d in self.decisions],
+            "changes": [asdict(d) for d in self.changes],
+            "scale_events": self.scale_events,
             "events": [asdict(e) for e in self.events],
             "router": self.router.snapshot(),
             "pids": {"replicas": self.replicas.live_pids(), "prometheus": self.metrics.pid,

@@ -101,7 +101,11 @@ def format_status(state: dict[str, Any], *, decisions: int = 5, now: float | Non
             _age(now - replica["created_at"]),
         ])
     lines.append(_table(replica_rows))
-    shown = state.get("decisions", [])[-decisions:] if decisions > 0 else []
+    # The last changes of size, then the latest decision if it only held.
+    latest = state.get("decisions", [])[-1:]
+    shown = state.get("changes", [])[-decisions:] if decisions > 0 else []
+    if latest and (not shown or latest[0]["time"] > shown[-1]["time"]) and decisions > 0:
+        shown = (shown + latest)[-decisions:]
     if shown:
         lines += ["", "LAST DECISIONS"]
         for decision in shown:
