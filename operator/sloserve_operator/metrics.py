@@ -127,8 +127,8 @@ def assemble_region(region: str, window_seconds: float, figures: RegionFigures,
                                      ("itl", figures.itl_within_budget, budgets[1])):
             if within is None:
                 problems.append(
-                    f"region {region}: no {name} histogram bucket at the budget {budget:g}s; "
-                    "fraction within budget unknown"
+                    f"region {region}: {name} fraction within budget unknown (no {name} samples in the window, "
+                    f"or no histogram bucket at the budget {budget:g}s)"
                 )
     observation = RegionObservation(
         region=region,
@@ -195,8 +195,9 @@ class PrometheusSource:
 
     def _vector(self, query: str, now: float) -> dict[str, float | None]:
         """region -> value of an instant query at `now`; NaN (e.g. a quantile of no requests) is None."""
-        result = self._client.custom_query(query=query, params={"time": now, "timeout": f"{int(self.timeout_seconds * 1000)}ms"},
-                                           timeout=self.timeout_seconds)
+        # Prometheus 2.x refuses "5.0s" as a duration: send whole milliseconds.
+        params = {"time": now, "timeout": f"{int(self.timeout_seconds * 1000)}ms"}
+        result = self._client.custom_query(query=query, params=params, timeout=self.timeout_seconds)
         values: dict[str, float | None] = {}
         for item in result:
             region = item.get("metric", {}).get("region", "")

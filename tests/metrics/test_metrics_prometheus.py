@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import pytest
 from sloserve_operator.api import ModelService
-from sloserve_operator.metrics import PrometheusSource
+from sloserve_operator.metrics import PrometheusSource, ScrapeSource
 from sloserve_operator.observation import Observation
 from sloserve_operator.policy import PolicyState, decide
 
@@ -107,6 +107,8 @@ def test_exact_fraction_within_budget_and_token_means(fleet):
                 lambda o: o.regions["default"].request_rate is not None, seconds=15)
     assert idle.regions["default"].request_rate == 0.0 and idle.regions["default"].ttft_p95 is None
     assert idle.regions["default"].ready_replicas == 1
+    direct = ScrapeSource({"default": [exporters["exact-a"].url]}, window_seconds=60.0)
+    direct.observe(spec, now=time.time())
 
     exporters["exact-a"].record(30, ttft=0.07, itl=0.02, prompt_tokens=100, output_tokens=20)
     exporters["exact-a"].record(10, ttft=2.0, itl=0.02, prompt_tokens=100, output_tokens=20)
@@ -117,6 +119,12 @@ def test_exact_fraction_within_budget_and_token_means(fleet):
     assert region.mean_prompt_tokens == pytest.approx(100.0)
     assert region.mean_output_tokens == pytest.approx(20.0)
     assert region.ttft_p95 is not None and region.ttft_p95 > 0.5
+    # The direct scrape computes the same figures from its own deltas.
+    scraped = direct.observe(spec, now=time.time()).regions["default"]
+    assert scraped.requests_observed == 40
+    assert scraped.ttft_within_budget == region.ttft_within_budget
+    assert scraped.ttft_p95 == pytest.approx(region.ttft_p95)
+    assert scraped.mean_prompt_tokens == pytest.approx(region.mean_prompt_tokens)
 
 
 def test_breach_scales_up_within_two_intervals(fleet):
