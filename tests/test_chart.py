@@ -247,6 +247,7 @@ def checkov_binary() -> Path:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # the first run installs checkov into .venv-checkov (about 1-3 minutes)
 def test_checkov_finds_nothing_but_the_documented_skips(tmp_path):
     binary = checkov_binary()
     documents = []

@@ -56,7 +56,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
   verbs: ["get", "list", "patch"]
 - apiGroups: [""]
   resources: ["configmaps"]
-  verbs: ["get", "list", "create", "patch"]
+  verbs: ["get", "create", "patch"]
 - apiGroups: ["", "events.k8s.io"]
   resources: ["events"]
   verbs: ["create"]
