@@ -125,11 +125,11 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> kopf.Op
     resource = (GROUP, VERSION, PLURAL)
     locks = ObjectLocks()
 
-    @kopf.on.login(registry=registry)
+    @kopf.on.login(id="login", registry=registry)
     def login(**_: Any) -> kopf.ConnectionInfo:
         return kopf.ConnectionInfo(**connection_settings(load_configuration()))
 
-    @kopf.on.startup(registry=registry)
+    @kopf.on.startup(id="configure", registry=registry)
     def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         settings.persistence.finalizer = "sloserve.io/finalizer"
         settings.posting.level = logging.WARNING  # our own Events go through kopf.event; skip kopf's chatter
@@ -163,30 +163,30 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> kopf.Op
         if result.valid and "regions" in result.status:
             metrics.record_replicas(namespace, name, result.status["regions"], {})
 
-    @kopf.on.create(*resource, registry=registry)
+    @kopf.on.create(*resource, id="reconcile-on-create", registry=registry)
     def on_create(body: kopf.Body, retry: int, **_: Any) -> None:
         run_reconcile(body, retry, "create")
 
-    @kopf.on.update(*resource, field="spec", registry=registry)
+    @kopf.on.update(*resource, field="spec", id="reconcile-on-update", registry=registry)
     def on_update(body: kopf.Body, retry: int, **_: Any) -> None:
         run_reconcile(body, retry, "update")
 
-    @kopf.on.resume(*resource, registry=registry)
+    @kopf.on.resume(*resource, id="reconcile-on-resume", registry=registry)
     def on_resume(body: kopf.Body, retry: int, **_: Any) -> None:
         run_reconcile(body, retry, "resume")
 
-    @kopf.timer(*resource, interval=config.drift_interval, initial_delay=config.drift_interval,
-                registry=registry)
+    @kopf.timer(*resource, id="drift-check", interval=config.drift_interval,
+                initial_delay=config.drift_interval, registry=registry)
     def drift_check(body: kopf.Body, retry: int, **_: Any) -> None:
         run_reconcile(body, retry, "drift check")
 
-    @kopf.on.delete(*resource, optional=True, registry=registry)
+    @kopf.on.delete(*resource, id="forget", optional=True, registry=registry)
     def on_delete(body: kopf.Body, **_: Any) -> None:
         metrics.forget(body["metadata"].get("namespace", "default"), body["metadata"]["name"])
         locks.forget(body["metadata"]["uid"])
 
-    @kopf.timer(*resource, interval=config.autoscale_interval, initial_delay=config.autoscale_interval,
-                registry=registry)
+    @kopf.timer(*resource, id="autoscale", interval=config.autoscale_interval,
+                initial_delay=config.autoscale_interval, registry=registry)
     def autoscale(body: kopf.Body, **_: Any) -> None:
         meta = body["metadata"]
         namespace, name = meta.get("namespace", "default"), meta["name"]
