@@ -4,18 +4,23 @@ identical with and without speculation, drafts counted, no KV block left behind 
 from __future__ import annotations
 
 import asyncio
+import json
+import shutil
 from collections import Counter
 from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import save_file
 from sloserve_runtime.config import EngineConfig
 from sloserve_runtime.engine import AsyncEngine
+from sloserve_runtime.model import LoadedModel, load_model
+from sloserve_runtime.model.config import ModelArgs
 from sloserve_runtime.model_files import default_model_path
 from sloserve_runtime.observer import EngineObserver
 from sloserve_runtime.sampling import SamplingParams
 from sloserve_runtime.speculative import ngram_lookup, rejection_sample, verify_greedy
-from sloserve_runtime.testing import make_tiny_model
+from sloserve_runtime.testing import random_state
 
 
 class SpecCounter(EngineObserver):
@@ -68,10 +73,22 @@ def test_rejection_sampler_outputs_the_target_distribution(one_hot):
 
 
 # ---- the engine ---------------------------------------------------------------------------------------------
+def copy_with_weights(source: Path, target: Path, seed: int, vocab_cut: int = 0) -> Path:
+    """Another tiny model with the same tokenizer files (new random weights; optionally a smaller vocab)."""
+    target.mkdir(parents=True)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(source / name, target / name)
+    config = json.loads((source / "config.json").read_text())
+    config["vocab_size"] -= vocab_cut
+    (target / "config.json").write_text(json.dumps(config))
+    state = random_state(ModelArgs.from_hf_config(config), seed)
+    save_file({k: v.contiguous() for k, v in state.items()}, str(target / "model.safetensors"))
+    return target
+
+
 @pytest.fixture(scope="module")
-def tiny_models(tmp_path_factory) -> tuple[Path, Path]:
-    base = tmp_path_factory.mktemp("spec")
-    return make_tiny_model(base / "target"), make_tiny_model(base / "other", seed=7)
+def tiny_models(tiny_model_dir: Path, tmp_path_factory) -> tuple[Path, Path]:
+    return tiny_model_dir, copy_with_weights(tiny_model_dir, tmp_path_factory.mktemp("spec") / "other", seed=7)
 
 
 def prompts(n: int) -> list[list[int]]:
@@ -87,8 +104,9 @@ def prompts(n: int) -> list[list[int]]:
 
 
 async def run_all(config: EngineConfig, work: list[tuple[list[int], SamplingParams]],
-                  observer: EngineObserver | None = None) -> tuple[list[list[int]], AsyncEngine]:
-    engine = AsyncEngine.from_config(config, observer=observer)
+                  observer: EngineObserver | None = None,
+                  preloaded: LoadedModel | None = None) -> tuple[list[list[int]], AsyncEngine]:
+    engine = AsyncEngine.from_config(config, observer=observer, preloaded=preloaded)
     await engine.start()
     try:
         async def one(i: int, prompt: list[int], params: SamplingParams) -> list[int]:
@@ -148,30 +166,20 @@ async def test_tight_kv_pool_and_stop_conditions_leave_no_blocks(tiny_models):
 
 async def test_sampled_requests_with_speculation_are_reproducible(tiny_models):
     target, other = tiny_models
-    work = [(p, SamplingParams(max_tokens=20, temperature=0.8, top_p=0.9, seed=i, ignore_eos=True))
-            for i, p in enumerate(prompts(6))]
+    work = [(p, SamplingParams(max_tokens=16, temperature=0.8, top_p=0.9, seed=i, ignore_eos=True))
+            for i, p in enumerate(prompts(4))]
     cfg = tiny_config(target, speculative_method="draft", draft_model=str(other), num_speculative_tokens=3)
     counter = SpecCounter()
     first, _ = await run_all(cfg, work, counter)
     second, _ = await run_all(cfg, work)
     assert first == second
-    assert all(len(tokens) == 20 for tokens in first)
+    assert all(len(tokens) == 16 for tokens in first)
     assert counter.draft_tokens > 0
 
 
 def test_draft_model_with_another_vocabulary_is_refused(tiny_models, tmp_path):
-    import json
-
     target, _ = tiny_models
-    bad = make_tiny_model(tmp_path / "bad")
-    cfg = json.loads((bad / "config.json").read_text())
-    cfg["vocab_size"] = cfg["vocab_size"] - 16
-    (bad / "config.json").write_text(json.dumps(cfg))
-    from safetensors.torch import load_file, save_file
-
-    state = load_file(str(bad / "model.safetensors"))
-    state["model.embed_tokens.weight"] = state["model.embed_tokens.weight"][:-16].contiguous()
-    save_file(state, str(bad / "model.safetensors"))
+    bad = copy_with_weights(target, tmp_path / "bad", seed=3, vocab_cut=16)
     with pytest.raises(ValueError, match="vocabulary"):
         AsyncEngine.from_config(tiny_config(target, speculative_method="draft", draft_model=str(bad)))
 
@@ -179,16 +187,14 @@ def test_draft_model_with_another_vocabulary_is_refused(tiny_models, tmp_path):
 async def test_smollm2_greedy_identical_with_ngram():
     """The real model (fp32): a quoting prompt, where lookup finds long matches, and a free-form one."""
     path = default_model_path()
+    loaded = load_model(path)
     text = ("Copy this sentence exactly: The quick brown fox jumps over the lazy dog near the river bank.\n"
             "Copy: The quick brown fox")
-    from sloserve_runtime.model.gguf_loader import load_gguf_tokenizer
-
-    tok = load_gguf_tokenizer(path)
-    work = [(tok.encode(t), SamplingParams(max_tokens=24, temperature=0.0, ignore_eos=True))
+    work = [(loaded.tokenizer.encode(t), SamplingParams(max_tokens=16, temperature=0.0, ignore_eos=True))
             for t in (text, "Write a haiku about autumn leaves.")]
     cfg = dict(model=str(path), dtype="float32", max_model_len=256, kv_cache_blocks=64, block_size=16)
-    expected, _ = await run_all(EngineConfig(**cfg), work)
+    expected, _ = await run_all(EngineConfig(**cfg), work, preloaded=loaded)
     counter = SpecCounter()
-    got, _ = await run_all(EngineConfig(**cfg, speculative_method="ngram"), work, counter)
+    got, _ = await run_all(EngineConfig(**cfg, speculative_method="ngram"), work, counter, preloaded=loaded)
     assert got == expected
     assert counter.accepted > 0
