@@ -9,7 +9,7 @@ simulator rows use a capacity profile of the same runtime measured at the start 
 `sloserve profile` (or --profile), so "simulator vs live" is how far the model is from reality.
 
     .venv/bin/python bench/live.py                       # about 10 minutes on 2 cores
-    .venv/bin/python bench/live.py --minutes 10 --speedup 8 --rate 1.5
+    .venv/bin/python bench/live.py --start-minute 15 --minutes 30 --speedup 12 --rate 1.5 --max-replicas 2
 """
 
 from __future__ import annotations
@@ -34,9 +34,9 @@ RESULTS = ROOT / "bench" / "results"
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trace", default=str(DEFAULT_TRACE), help="Azure CSV or Mooncake JSONL")
-    parser.add_argument("--start-minute", type=float, default=15.0, help="slice start in the trace (minutes)")
-    parser.add_argument("--minutes", type=float, default=30.0, help="slice length in trace minutes")
-    parser.add_argument("--speedup", type=float, default=12.0, help="replay the slice this many times faster")
+    parser.add_argument("--start-minute", type=float, default=0.0, help="slice start in the trace (minutes)")
+    parser.add_argument("--minutes", type=float, default=58.0, help="slice length in trace minutes")
+    parser.add_argument("--speedup", type=float, default=20.0, help="replay the slice this many times faster")
     parser.add_argument("--rate", type=float, default=2.0,
                         help="mean replayed request rate per second (sets the rate scale)")
     parser.add_argument("--token-scale", type=float, default=0.1)
@@ -45,7 +45,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--ttft", default="1s", help="p95 TTFT budget")
     parser.add_argument("--itl", default="300ms", help="p95 ITL budget")
     parser.add_argument("--min-replicas", type=int, default=1)
-    parser.add_argument("--max-replicas", type=int, default=2, help="also the size of the fixed fleet")
+    parser.add_argument("--max-replicas", type=int, default=3, help="also the size of the fixed fleet")
     parser.add_argument("--warm-pool", type=int, default=1)
     parser.add_argument("--stabilization", default="30s")
     parser.add_argument("--interval", type=float, default=2.0, help="local mode's decision interval (s)")
