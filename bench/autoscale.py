@@ -1,4 +1,5 @@
-"""`make bench-autoscale`: the sloserve policy vs the baselines on both shared traces x both profiles.
+"""`make bench-autoscale`: the sloserve policy vs the baselines on both shared traces x both profiles
+(and a synthetic load cycle as a contrast).
 
 Each scenario replays a whole one-hour trace through the simulator (sloserve_operator.simulate) with every
 policy at its documented defaults and tuned by grid search on the same trace, prints the scorecard and the
@@ -25,11 +26,13 @@ AZURE = TRACES / "AzureLLMInferenceTrace_conv.csv"
 MOONCAKE = TRACES / "conversation_trace.jsonl"
 
 # name: (trace, profile, ttft, itl, rate scale, token scale, max model len)
-SCENARIOS: dict[str, tuple[Path, str, str, str, float, float, int | None]] = {
+SCENARIOS: dict[str, tuple[Path | str, str, str, str, float, float, int | None]] = {
     "azure-cpu": (AZURE, "smollm2-135m-cpu", "2s", "150ms", 4.0, 1.0, 8192),
     "mooncake-cpu": (MOONCAKE, "smollm2-135m-cpu", "4s", "150ms", 4.0, 0.125, 8192),
     "azure-h100": (AZURE, "llama-8b-h100", "1s", "50ms", 8.0, 1.0, None),
     "mooncake-h100": (MOONCAKE, "llama-8b-h100", "8s", "60ms", 4.0, 1.0, None),
+    # Not a shared trace: a smooth 30-minute load cycle (the shape autoscaling exists for), as a contrast.
+    "wave-cpu": ("synthetic-wave", "smollm2-135m-cpu", "2s", "150ms", 3.0, 1.0, 8192),
 }
 
 

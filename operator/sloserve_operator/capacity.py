@@ -161,14 +161,21 @@ class CapacityProfile:
     def step_seconds(self, prefill_tokens: float, decoding: float) -> float:
         return self.step.seconds(prefill_tokens, decoding)
 
-    def predict(self, rate: float, prompt_tokens: float, output_tokens: float) -> tuple[float, float, float]:
+    def predict(self, rate: float, prompt_tokens: float, output_tokens: float,
+                quantile: float = 0.95, fleet_size: int = 1) -> tuple[float, float, float]:
         """(ttft_p95, itl_p95, batch) one replica would show at `rate` requests/s; inf when overloaded.
+
+        `quantile` above 0.95 sizes the queueing waits for that share of requests instead (the SLO
+        objective: 99% of requests within budget needs the p99 wait within it). `fleet_size` replicas behind
+        a least-outstanding router share their batch slots as one pool, so the slot wait shrinks as the
+        fleet grows (the compute terms stay per replica).
 
         Steady state of continuous batching: each request costs per_prefill_token * P of prefill work and
         per_decode_seq * O of decode work, shared steps cost `base`; so the compute utilisation is
         rho = rate * (aP + bO) and the mean step is base / (1 - rho) (Little's law for the batch).
         Steps carrying a prefill chunk are longer by a * chunk; once they are more than 5% of steps they set
-        the ITL p95. TTFT p95: the chunks of a tail-length prompt plus a queueing term growing as rho/(1-rho).
+        the ITL p95. TTFT p95: the chunks of a tail-length prompt, a queueing term growing as rho/(1-rho), and
+        the wait for a free batch slot: maxBatchSize slots each held for a request's whole decode (Erlang C).
         """
         a = self.step.per_prefill_token_seconds
         b = self.step.per_decode_seq_seconds
@@ -179,23 +186,26 @@ class CapacityProfile:
             return math.inf, math.inf, math.inf
         step = self.step.base_seconds / (1.0 - rho)
         batch = rate * output * step
-        if batch > self.max_batch_size:
+        if batch >= self.max_batch_size:
             return math.inf, math.inf, batch
+        pool = max(fleet_size, 1)
+        slot_wait = _slot_wait(self.max_batch_size * pool, batch * pool, output * step, max(quantile, 0.95))
         chunk = min(prompt, self.max_batched_tokens)
         chunked_share = min(1.0, rate * math.ceil(prompt / self.max_batched_tokens) * step)
         itl_p95 = step + a * chunk * min(1.0, chunked_share / 0.05)
         tail_prompt = prompt * PROMPT_TAIL_FACTOR
         tail_chunk = min(tail_prompt, self.max_batched_tokens)
         chunks = math.ceil(tail_prompt / self.max_batched_tokens)
-        ttft_p95 = chunks * (step + a * tail_chunk) + step * (1.0 + 3.0 * rho / (1.0 - rho))
+        queueing = math.log(1.0 / (1.0 - max(quantile, 0.95))) * rho / (1.0 - rho)  # 3.0 at p95
+        ttft_p95 = chunks * (step + a * tail_chunk) + step * (1.0 + queueing) + slot_wait
         return ttft_p95, itl_p95, batch
 
     def max_rate_within_budget(self, ttft_budget: float, itl_budget: float, prompt_tokens: float,
-                               output_tokens: float) -> float:
+                               output_tokens: float, quantile: float = 0.95, fleet_size: int = 1) -> float:
         """Requests/s one replica sustains with predicted p95 TTFT and ITL within both budgets (0 if none)."""
 
         def fits(rate: float) -> bool:
-            ttft, itl, _ = self.predict(rate, prompt_tokens, output_tokens)
+            ttft, itl, _ = self.predict(rate, prompt_tokens, output_tokens, quantile, fleet_size)
             return ttft <= ttft_budget and itl <= itl_budget
 
         if not fits(1e-9):
@@ -211,6 +221,20 @@ class CapacityProfile:
             else:
                 high = middle
         return low
+
+
+def _slot_wait(slots: int, busy: float, hold_seconds: float, quantile: float) -> float:
+    """`quantile` of the wait for one of `slots` batch slots when `busy` of them are held on average, each for
+    `hold_seconds`: M/M/c with P(wait) by Sakasegawa's approximation (O(1), good for large c) and waits
+    exponential with rate (slots - busy) / hold."""
+    if busy <= 0:
+        return 0.0
+    utilisation = busy / slots
+    p_wait = utilisation ** (math.sqrt(2.0 * (slots + 1)) - 1.0)
+    tail = 1.0 - quantile
+    if p_wait <= tail:
+        return 0.0
+    return math.log(p_wait / tail) * hold_seconds / (slots - busy)
 
 
 def load_shipped(name: str) -> CapacityProfile:

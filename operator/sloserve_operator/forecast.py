@@ -9,7 +9,7 @@ noisy sample cannot ask for an absurd fleet.
 from __future__ import annotations
 
 TREND_SECONDS = 300.0
-MAX_GROWTH = 1.3  # forecast at most this multiple of the current rate
+MAX_GROWTH = 1.5  # forecast at most this multiple of the current rate
 
 
 def trend_slope(samples: list[tuple[float, float]], now: float, span: float = TREND_SECONDS) -> float:

@@ -23,6 +23,7 @@ How a region is sized, in order:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -132,13 +133,15 @@ def _mean_lengths(obs: RegionObservation, profile: CapacityProfile) -> tuple[flo
     return float(prompt), float(output)
 
 
-def _update_factors(factors: list[float], obs: RegionObservation, profile: CapacityProfile) -> list[float]:
+def _update_factors(factors: list[float], obs: RegionObservation, profile: CapacityProfile,
+                    quantile: float) -> list[float]:
     """Calibrate the profile to what is observed: factor = observed p95 / modelled p95 at the observed load,
     smoothed. The model's shape (queueing, chunked prefill) stays; its scale follows reality."""
     if not obs.ready_replicas or (obs.requests_observed or 0) < MIN_REQUESTS_FOR_LEARNING:
         return factors
     prompt, output = _mean_lengths(obs, profile)
-    ttft_model, itl_model, _ = profile.predict((obs.request_rate or 0.0) / obs.ready_replicas, prompt, output)
+    ttft_model, itl_model, _ = profile.predict((obs.request_rate or 0.0) / obs.ready_replicas, prompt, output,
+                                               quantile, obs.ready_replicas)
     updated = list(factors)
     for index, (seen, modelled) in enumerate(((obs.ttft_p95, ttft_model), (obs.itl_p95, itl_model))):
         if seen is None:
@@ -149,13 +152,30 @@ def _update_factors(factors: list[float], obs: RegionObservation, profile: Capac
 
 
 def _capacity_per_replica(spec: ModelServiceSpec, obs: RegionObservation, profile: CapacityProfile | None,
-                          factors: list[float], learned: float | None) -> float | None:
+                          factors: list[float], learned: float | None, fleet_size: int) -> float | None:
     if profile is not None:
         prompt, output = _mean_lengths(obs, profile)
         capacity = profile.max_rate_within_budget(
-            spec.slo.ttft.p95_seconds / factors[0], spec.slo.itl.p95_seconds / factors[1], prompt, output)
+            spec.slo.ttft.p95_seconds / factors[0], spec.slo.itl.p95_seconds / factors[1], prompt, output,
+            spec.slo.objective_fraction, max(fleet_size, 1))
         return capacity if capacity > MIN_CAPACITY else None
     return learned if learned is not None and learned > MIN_CAPACITY else None
+
+
+def _fleet_for(rate: float, capacity_at: Callable[[int], float | None], start: int) -> tuple[int, float | None]:
+    """Smallest fleet whose per-replica capacity (which grows with the fleet: pooled batch slots) carries
+    `rate` at the target utilisation; a few fixed-point rounds from `start` settle it."""
+    size = max(start, 1)
+    capacity = capacity_at(size)
+    for _ in range(6):
+        if capacity is None:
+            return size, None
+        wanted = max(math.ceil(rate / (capacity * TARGET_UTILIZATION) - 1e-9), 1)
+        if wanted == size:
+            break
+        size = wanted
+        capacity = capacity_at(size)
+    return size, capacity
 
 
 def _learn_capacity(previous: float | None, obs: RegionObservation, ratio: float | None, breach: bool) -> float | None:
@@ -179,7 +199,8 @@ def _learn_capacity(previous: float | None, obs: RegionObservation, ratio: float
 def _plan_region(spec: ModelServiceSpec, region: str, obs: RegionObservation, state: PolicyState, now: float,
                  current: int, profile: CapacityProfile | None) -> _RegionPlan:
     ttft_budget, itl_budget = spec.slo.ttft.p95_seconds, spec.slo.itl.p95_seconds
-    horizon = profile.cold_start_seconds if profile else DEFAULT_COLD_START_SECONDS
+    # New pods help after a cold start, and the windowed rate lags the true one by about half a window.
+    horizon = (profile.cold_start_seconds if profile else DEFAULT_COLD_START_SECONDS) + obs.window_seconds / 2
     rate = max(obs.request_rate or 0.0, 0.0)
     history = state.rates.setdefault(region, [])
     previous_rate = history[-1][1] if history else None
@@ -196,12 +217,15 @@ def _plan_region(spec: ModelServiceSpec, region: str, obs: RegionObservation, st
         if learned is not None:
             state.learned_capacity[region] = learned
     elif settled:
-        factors = state.latency_factor[region] = _update_factors(factors, obs, profile)
-    capacity = _capacity_per_replica(spec, obs, profile, factors, state.learned_capacity.get(region))
+        factors = state.latency_factor[region] = _update_factors(factors, obs, profile, spec.slo.objective_fraction)
     planned_rate = forecast_rate(history, now, horizon)
+    need, capacity = _fleet_for(
+        planned_rate,
+        lambda size: _capacity_per_replica(spec, obs, profile, factors, state.learned_capacity.get(region), size),
+        max(current, 1))
 
     if capacity is not None:
-        need = math.ceil(planned_rate / (capacity * TARGET_UTILIZATION) - 1e-9)
+        need = need if planned_rate > 0 else 0
         model_text = f"rate {rate:.2f}/s (plan {planned_rate:.2f}/s) / {capacity:.2f}/s per replica"
     else:
         # Nothing to model with yet: feedback alone, proportional to how far latency is from budget.

@@ -3,7 +3,7 @@
     sloserve simulate --trace ../shared/traces/AzureLLMInferenceTrace_conv.csv --profile smollm2-135m-cpu \\
         --ttft 2s --itl 150ms --out out/azure-cpu
 
---trace takes an Azure CSV, a Mooncake JSONL or `synthetic` (bursty Poisson). SLO budgets and scaling come
+--trace takes an Azure CSV, a Mooncake JSONL, `synthetic-bursty` or `synthetic-wave`. SLO budgets and scaling come
 from the flags or from a ModelService file (-f), whose spec.slo and spec.scaling then apply.
 """
 
@@ -18,7 +18,9 @@ DEFAULT_PROFILE = "smollm2-135m-cpu"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--trace", required=True, help="Azure CSV, Mooncake JSONL, or 'synthetic'")
+    parser.add_argument("--trace", required=True,
+                        help="Azure CSV, Mooncake JSONL, 'synthetic-bursty' (2/s with 8/s bursts every 10 min) "
+                             "or 'synthetic-wave' (2..10/s over a 30 min cycle)")
     parser.add_argument("--profile", default=DEFAULT_PROFILE, help="shipped profile name or JSON path")
     parser.add_argument("-f", "--filename", help="ModelService YAML: take spec.slo and spec.scaling from it")
     parser.add_argument("--ttft", default="2s", help="p95 TTFT budget (without -f)")
@@ -66,9 +68,12 @@ def make_spec(args: argparse.Namespace):
 def load_requests(args: argparse.Namespace):
     from . import traces
 
-    if args.trace == "synthetic":
+    if args.trace in ("synthetic", "synthetic-bursty"):
         minutes = args.minutes or 60.0
         requests = traces.synthetic_bursty(minutes * 60.0, base_rate=2.0, burst_rate=8.0, seed=args.seed)
+    elif args.trace == "synthetic-wave":
+        minutes = args.minutes or 60.0
+        requests = traces.synthetic_wave(minutes * 60.0, low_rate=2.0, high_rate=10.0, seed=args.seed)
     else:
         requests = traces.load_trace(args.trace, seed=args.seed)
         end = args.start_minute * 60.0 + (args.minutes * 60.0 if args.minutes else float("inf"))
@@ -115,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
         out.mkdir(parents=True, exist_ok=True)
         (out / "results.md").write_text(table + "\n\n" + "".join(f"- {line}\n" for line in checks))
         (out / "results.json").write_text(json.dumps(to_json(comparison), indent=2) + "\n")
-        plot(comparison, out / "timeline.png", f"{Path(args.trace).name} on {profile.model}",
+        plot(comparison, out / "timeline.png", f"{Path(args.trace).name} x{args.rate_scale:g} on {profile.model}",
              spec.slo.ttft.p95_seconds, spec.slo.itl.p95_seconds)
         print(f"wrote {out}/results.md, results.json, timeline.png", file=sys.stderr)
     return 0

@@ -153,6 +153,26 @@ def synthetic_bursty(duration: float, base_rate: float, burst_rate: float, burst
     return requests
 
 
+def synthetic_wave(duration: float, low_rate: float, high_rate: float, period: float = 1800.0,
+                   prompt_tokens: int = 512, output_tokens: int = 128, seed: int = 0) -> list[Request]:
+    """Poisson arrivals whose rate swings smoothly between low and high over `period` seconds (a compressed
+    daily cycle): the load shape autoscaling exists for, slower than a cold start but far from flat."""
+    rng = random.Random(seed)
+    requests = []
+    t = 0.0
+    peak = max(low_rate, high_rate)
+    while True:
+        t += rng.expovariate(peak)
+        if t >= duration:
+            break
+        rate = low_rate + (high_rate - low_rate) * (0.5 - 0.5 * math.cos(2 * math.pi * t / period))
+        if rng.random() < rate / peak:
+            prompt = max(1, int(rng.lognormvariate(math.log(prompt_tokens) - 0.32, 0.8)))
+            output = max(1, int(rng.lognormvariate(math.log(output_tokens) - 0.32, 0.8)))
+            requests.append(Request(t, prompt, output))
+    return requests
+
+
 def per_minute_rates(requests: list[Request]) -> list[float]:
     """Arrivals per second averaged over each whole minute (for peak provisioning and plots)."""
     if not requests:
