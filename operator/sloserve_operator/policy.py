@@ -270,7 +270,13 @@ def _plan_region(spec: ModelServiceSpec, region: str, obs: RegionObservation, st
 def decide(spec: ModelServiceSpec, observation: Observation, state: PolicyState, now: float, *,
            current_serving: dict[str, int], pending_age: dict[str, float] | None = None,
            profile: CapacityProfile | None = None) -> ScalingDecision:
-    """Desired serving and warm replicas per region, with the reason; see the module docstring."""
+    """Desired serving and warm replicas per region, with the reason; see the module docstring.
+
+    current_serving: the serving replicas currently asked for per region (including pods still starting or
+    being promoted), not only the ready ones; the ready count comes from observation.ready_replicas. The
+    difference tells the policy that capacity is on its way. Returns serving + warm per region; the
+    Deployment's replicas are their sum (warmpool.plan_roles turns them into promotions and demotions).
+    """
     regions = region_names(spec)
     pending_age = pending_age or {}
     plans: dict[str, _RegionPlan] = {}
