@@ -195,7 +195,9 @@ class Controller:
             log.warning("observing failed: %s", error)
             observation = Observation(time=now, problems=(f"metrics source error: {error}",))
         self.last_observation = observation
-        current = self.serving_counts()
+        # What is asked for (starting and promoted replicas included), as decide() expects; the ready count
+        # reaches the policy through observation.ready_replicas.
+        current = dict(self.desired_serving)
         decision = decide(self.spec, observation, self.state, now, current_serving=current,
                           pending_age=None, profile=self.profile)
         decided_at = time.time()  # observing can take a while; the decision exists from here on
