@@ -48,6 +48,10 @@ RESOURCES: dict[str, dict[str, Any]] = {
     "policy/v1/poddisruptionbudgets": {"kind": "PodDisruptionBudget", "namespaced": True},
     "events.k8s.io/v1/events": {"kind": "Event", "namespaced": True},
 }
+PEERING_RESOURCES: dict[str, dict[str, Any]] = {
+    "kopf.dev/v1/clusterkopfpeerings": {"kind": "ClusterKopfPeering", "namespaced": False},
+    "kopf.dev/v1/kopfpeerings": {"kind": "KopfPeering", "namespaced": True},
+}
 MONITORING_RESOURCES: dict[str, dict[str, Any]] = {
     "monitoring.coreos.com/v1/podmonitors": {"kind": "PodMonitor", "namespaced": True},
     "monitoring.coreos.com/v1/prometheusrules": {"kind": "PrometheusRule", "namespaced": True},
@@ -124,7 +128,7 @@ class KmockCluster:
     async def _serve(self) -> None:
         self.stopping = asyncio.Event()
         async with ServingEmulator() as emulator, kmock.Server(emulator) as server:
-            resources = dict(RESOURCES)
+            resources = {**RESOURCES, **PEERING_RESOURCES}
             if self.monitoring:
                 resources.update(MONITORING_RESOURCES)
             for key, info in resources.items():

@@ -82,3 +82,4 @@ def _metrics(url: str) -> str | None:
     except httpx.HTTPError:
         return None
     return text if 'model_service="scoped"' in text else None
+
