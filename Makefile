@@ -58,6 +58,12 @@ bench-autoscale: setup ## simulator: sloserve policy vs baselines on both shared
 bench-live: setup ## local mode vs a fixed fleet vs the simulator on a trace slice
 	$(PY) bench/live.py
 
+bench-quality: setup ## quantization: perplexity, greedy agreement, weight MB per scheme (SmolLM2)
+	$(PY) bench/quality.py
+
+bench-speculative: setup ## speculative decoding: ITL, tok/s, acceptance with n-gram and draft model
+	$(PY) bench/speculative.py
+
 e2e: setup ## end-to-end tests on a real cluster (skips when none is reachable)
 	$(VENV)/bin/pytest -q -rs e2e
 
