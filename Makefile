@@ -46,7 +46,7 @@ crds: $(STAMP) ## regenerate crds/ and docs/reference.md from api.py
 	$(VENV)/bin/sloserve crd > crds/modelservices.sloserve.io.yaml
 	$(PY) -m sloserve_operator.reference > docs/reference.md
 
-manifests: $(STAMP) ## render manifests/install.yaml, the dashboard and the chart CRD copy from their sources
+manifests: $(STAMP) ## render manifests/install.yaml and the Grafana dashboard from the chart and their sources
 	$(PY) -m sloserve_operator.manifests
 
 bench-runtime: setup ## runtime vs naive server and peers (prints ratios)

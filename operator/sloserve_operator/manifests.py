@@ -1,12 +1,13 @@
 """`make manifests`: the files derived from the Helm chart and the dashboard, rendered offline.
 
 Writes (or, with --check, verifies that these are up to date):
-- charts/sloserve/crds/modelservices.sloserve.io.yaml  copied from crds/ (generated from api.py by `make crds`)
 - charts/sloserve/dashboards/sloserve.json             the Grafana dashboard (dashboard.py)
 - manifests/grafana-dashboard.json                     the same dashboard, for importing by hand
 - manifests/install.yaml                               the chart rendered with default values into the
                                                        namespace sloserve-system, CRDs and Namespace first
 
+The chart's crds/modelservices.sloserve.io.yaml is a symlink to crds/ (generated from api.py by `make crds`;
+Helm reads the linked file), so only install.yaml needs re-rendering after a CRD change.
 Helm runs in-process (helm-python-sdk, Helm v4's Go SDK through its C ABI): no helm binary is needed.
 """
 
@@ -63,13 +64,11 @@ def install_yaml(chart: Path = CHART) -> str:
 
 
 def expected_files(root: Path = ROOT) -> dict[Path, str]:
-    """Every derived file and the content it must have, from its sources (crds/, dashboard.py, the chart).
-
-    The chart's copy of the CRD and dashboard are computed first: install.yaml is rendered from them."""
+    """The dashboard files and the content they must have (install.yaml is rendered after them, from the
+    chart that embeds the dashboard)."""
     chart = root / "charts" / "sloserve"
     dashboard = dashboard_json()
     files = {
-        chart / "crds" / "modelservices.sloserve.io.yaml": (root / "crds" / "modelservices.sloserve.io.yaml").read_text(),
         chart / "dashboards" / "sloserve.json": dashboard,
         root / "manifests" / "grafana-dashboard.json": dashboard,
     }
