@@ -8,6 +8,7 @@ endpoint; the operator's own metrics are served on --metrics-port.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import random
 
@@ -44,6 +45,8 @@ def run(args: argparse.Namespace) -> int:
 
     log_format = kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.PLAIN
     kopf.configure(verbose=args.verbose, log_format=log_format)
+    if not args.verbose:  # one access line per probe every few seconds buries the operator's own logs
+        logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     images = {"bundled": args.runtime_image} if args.runtime_image else {}
     config = OperatorConfig(prometheus_url=args.prometheus_url, autoscale_interval=args.autoscale_interval,
                             metrics_window=args.metrics_window, drift_interval=args.drift_interval,
