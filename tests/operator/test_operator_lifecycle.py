@@ -83,14 +83,15 @@ def test_ready_pods_become_serving_and_warm(op):
     assert int(costs["serving"]) > int(costs["warm"])  # the ReplicaSet removes warm pods first
 
 
-def test_manual_scale_patches_deployment_replicas(op):
+def test_scale_subresource_sets_serving_in_manual_mode(op):
     spec = copy.deepcopy(QUICKSTART_SPEC)
     spec["scaling"] = {"mode": "manual", "minReplicas": 1, "maxReplicas": 8, "warmPool": {"size": 0}}
     spec["replicas"] = 1
     op.create("manual", spec)
     wait_for(lambda: (op.cluster.objects("apps/v1/deployments").get("manual") or {}).get("spec", {}).get("replicas") == 1,
              what="1 replica")
-    op.kube.patch("ModelService", "default", "manual", {"spec": {"replicas": 4}})
+    # `kubectl scale msvc manual --replicas 4` writes spec.replicas through the scale subresource.
+    op.kube.patch("ModelService", "default", "manual", {"spec": {"replicas": 4}}, subresource="scale")
     wait_for(lambda: op.cluster.objects("apps/v1/deployments")["manual"]["spec"]["replicas"] == 4, what="4 replicas")
     wait_for(lambda: (op.msvc("manual").get("status") or {}).get("desiredReplicas") == 4, what="desiredReplicas 4")
     wait_for(lambda: "Patched" in op.reasons("manual") or "Scaled" in op.reasons("manual"), what="a scaling Event")
