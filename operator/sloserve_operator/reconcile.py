@@ -371,7 +371,12 @@ def reconcile(kube: Kube, body: dict[str, Any], *, now: float,
     serving = serving_targets(spec, body.get("status"))
     memory = read_memory(kube, namespace, name)
     warm = warm_targets(spec, memory)
-    desired = desired_children(body, spec, serving, warm, monitoring, images)
+    try:
+        desired = desired_children(body, spec, serving, warm, monitoring, images)
+    except ValueError as error:  # a spec the models accept but no object can express (render says why)
+        problems = [f"spec: {error}"]
+        emit(Event("Warning", "InvalidSpec", problems[0][:1000]))
+        return ReconcileResult(invalid_spec_status(body, problems, now), events, valid=False)
     kinds = sorted({obj["kind"] for obj in desired} | set(CHILD_KINDS) | (set(MONITORING_KINDS) if monitoring else set()))
     actual = [obj for kind in kinds for obj in kube.list(kind, namespace, {MODEL_SERVICE_LABEL: name})]
     plan = plan_children(desired, actual, meta["uid"])
