@@ -1,9 +1,10 @@
 """Replica processes: the real runtime (tiny random-weight model), readiness, crash -> restart and count,
-promotion through the controller's reconcile, and stop by PID."""
+direct-scrape metrics and discovery labels of a live replica, and stop by PID."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import time
@@ -12,7 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 from sloserve_operator.api import validate_document
-from sloserve_operator.local.replicas import WARM, ReplicaSet, process_alive
+from sloserve_operator.local.prometheus import MetricsBackend
+from sloserve_operator.local.replicas import SERVING, WARM, ReplicaSet, process_alive
 from sloserve_operator.local.rundir import RunDir
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
@@ -69,6 +71,19 @@ async def test_crashed_replica_is_restarted_and_counted_then_everything_stops(ti
         assert first.pid != old_pid and first.port == old_port and first.role == WARM
         assert first.all_pids == [old_pid, first.pid]
         assert first.to_dict()["restarts"] == 1
+
+        # Without Prometheus, metrics come from the serving replicas' /metrics (ScrapeSource).
+        run_dir = RunDir(tmp_path / "run")
+        metrics = MetricsBackend(service, run_dir, mode="scrape", window_seconds=10, scrape_interval=1)
+        await metrics.start()
+        assert "direct scrape" in metrics.describe()
+        first.role = SERVING
+        metrics.update_targets(replicas.replicas.values())
+        observation = await asyncio.to_thread(metrics.observe, time.time())
+        assert observation.regions["default"].ready_replicas == 1
+        labels = json.loads(run_dir.targets_file.read_text())[0]["labels"]
+        assert labels == {"namespace": "local", "model_service": "tiny", "region": "default", "role": "serving",
+                          "pod": "tiny-0"}
     finally:
         await replicas.stop_all(grace=15)
     assert replicas.replicas == {}
