@@ -241,3 +241,39 @@ def test_conditions_keep_their_order_and_the_ones_not_updated():
 def test_unknown_condition_type_is_refused():
     with pytest.raises(ValueError, match="unknown condition type"):
         cond.condition("Happy", True, "Yes")
+
+
+# ---------------------------------------------------------------- status shape vs the CRD
+
+
+def _without_nulls(value):
+    """What the API server stores from a merge patch: null deletes the key."""
+    if isinstance(value, dict):
+        return {key: _without_nulls(item) for key, item in value.items() if item is not None}
+    if isinstance(value, list):
+        return [_without_nulls(item) for item in value]
+    return value
+
+
+def test_written_status_fits_the_crd_status_schema():
+    import jsonschema
+    import yaml
+    from conftest import ROOT_DIR
+    from sloserve_operator.autoscale_step import slo_condition, summarize
+    from sloserve_operator.observation import Observation, RegionObservation
+
+    crd = yaml.safe_load((ROOT_DIR / "crds" / "modelservices.sloserve.io.yaml").read_text())
+    schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]
+    status = reconcile_status(body(), serving={"default": 1}, pods=[pod("a", "serving", True)], deployments=[],
+                              apply_problems=[], monitoring=False, now=10.0)
+    observation = Observation(time=10.0, regions={"default": RegionObservation(
+        region="default", window_seconds=60, ready_replicas=1, request_rate=2.5, ttft_p95=0.4, itl_p95=0.2,
+        ttft_within_budget=0.99, itl_within_budget=0.5)})
+    status["observed"] = summarize(observation)
+    status["conditions"] = cond.set_conditions(status["conditions"], [slo_condition(parse_spec(QUICKSTART_SPEC),
+                                                                                    observation)], now=11.0,
+                                               generation=1)
+    status["lastDecision"] = {"reason": "hold 1", "from": 1, "to": 1, "time": cond.rfc3339(11.0)}
+    status["lastScaleTime"] = cond.rfc3339(11.0)
+    jsonschema.validate(_without_nulls(status), schema)
+    assert cond.find(status["conditions"], "SLOMet")["reason"] == "BudgetExceeded"  # itl 200ms > 100ms
