@@ -12,6 +12,10 @@ _DTYPES = {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.
            "float32": torch.float32, "fp32": torch.float32}
 
 
+# Default ceiling for the CPU KV pool when --kv-cache-blocks is not given (vLLM CPU defaults to 4 GiB).
+CPU_KV_CACHE_CAP_BYTES = 2 << 30
+
+
 def pick_device(name: str) -> torch.device:
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -58,6 +62,9 @@ def plan_kv_blocks(config: EngineConfig, device: torch.device, bytes_per_token: 
             raise ValueError(f"--kv-cache-blocks {config.kv_cache_blocks} cannot hold one sequence of "
                              f"--max-model-len {max_model_len} tokens (needs {one_sequence} blocks of {bs})")
         return config.kv_cache_blocks + 1
-    by_memory = int(_free_memory_bytes(device) * config.kv_cache_memory_fraction) // (bytes_per_token * bs)
+    budget = int(_free_memory_bytes(device) * config.kv_cache_memory_fraction)
+    if device.type == "cpu":
+        budget = min(budget, CPU_KV_CACHE_CAP_BYTES)  # host RAM is shared with everything else
+    by_memory = budget // (bytes_per_token * bs)
     useful = config.max_batch_size * one_sequence
     return max(one_sequence, min(by_memory, useful)) + 1

@@ -164,21 +164,19 @@ class EngineCore:
             logits_indices=torch.tensor(logits_rows, dtype=torch.long, device=dev),
         )
         if num_decodes:
-            step.decode_gather, step.decode_mask = self._decode_gather(decode_tables, decode_lens)
+            step.decode_blocks, step.decode_mask = self._decode_blocks(decode_tables, decode_lens)
         return step
 
-    def _decode_gather(self, tables: list[list[int]], lengths: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        """[B, L] slot indices (padding -> null block slot 0) and [B, 1, 1, L] attend mask."""
+    def _decode_blocks(self, tables: list[list[int]], lengths: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """[B, NB] block tables padded with the null block, and the additive [B, 1, 1, NB*bs] mask."""
         bs = self.block_size
         max_blocks = max(-(-n // bs) for n in lengths)
         padded = [t[:max_blocks] + [0] * (max_blocks - min(len(t), max_blocks)) for t in tables]
-        blocks = torch.tensor(padded, dtype=torch.long, device=self.device)  # [B, NB]
-        offsets = torch.arange(bs, device=self.device)
-        gather = (blocks[:, :, None] * bs + offsets).reshape(len(tables), -1)  # [B, NB*bs]
+        blocks = torch.tensor(padded, dtype=torch.long, device=self.device)
         lens = torch.tensor(lengths, device=self.device)
-        mask = torch.arange(gather.shape[1], device=self.device)[None, :] < lens[:, None]
-        gather = gather.masked_fill(~mask, 0)
-        return gather, mask[:, None, None, :]
+        padding = torch.arange(max_blocks * bs, device=self.device)[None, :] >= lens[:, None]
+        mask = torch.zeros(padding.shape, dtype=torch.float32, device=self.device).masked_fill(padding, float("-inf"))
+        return blocks, mask[:, None, None, :]
 
     def _prefill_slice(self, row: int, start: int, end: int, table: list[int]) -> PrefillSlice:
         n = end - start
@@ -301,6 +299,7 @@ class AsyncEngine:
         max_model_len = min(config.max_model_len, loaded.args.max_position_embeddings)
         model = PagedLlama(loaded.args, loaded.state, device, dtype, max_positions=max_model_len)
         weight_bytes = quantize_model(model, config.quantization)
+        model.prepack_weights()
         if preloaded is None:
             del loaded.state  # the model holds its own (fused, cast) copies
         num_blocks = plan_kv_blocks(config, device, model.kv_bytes_per_token(), max_model_len)

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from ..quantization import linear
 from .config import ModelArgs
+from .packed import can_prepack, prepack
 from .rope import rope_tables
 
 
@@ -33,8 +34,8 @@ class StepInput:
     positions: torch.Tensor  # [T]
     slot_mapping: torch.Tensor  # [T]
     num_decodes: int  # the first num_decodes rows are single-token decode steps
-    decode_gather: torch.Tensor | None = None  # [B, L] slots, padding points at the zeroed null slot
-    decode_mask: torch.Tensor | None = None  # [B, 1, 1, L] bool
+    decode_blocks: torch.Tensor | None = None  # [B, NB] block tables, padding points at the zeroed null block
+    decode_mask: torch.Tensor | None = None  # [B, 1, 1, L] float32: 0 where attended, -inf on padding
     prefills: list[PrefillSlice] = field(default_factory=list)
     logits_indices: torch.Tensor | None = None  # rows whose next-token logits are needed
 
@@ -86,25 +87,39 @@ class PagedLlama:
             ))
         self.cos, self.sin = rope_tables(args.head_dim, args.rope_theta, args.rope_scaling, max_positions,
                                          dtype, device)
+        self.block_size = 16
         self.k_cache: list[torch.Tensor] = []
         self.v_cache: list[torch.Tensor] = []
+
+    def prepack_weights(self) -> bool:
+        """Prepack the projections and the LM head for oneDNN where that helps (CPU bf16/fp16); call
+        after any quantization, which replaces the projections it handles."""
+        if not can_prepack(self.device, self.dtype):
+            return False
+        for layer in self.layers:
+            for name in ("wqkv", "wo", "w_gate_up", "w_down"):
+                setattr(layer, name, prepack(getattr(layer, name)))
+        self.lm_head = prepack(self.lm_head)
+        return True
 
     def kv_bytes_per_token(self) -> int:
         a = self.args
         return 2 * a.num_layers * a.num_kv_heads * a.head_dim * torch.finfo(self.dtype).bits // 8
 
     def allocate_kv_cache(self, num_blocks: int, block_size: int) -> None:
-        """Pool of num_blocks * block_size slots per layer; block 0 is the zeroed null block for padding."""
+        """Pool of num_blocks * block_size slots per layer; block 0 is the null block for padding.
+
+        Zero-filled: attention reads whole blocks, and masked-out slots must hold finite values
+        (softmax weight 0 times NaN garbage would still be NaN)."""
         a = self.args
-        shape = (num_blocks * block_size, a.num_kv_heads, a.head_dim)
+        # Head-major: [KVH, slots, D]. Gathering a batch's blocks along dim 1 then yields [KVH, B*L, D], which
+        # is already the (KVH*B) batch of contiguous [L, D] matrices the decode matmuls want: no transposes.
+        shape = (a.num_kv_heads, num_blocks * block_size, a.head_dim)
+        self.block_size = block_size
         self.k_cache, self.v_cache = [], []
         for _ in range(a.num_layers):
-            k = torch.empty(shape, dtype=self.dtype, device=self.device)
-            v = torch.empty(shape, dtype=self.dtype, device=self.device)
-            k[:block_size].zero_()
-            v[:block_size].zero_()
-            self.k_cache.append(k)
-            self.v_cache.append(v)
+            self.k_cache.append(torch.zeros(shape, dtype=self.dtype, device=self.device))
+            self.v_cache.append(torch.zeros(shape, dtype=self.dtype, device=self.device))
 
     @torch.inference_mode()
     def forward(self, step: StepInput) -> torch.Tensor:
@@ -125,8 +140,8 @@ class PagedLlama:
             k = qk[:, heads:]
             v = qkv[:, qk_width:].view(num_tokens, kv_heads, head_dim)
             k_cache, v_cache = self.k_cache[i], self.v_cache[i]
-            k_cache.index_copy_(0, step.slot_mapping, k)
-            v_cache.index_copy_(0, step.slot_mapping, v)
+            k_cache.index_copy_(1, step.slot_mapping, k.transpose(0, 1))
+            v_cache.index_copy_(1, step.slot_mapping, v.transpose(0, 1))
             attn = self._attention(step, q, k, v, k_cache, v_cache)
             x = x + linear(attn, layer.wo)
             h = F.rms_norm(x, (a.hidden_size,), layer.ffn_norm, a.rms_norm_eps)
@@ -135,7 +150,7 @@ class PagedLlama:
         if step.logits_indices is not None:
             x = x[step.logits_indices]
         x = F.rms_norm(x, (a.hidden_size,), self.norm, a.rms_norm_eps)
-        return F.linear(x, self.lm_head).float()
+        return linear(x, self.lm_head).float()
 
     def _attention(self, step: StepInput, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                    k_cache: torch.Tensor, v_cache: torch.Tensor) -> torch.Tensor:
@@ -143,23 +158,43 @@ class PagedLlama:
         outputs: list[torch.Tensor] = []
         b = step.num_decodes
         if b:
-            gather = step.decode_gather
-            qd = q[:b].unsqueeze(2)  # [B, H, 1, D]
-            kd = k_cache[gather].transpose(1, 2)  # [B, KVH, L, D]
-            vd = v_cache[gather].transpose(1, 2)
-            out = F.scaled_dot_product_attention(qd, kd, vd, attn_mask=step.decode_mask, enable_gqa=True)
-            outputs.append(out.reshape(b, -1))
+            outputs.append(self._decode_attention(step, q[:b], k_cache, v_cache))
         for p in step.prefills:
             qp = q[p.start:p.end].transpose(0, 1).unsqueeze(0)  # [1, H, n, D]
             if p.gather is None:
                 kp = k[p.start:p.end].transpose(0, 1).unsqueeze(0)
                 vp = v[p.start:p.end].transpose(0, 1).unsqueeze(0)
             else:
-                kp = k_cache[p.gather].transpose(0, 1).unsqueeze(0)
-                vp = v_cache[p.gather].transpose(0, 1).unsqueeze(0)
+                kp = k_cache.index_select(1, p.gather).unsqueeze(0)
+                vp = v_cache.index_select(1, p.gather).unsqueeze(0)
             if p.mask is None:
                 out = F.scaled_dot_product_attention(qp, kp, vp, is_causal=p.end - p.start > 1, enable_gqa=True)
             else:
                 out = F.scaled_dot_product_attention(qp, kp, vp, attn_mask=p.mask, enable_gqa=True)
             outputs.append(out.squeeze(0).transpose(0, 1).reshape(p.end - p.start, -1))
         return outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=0)
+
+    def _decode_attention(self, step: StepInput, q: torch.Tensor, k_cache: torch.Tensor,
+                          v_cache: torch.Tensor) -> torch.Tensor:
+        """One query token per sequence over its gathered blocks: [B, H, D] -> [B, H*D].
+
+        Whole blocks are gathered with index_select (contiguous runs of block_size*D values; much faster than
+        per-slot advanced indexing) from the head-major cache, giving (KVH*B) contiguous [L, D] matrices.
+        The query heads sharing a KV head become that head's rows, so grouped-query attention needs no K/V
+        repetition, and two batched matmuls beat SDPA's kernel at this shape (a handful of query rows).
+        Scores and softmax are float32.
+        """
+        a = self.args
+        b, kvh, d = q.shape[0], a.num_kv_heads, a.head_dim
+        group = a.num_heads // kvh
+        blocks = step.decode_blocks
+        length = blocks.shape[1] * self.block_size
+        flat = blocks.reshape(-1)
+        k = k_cache.view(kvh, -1, self.block_size * d).index_select(1, flat).view(kvh * b, length, d)
+        v = v_cache.view(kvh, -1, self.block_size * d).index_select(1, flat).view(kvh * b, length, d)
+        qg = q.view(b, kvh, group, d).transpose(0, 1).reshape(kvh * b, group, d)
+        scores = torch.bmm(qg, k.transpose(1, 2)).float().view(kvh, b, group, length)
+        scores = scores * (d ** -0.5) + step.decode_mask.view(1, b, 1, length)
+        probs = torch.softmax(scores, dim=-1).to(q.dtype).view(kvh * b, group, length)
+        out = torch.bmm(probs, v).view(kvh, b, group * d)
+        return out.transpose(0, 1).reshape(b, kvh * group * d)
