@@ -14,6 +14,7 @@ E2E_VALUES = {
     "autoscaler": {"prometheusUrl": "http://prometheus.monitoring.svc:9090", "interval": 5, "window": 30,
                    "driftInterval": 30},
     "logFormat": "plain",
+    "replicaCount": 2,  # active/standby: the suite checks that exactly one replica pauses
 }
 
 

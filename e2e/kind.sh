@@ -20,6 +20,7 @@ case "${1:-up}" in
     kubectl --context "kind-$CLUSTER" apply -f e2e/prometheus.yaml
     "$PY" -m e2e.install | kubectl --context "kind-$CLUSTER" apply --server-side -f -
     kubectl --context "kind-$CLUSTER" -n sloserve-system rollout status deploy/sloserve --timeout=180s
+    kubectl --context "kind-$CLUSTER" -n monitoring rollout status deploy/prometheus --timeout=180s
     ;;
   down)
     kind delete cluster --name "$CLUSTER"

@@ -80,6 +80,23 @@ def endpoint(service):
         forward.wait(timeout=10)
 
 
+def test_two_operator_replicas_elect_one_leader(kube, cluster):
+    """kopf peering: of the two operator pods exactly one pauses in favour of the other."""
+    operators = kube.list("Pod", "sloserve-system", {"app.kubernetes.io/name": "sloserve-operator"})
+    assert len(operators) == 2
+
+    def paused() -> list[str]:
+        names = []
+        for pod in operators:
+            logs = subprocess.run(["kubectl", "-n", "sloserve-system", "logs", pod["metadata"]["name"]],
+                                  capture_output=True, text=True, timeout=60).stdout
+            if "Pausing operations in favour of" in logs:
+                names.append(pod["metadata"]["name"])
+        return names
+
+    assert len(wait_for(paused, 120, "one paused operator replica")) == 1
+
+
 def test_children_status_and_events(kube, service):
     uid = service["metadata"]["uid"]
     deployment = kube.get("Deployment", NAMESPACE, NAME)
