@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import kmock
 import pytest
-from conftest import wait_for
+from operator_harness import wait_for
 
 FAILING = {"flaky": 503, "locked": 403}
 

@@ -8,7 +8,7 @@ actuator's pod-label promotion and Deployment scaling through kmock, status, Eve
 from __future__ import annotations
 
 import pytest
-from conftest import fake_pod, wait_for
+from operator_harness import fake_pod, wait_for
 from prometheus_client import generate_latest
 from sloserve_operator.observation import Observation, RegionObservation
 from sloserve_operator.operator_metrics import REGISTRY

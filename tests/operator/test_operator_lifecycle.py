@@ -10,7 +10,7 @@ import copy
 import time
 
 import pytest
-from conftest import QUICKSTART_SPEC, fake_pod, wait_for
+from operator_harness import QUICKSTART_SPEC, fake_pod, wait_for
 
 
 @pytest.fixture(scope="module")

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import model_service, wait_for
 from kmock_cluster import KmockCluster
+from operator_harness import model_service, wait_for
 
 
 def free_port() -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 
 import pytest
-from conftest import QUICKSTART_SPEC
+from operator_harness import QUICKSTART_SPEC
 from sloserve_operator import conditions as cond
 from sloserve_operator.api import parse_spec
 from sloserve_operator.reconcile import (
@@ -258,7 +258,7 @@ def _without_nulls(value):
 def test_written_status_fits_the_crd_status_schema():
     import jsonschema
     import yaml
-    from conftest import ROOT_DIR
+    from operator_harness import ROOT_DIR
     from sloserve_operator.autoscale_step import slo_condition, summarize
     from sloserve_operator.observation import Observation, RegionObservation
 
