@@ -182,23 +182,28 @@ class StepFit:
     per_prefill_token_seconds: float
     per_decode_seq_seconds: float
     request_overhead_seconds: float  # HTTP, tokenization, scheduling: in every TTFT, in no token gap
-    r_squared: float
+    rms_relative_error: float  # root mean square of (fitted - measured) / measured over the points
 
 
 def fit_step_model(points: list[tuple[float, float, float, bool]]) -> StepFit:
     """Non-negative least squares of seconds ~ base + a * prefill_tokens + b * decoding (+ overhead for
     points timed from the request's start, i.e. TTFTs) over (prefill_tokens, decoding, seconds, is_ttft).
 
-    Four unknowns: the optimum is the plain least-squares solution on one subset of the columns, so trying
-    every subset that keeps the intercept and keeping the best feasible one is exact. base stays positive.
+    Errors are relative to each point's time: a 40 ms decode step must be fitted as closely as a 2 s
+    prefill, since ITL budgets are judged on the former. Four unknowns: the optimum is the plain
+    least-squares solution on one subset of the columns, so trying every subset that keeps the intercept
+    and keeping the best feasible one is exact. base stays positive.
     """
     import numpy as np
 
     if len(points) < 2:
         raise ProfileError("need at least two measured points to fit the step model")
     data = np.asarray(points, dtype=float)
-    design = np.column_stack([np.ones(len(data)), data[:, 0], data[:, 1], data[:, 3]])
-    seconds = data[:, 2]
+    if np.any(data[:, 2] <= 0):
+        raise ProfileError("step model fit: every measured time must be positive")
+    weights = 1.0 / data[:, 2]
+    design = np.column_stack([np.ones(len(data)), data[:, 0], data[:, 1], data[:, 3]]) * weights[:, None]
+    seconds = data[:, 2] * weights
     best: tuple[float, np.ndarray] | None = None
     for size in range(3, -1, -1):
         for extra in itertools.combinations((1, 2, 3), size):
@@ -214,15 +219,15 @@ def fit_step_model(points: list[tuple[float, float, float, bool]]) -> StepFit:
     if best is None:
         raise ProfileError("step model fit failed: no non-negative solution")
     residual, coefficients = best
-    spread = float(np.sum((seconds - seconds.mean()) ** 2))
     base, per_prefill, per_decode, overhead = (float(value) for value in coefficients)
-    return StepFit(base, per_prefill, per_decode, overhead, 1.0 - residual / spread if spread > 0 else 1.0)
+    return StepFit(base, per_prefill, per_decode, overhead, math.sqrt(residual / len(data)))
 
 
 @dataclass
 class SweepSettings:
     url: str
     model: str | None
+    title: str | None  # the model's name in the profile (default: the served name)
     concurrency: list[int]
     requests_per_level: int
     prompt_tokens: int
@@ -255,6 +260,7 @@ async def _words_per_token(client: Client) -> float:
 async def sweep(settings: SweepSettings) -> dict[str, Any]:
     """Run both sweeps; return the profile as a capacity.py JSON dict."""
     model = settings.model or await served_model(settings.url, settings.timeout)
+    title = settings.title or model
     client = Client(settings.url, model, settings.timeout)
     salts = itertools.count(1)
     try:
@@ -294,19 +300,19 @@ async def sweep(settings: SweepSettings) -> dict[str, Any]:
     fit = fit_step_model(step_points)
     _say(settings, f"step model: {fit.base_seconds * 1000:.2f} ms + {fit.per_prefill_token_seconds * 1e6:.1f} "
                    f"us/prefill token + {fit.per_decode_seq_seconds * 1000:.3f} ms/decoding seq; request "
-                   f"overhead {fit.request_overhead_seconds * 1000:.1f} ms (R^2 {fit.r_squared:.3f})")
+                   f"overhead {fit.request_overhead_seconds * 1000:.1f} ms (RMS error {fit.rms_relative_error:.0%})")
     today = datetime.now(UTC).strftime("%Y-%m-%d")
     return {
         "schema": "sloserve.capacity-profile/v1",
-        "model": model,
+        "model": title,
         "hardware": settings.hardware,
         "engine": settings.engine,
         "source": (f"measured by `sloserve profile` on {today}: prefill sweep {settings.prefill_lengths} tokens at "
                    f"concurrency 1, decode sweep at concurrency {settings.concurrency} with ~{settings.prompt_tokens}"
                    f"-token distinct prompts and {settings.output_tokens} output tokens (ignore_eos, temperature "
-                   f"0); step model fitted by non-negative least squares to {len(step_points)} points "
+                   f"0); step model fitted by relative non-negative least squares to {len(step_points)} points "
                    f"(TTFTs carry a separate request overhead, {fit.request_overhead_seconds * 1000:.1f} ms), "
-                   f"R^2 {fit.r_squared:.3f}"),
+                   f"RMS relative error {fit.rms_relative_error:.1%}"),
         "maxBatchSize": settings.max_batch_size,
         "maxBatchedTokens": settings.max_batched_tokens,
         "coldStartSeconds": settings.cold_start_seconds,
@@ -357,6 +363,7 @@ def _default_hardware() -> str:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--url", required=True, help="base URL of a running runtime, e.g. http://127.0.0.1:8000")
     parser.add_argument("--model", help="model name to request (default: the first one /v1/models lists)")
+    parser.add_argument("--model-title", help="model name recorded in the profile (default: the served name)")
     parser.add_argument("--concurrency", type=_int_list, default=[1, 2, 4, 8, 16],
                         help="closed-loop concurrency levels of the decode sweep (default 1,2,4,8,16)")
     parser.add_argument("--requests-per-level", type=int, default=24,
@@ -388,7 +395,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"sloserve profile: --{name.replace('_', '-')} must be at least 1", file=sys.stderr)
             return 2
     settings = SweepSettings(
-        url=args.url, model=args.model, concurrency=args.concurrency, requests_per_level=args.requests_per_level,
+        url=args.url, model=args.model, title=args.model_title, concurrency=args.concurrency, requests_per_level=args.requests_per_level,
         prompt_tokens=args.prompt_tokens, output_tokens=args.output_tokens, prefill_lengths=args.prefill_lengths,
         prefill_repeats=args.prefill_repeats, timeout=args.timeout, max_batch_size=args.max_batch_size,
         max_batched_tokens=args.max_batched_tokens, hardware=args.hardware or _default_hardware(),

@@ -26,7 +26,7 @@ def test_fit_recovers_step_coefficients_and_overhead():
     assert fit.per_prefill_token_seconds == pytest.approx(per_token)
     assert fit.per_decode_seq_seconds == pytest.approx(per_seq)
     assert fit.request_overhead_seconds == pytest.approx(overhead)
-    assert fit.r_squared == pytest.approx(1.0)
+    assert fit.rms_relative_error == pytest.approx(0.0, abs=1e-9)
 
 
 def test_fit_never_returns_negative_coefficients():
