@@ -36,6 +36,7 @@ class OperatorConfig:
     autoscale_interval: float = 10.0
     metrics_window: float = 60.0
     drift_interval: float = 60.0
+    peering_lifetime: int = 60  # seconds a silent peer stays alive; a standby takes over after this
     images: dict[str, str] = field(default_factory=dict)  # engine -> image override
     kube: Kube | None = None  # built lazily on first use (after kopf has logged in)
     metrics_source: Any = None  # a metrics.MetricsSource; default PrometheusSource(prometheus_url)
@@ -132,6 +133,7 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> kopf.Op
     @kopf.on.startup(id="configure", registry=registry)
     def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         settings.persistence.finalizer = "sloserve.io/finalizer"
+        settings.peering.lifetime = config.peering_lifetime
         settings.posting.level = logging.WARNING  # our own Events go through kopf.event; skip kopf's chatter
         settings.queueing.error_delays = [1, 2, 5, 10, 30, 60]
         # A deletion waits for a timer tick that is mid-way (sync handlers cannot be cancelled): wait for it

@@ -83,3 +83,4 @@ def _metrics(url: str) -> str | None:
         return None
     return text if 'model_service="scoped"' in text else None
 
+

@@ -32,6 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--metrics-port", type=int, default=9090, help="operator /metrics port (0: off)")
     parser.add_argument("--peering", default="sloserve",
                         help="kopf peering name for leader election (KopfPeering objects)")
+    parser.add_argument("--peering-lifetime", type=int, default=60,
+                        help="seconds a silent replica counts as alive; a standby takes over after it (default 60)")
     parser.add_argument("--standalone", action="store_true", help="no peering: a single replica")
     parser.add_argument("--log-format", choices=["json", "plain"], default="json", help="log format")
     parser.add_argument("--verbose", action="store_true", help="debug logging")
@@ -50,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     images = {"bundled": args.runtime_image} if args.runtime_image else {}
     config = OperatorConfig(prometheus_url=args.prometheus_url, autoscale_interval=args.autoscale_interval,
                             metrics_window=args.metrics_window, drift_interval=args.drift_interval,
-                            images=images)
+                            peering_lifetime=args.peering_lifetime, images=images)
     registry = register(kopf.OperatorRegistry(), config)
     if args.metrics_port:
         operator_metrics.serve(args.metrics_port)
