@@ -212,6 +212,8 @@ async def _scenario(url: str, watch: Watch, started_pids: set[int]) -> None:
     promoted = promotion(state)
     first = next(e for e in state["events"] if e["kind"] == "first-request" and e["replica"] == warm_name
                  and e["time"] >= promoted["time"])
+    print(f"scale-up at {high_rate:g} req/s; promoted {promoted['time'] - up_decision['time']:.3f}s and first "
+          f"request {first['time'] - up_decision['time']:.3f}s after the decision")
     assert promoted["time"] - up_decision["time"] <= 2.0, (promoted, up_decision)
     assert first["time"] - up_decision["time"] <= 2.0, (first, up_decision)
     assert "scale up 1 -> " in up_decision["reason"] and "ttft p95" in up_decision["reason"], up_decision
@@ -229,6 +231,8 @@ async def _scenario(url: str, watch: Watch, started_pids: set[int]) -> None:
     cool = phase([(COOL_RATE, 150)], cool_stop)
     state = await watch.until("a scale-down decision", lambda s: bool(scale_downs(s)), timeout=90)
     down_decision = scale_downs(state)[-1]
+    print(f"scale-down {down_decision['time'] - step_down_at:.1f}s after the step down, "
+          f"{down_decision['time'] - scale_ups(state)[-1]['time']:.1f}s after the last scale-up")
     assert down_decision["serving_to"] == 1
     # Not before the load fell, and a whole stabilization window after the last scale-up at the earliest.
     assert down_decision["time"] > step_down_at, (down_decision, step_down_at)
