@@ -182,6 +182,8 @@ def test_up_refuses_an_invalid_file_listing_every_problem_and_starts_nothing(tmp
     assert not (tmp_path / "run").exists()
     assert main(["up", "-f", str(tmp_path / "missing.yaml")]) == 1
     assert "missing.yaml" in capsys.readouterr().err
+    assert main(["up", "-f", str(QUICKSTART), "--model", str(tmp_path / "nope.gguf"), "--run-dir", str(tmp_path)]) == 1
+    assert "nope.gguf: no such file" in capsys.readouterr().err
 
 
 def test_load_refuses_an_empty_schedule(capsys) -> None:

@@ -181,6 +181,11 @@ def run(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as error:
         print(f"sloserve up: {error}", file=sys.stderr)
         return 1
+    from pathlib import Path
+
+    if args.model and not Path(args.model).exists():
+        print(f"sloserve up: --model {args.model}: no such file or directory", file=sys.stderr)
+        return 1
     try:
         return asyncio.run(serve(args, service))
     except (LocalModeError, RuntimeError) as error:  # ours: each says what to change
