@@ -114,3 +114,14 @@ def test_profile_bad_input_is_a_clear_error(tmp_path, capsys):
     assert not output.exists()  # nothing half-written
     assert main(["profile", "--url", dead, "--requests-per-level", "0"]) == 2
     assert "--requests-per-level must be at least 1" in capsys.readouterr().err
+
+
+def test_shipped_measured_smollm2_profile_loads():
+    from sloserve_operator.capacity import load_shipped
+
+    profile = load_shipped("smollm2-135m-cpu-measured")
+    assert "measured by `sloserve profile`" in profile.source
+    assert [point.concurrency for point in profile.points] == [1, 2, 4, 8, 16]
+    assert profile.step.per_prefill_token_seconds > 0 and profile.step.per_decode_seq_seconds > 0
+    # One replica sustains some load within loose budgets at the sweep's own request shape.
+    assert profile.max_rate_within_budget(4.0, 0.15, 200, 64) > 0
