@@ -21,6 +21,7 @@ import argparse
 import asyncio
 import math
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -45,13 +46,11 @@ CHUNK = 256
 BLOCK = 16
 
 
-def score_text(model: PagedLlama, ids: list[int]) -> tuple[float, torch.Tensor]:
-    """Mean next-token NLL over the text and the argmax at every position, chunked prefill over the cache."""
+def chunked_logits(model: PagedLlama, ids: list[int]) -> Iterator[tuple[int, torch.Tensor]]:
+    """Logits at every position of ids, CHUNK tokens per forward, each chunk attending to the cached context."""
     n = len(ids)
     model.allocate_kv_cache(-(-n // BLOCK) + 1, BLOCK)
     slots = torch.arange(n) + BLOCK  # a contiguous "block table" after the null block
-    nll = 0.0
-    argmax = []
     for start in range(0, n, CHUNK):
         end = min(start + CHUNK, n)
         pos = torch.arange(end)
@@ -60,12 +59,19 @@ def score_text(model: PagedLlama, ids: list[int]) -> tuple[float, torch.Tensor]:
         step = StepInput(input_ids=torch.tensor(ids[start:end]), positions=query, slot_mapping=slots[start:end],
                          num_decodes=0, prefills=[PrefillSlice(0, end - start, end, gather, mask)],
                          logits_indices=torch.arange(end - start))
-        logits = model.forward(step)
+        yield start, model.forward(step)
+
+
+def score_text(model: PagedLlama, ids: list[int]) -> tuple[float, torch.Tensor]:
+    """Mean next-token NLL over the text and the argmax at every position (but the last)."""
+    nll = 0.0
+    argmax = []
+    for start, logits in chunked_logits(model, ids):
         argmax.append(logits.argmax(-1))
-        targets = torch.tensor(ids[start + 1:end + 1])
+        targets = torch.tensor(ids[start + 1:start + 1 + len(logits)])
         logp = torch.log_softmax(logits[:len(targets)], dim=-1)
         nll -= float(logp.gather(1, targets[:, None]).sum())
-    return nll / (n - 1), torch.cat(argmax)[:-1]
+    return nll / (len(ids) - 1), torch.cat(argmax)[:-1]
 
 
 async def greedy_outputs(loaded: LoadedModel, scheme: str, dtype: str, max_tokens: int) -> tuple[list[list[int]], float]:
