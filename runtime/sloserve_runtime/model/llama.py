@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -17,6 +18,19 @@ from ..quantization import linear
 from .config import ModelArgs
 from .packed import can_prepack, prepack
 from .rope import rope_tables
+
+
+def _zeros(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """Zero-filled tensor. On CPU through numpy's calloc, so the kernel hands out zero pages lazily and an
+    unused part of a large KV pool costs no resident memory (torch.zeros would memset, committing it all)."""
+    if device.type != "cpu":
+        return torch.zeros(shape, dtype=dtype, device=device)
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    count = 1
+    for dim in shape:
+        count *= dim
+    raw = torch.from_numpy(np.zeros(count * itemsize, dtype=np.uint8))
+    return raw.view(dtype).view(shape)
 
 
 @dataclass
@@ -118,8 +132,8 @@ class PagedLlama:
         self.block_size = block_size
         self.k_cache, self.v_cache = [], []
         for _ in range(a.num_layers):
-            self.k_cache.append(torch.zeros(shape, dtype=self.dtype, device=self.device))
-            self.v_cache.append(torch.zeros(shape, dtype=self.dtype, device=self.device))
+            self.k_cache.append(_zeros(shape, self.dtype, self.device))
+            self.v_cache.append(_zeros(shape, self.dtype, self.device))
 
     @torch.inference_mode()
     def forward(self, step: StepInput) -> torch.Tensor:
