@@ -104,7 +104,7 @@ def test_exact_fraction_within_budget_and_token_means(fleet):
     spec = service("exact")
     # Idle first: the rate of zero requests is a measured 0, and the percentiles are unknown (None).
     idle = poll(lambda: source.observe(spec, now=time.time()),
-                lambda o: o.regions["default"].request_rate is not None, seconds=15)
+                lambda o: o.regions["default"].request_rate is not None, seconds=45)
     assert idle.regions["default"].request_rate == 0.0 and idle.regions["default"].ttft_p95 is None
     assert idle.regions["default"].ready_replicas == 1
     direct = ScrapeSource({"default": [exporters["exact-a"].url]}, window_seconds=60.0)
@@ -113,7 +113,7 @@ def test_exact_fraction_within_budget_and_token_means(fleet):
     exporters["exact-a"].record(30, ttft=0.07, itl=0.02, prompt_tokens=100, output_tokens=20)
     exporters["exact-a"].record(10, ttft=2.0, itl=0.02, prompt_tokens=100, output_tokens=20)
     region = poll(lambda: source.observe(spec, now=time.time()),
-                  lambda o: (o.regions["default"].requests_observed or 0) >= 40, seconds=15).regions["default"]
+                  lambda o: (o.regions["default"].requests_observed or 0) >= 40, seconds=45).regions["default"]
     assert region.ttft_within_budget == pytest.approx(0.75, abs=1e-9)  # exactly the bucket at 0.5 s
     assert region.itl_within_budget == pytest.approx(1.0)
     assert region.mean_prompt_tokens == pytest.approx(100.0)
@@ -148,7 +148,7 @@ def test_breach_scales_up_within_two_intervals(fleet):
     worker.start()
     try:
         poll(lambda: source.observe(spec, now=time.time()),
-             lambda o: o.available and (o.regions["default"].requests_observed or 0) >= 20, seconds=20)
+             lambda o: o.available and (o.regions["default"].requests_observed or 0) >= 20, seconds=45)
         state, serving = PolicyState(), {"default": 2}
         for healthy_tick in range(2):
             if healthy_tick:
