@@ -122,7 +122,7 @@ def test_exact_fraction_within_budget_and_token_means(fleet):
     # The direct scrape computes the same figures from its own deltas.
     scraped = direct.observe(spec, now=time.time()).regions["default"]
     assert scraped.requests_observed == 40
-    assert scraped.ttft_within_budget == region.ttft_within_budget
+    assert scraped.ttft_within_budget == pytest.approx(region.ttft_within_budget, abs=1e-9)
     assert scraped.ttft_p95 == pytest.approx(region.ttft_p95)
     assert scraped.mean_prompt_tokens == pytest.approx(region.mean_prompt_tokens)
 
