@@ -19,7 +19,7 @@ Hugging Face directory that `--draft-model` accepts:
 
 Run the benchmark (it writes the draft to a temporary directory unless --draft-model is given):
 
-    .venv/bin/python bench/speculative.py [--k 4] [--max-tokens 128] [--streams 1] [--draft-layers 8]
+    .venv/bin/python bench/speculative.py [--k 4] [--max-tokens 128] [--streams 1] [--draft-layers 8] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -168,6 +168,7 @@ def main() -> int:
     parser.add_argument("--draft-keep-last", type=int, default=0, help="truncated draft: also the last M layers")
     parser.add_argument("--write-draft", type=Path, help="only write the truncated draft to this directory")
     parser.add_argument("--workloads", default="quote,free")
+    parser.add_argument("--repeats", type=int, default=3, help="runs per method; the median by tok/s is shown")
     parser.add_argument("--methods", default="none,ngram,draft")
     args = parser.parse_args()
     loaded = load_model(default_model_path())
@@ -182,7 +183,8 @@ def main() -> int:
             draft = str(write_truncated_draft(Path(tmp) / "draft", args.draft_layers, args.draft_keep_last, loaded))
         draft_desc = args.draft_model or f"SmolLM2 truncated to {args.draft_layers}+{args.draft_keep_last} layers"
         print(f"SmolLM2-135M-Instruct, dtype {args.dtype}, k={args.k}, {args.max_tokens} greedy tokens per request, "
-              f"{args.streams} concurrent stream(s), torch threads {torch.get_num_threads()}; draft: {draft_desc}")
+              f"{args.streams} concurrent stream(s), torch threads {torch.get_num_threads()}; draft: {draft_desc}; "
+              f"median of {args.repeats} interleaved runs (first method = baseline)")
         print("p95 ITL charges each token of a multi-token step an equal share of its gap, as /metrics does")
         print()
         print("| workload | method | tok/s (x none) | mean ITL ms | p95 ITL ms | acceptance | accepted/draft | "
@@ -190,20 +192,23 @@ def main() -> int:
         print("|---|---|---|---|---|---|---|---|")
         for workload in args.workloads.split(","):
             prompts = workload_prompts(loaded, workload)
-            baseline: Result | None = None
-            for method in methods:
-                config = EngineConfig(model=str(default_model_path()), dtype=args.dtype, max_model_len=2048,
-                                      kv_cache_blocks=512, block_size=16, max_batch_size=max(args.streams, 1),
-                                      speculative_method=method, num_speculative_tokens=args.k,
-                                      draft_model=draft if method == "draft" else None)
-                result = asyncio.run(measure(loaded, config, prompts, args.max_tokens, args.streams))
-                baseline = baseline or result
+            runs: dict[str, list[Result]] = {method: [] for method in methods}
+            for _ in range(args.repeats):  # methods interleaved, so machine noise hits them alike
+                for method in methods:
+                    config = EngineConfig(model=str(default_model_path()), dtype=args.dtype, max_model_len=2048,
+                                          kv_cache_blocks=512, block_size=16, max_batch_size=max(args.streams, 1),
+                                          speculative_method=method, num_speculative_tokens=args.k,
+                                          draft_model=draft if method == "draft" else None)
+                    runs[method].append(asyncio.run(measure(loaded, config, prompts, args.max_tokens, args.streams)))
+            results = {m: sorted(rs, key=lambda r: r.tokens_per_s)[len(rs) // 2] for m, rs in runs.items()}
+            baseline = results[methods[0]]
+            for method, result in results.items():
                 acc = "-" if result.acceptance is None else f"{result.acceptance:.0%}"
                 per = "-" if result.accepted_per_draft is None else f"{result.accepted_per_draft:.2f}"
+                same = all(r.outputs == baseline.outputs for r in runs[method])
                 print(f"| {workload} | {method} | {result.tokens_per_s:.1f} "
                       f"({result.tokens_per_s / baseline.tokens_per_s:.2f}x) | {result.mean_itl_ms:.1f} | "
-                      f"{result.p95_itl_ms:.1f} | {acc} | {per} | "
-                      f"{'yes' if result.outputs == baseline.outputs else 'NO'} |", flush=True)
+                      f"{result.p95_itl_ms:.1f} | {acc} | {per} | {'yes' if same else 'NO'} |", flush=True)
     return 0
 
 
