@@ -25,7 +25,10 @@ from sloserve_runtime.testing import random_state
 
 class SpecCounter(EngineObserver):
     def __init__(self) -> None:
-        self.drafts = self.draft_tokens = self.accepted = 0
+        self.drafts = self.draft_tokens = self.accepted = self.preemptions = 0
+
+    def on_preemption(self, request_id: str) -> None:
+        self.preemptions += 1
 
     def on_speculation(self, drafts: int, draft_tokens: int, accepted_tokens: int) -> None:
         self.drafts += drafts
@@ -152,8 +155,10 @@ async def test_tight_kv_pool_and_stop_conditions_leave_no_blocks(tiny_models):
     work = [(p, SamplingParams(max_tokens=30, temperature=0.0, ignore_eos=True)) for p in prompts(8)]
     config = dict(kv_cache_blocks=40, max_model_len=128)
     expected, _ = await run_all(tiny_config(target, **config), work)
-    got, _ = await run_all(tiny_config(target, speculative_method="ngram", **config), work)
+    counter = SpecCounter()
+    got, _ = await run_all(tiny_config(target, speculative_method="ngram", **config), work, counter)
     assert got == expected
+    assert counter.preemptions > 0 and counter.accepted > 0  # the pool really was short
     # stop token ids: output ends at the first stop token, whether it was a draft or not
     stop_work = [(p, SamplingParams(max_tokens=30, temperature=0.0, ignore_eos=True,
                                     stop_token_ids=[expected[i][len(expected[i]) // 2]]))
