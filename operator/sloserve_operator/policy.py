@@ -158,7 +158,8 @@ def _capacity_per_replica(spec: ModelServiceSpec, obs: RegionObservation, profil
         capacity = profile.max_rate_within_budget(
             spec.slo.ttft.p95_seconds / factors[0], spec.slo.itl.p95_seconds / factors[1], prompt, output,
             spec.slo.objective_fraction, max(fleet_size, 1))
-        return capacity if capacity > MIN_CAPACITY else None
+        if capacity > MIN_CAPACITY:
+            return capacity
     return learned if learned is not None and learned > MIN_CAPACITY else None
 
 
@@ -212,11 +213,12 @@ def _plan_region(spec: ModelServiceSpec, region: str, obs: RegionObservation, st
     ready = obs.ready_replicas if obs.ready_replicas is not None else current
     settled = ready >= current  # no pods of ours still starting or being promoted
     factors = state.latency_factor.get(region, [1.0, 1.0])
-    if profile is None:
-        learned = _learn_capacity(state.learned_capacity.get(region), obs, ratio, breach)
-        if learned is not None:
-            state.learned_capacity[region] = learned
-    elif settled:
+    # Always learn online: it is the fallback when there is no profile, or when the profile says one replica
+    # cannot meet these budgets at all (a profile from other hardware, or budgets tighter than its physics).
+    learned = _learn_capacity(state.learned_capacity.get(region), obs, ratio, breach)
+    if learned is not None:
+        state.learned_capacity[region] = learned
+    if profile is not None and settled:
         factors = state.latency_factor[region] = _update_factors(factors, obs, profile, spec.slo.objective_fraction)
     planned_rate = forecast_rate(history, now, horizon)
     need, capacity = _fleet_for(

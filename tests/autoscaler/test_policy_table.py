@@ -122,3 +122,19 @@ def test_state_round_trips_through_json():
     restored = type(state).from_dict(json.loads(json.dumps(state.to_dict())))
     assert restored.to_dict() == state.to_dict()
     assert type(state).from_dict({"rates": "garbage", "latencyFactor": {"x": [1]}}).rates == {}
+
+
+def test_profile_that_cannot_meet_the_budgets_falls_back_to_learned_capacity():
+    from sloserve_operator.capacity import CapacityProfile
+
+    slow = CapacityProfile.from_json({"step": {"baseSeconds": 0.5, "perPrefillTokenSeconds": 0.01,
+                                               "perDecodeSeqSeconds": 0.01}})
+    assert slow.max_rate_within_budget(1.0, 0.1, 200, 128) == 0.0
+    spec = make_spec(max_replicas=20)
+    state = PolicyState()
+    decide(spec, observation(10, region_obs(ready=2, rate=2.0, ttft=0.5, itl=0.08)), state, 10.0,
+           current_serving={"default": 2}, profile=slow)
+    assert state.learned_capacity["default"] > 0
+    decision = decide(spec, observation(20, region_obs(ready=2, rate=12.0, ttft=0.6, itl=0.08)), state, 20.0,
+                      current_serving={"default": 2}, profile=slow)
+    assert decision.serving["default"] > 2, decision.reason  # sized from what was learned, not held blind
