@@ -96,6 +96,7 @@ class SpecCounts(EngineObserver):
 @dataclass
 class Result:
     tokens_per_s: float
+    mean_ttft_ms: float
     mean_itl_ms: float
     p95_itl_ms: float
     acceptance: float | None
@@ -124,11 +125,13 @@ async def measure(loaded: LoadedModel, config: EngineConfig, prompts: list[list[
         counts.__init__()
         itls: list[float] = []
         mean_itls: list[float] = []
+        ttfts: list[float] = []
         outputs: dict[int, list[int]] = {}
         semaphore = asyncio.Semaphore(streams)
 
         async def one(i: int, prompt: list[int]) -> None:
             async with semaphore:
+                sent = time.perf_counter()
                 params = SamplingParams(max_tokens=max_tokens, temperature=0.0, ignore_eos=True)
                 tokens: list[int] = []
                 last = first = None
@@ -142,6 +145,7 @@ async def measure(loaded: LoadedModel, config: EngineConfig, prompts: list[list[
                         last = now
                     tokens.extend(out.new_token_ids)
                 mean_itls.append((last - first) / max(len(tokens) - 1, 1))
+                ttfts.append(first - sent)
                 outputs[i] = tokens
 
         start = time.perf_counter()
@@ -153,7 +157,7 @@ async def measure(loaded: LoadedModel, config: EngineConfig, prompts: list[list[
     itls.sort()
     acceptance = counts.accepted / counts.draft_tokens if counts.draft_tokens else None
     per_draft = counts.accepted / counts.drafts if counts.drafts else None
-    return Result(total / wall, 1000 * statistics.mean(mean_itls), 1000 * itls[int(0.95 * (len(itls) - 1))],
+    return Result(total / wall, 1000 * statistics.mean(ttfts), 1000 * statistics.mean(mean_itls), 1000 * itls[int(0.95 * (len(itls) - 1))],
                   acceptance, per_draft, [outputs[i] for i in range(len(prompts))])
 
 
@@ -187,9 +191,9 @@ def main() -> int:
               f"median of {args.repeats} interleaved runs (first method = baseline)")
         print("p95 ITL charges each token of a multi-token step an equal share of its gap, as /metrics does")
         print()
-        print("| workload | method | tok/s (x none) | mean ITL ms | p95 ITL ms | acceptance | accepted/draft | "
-              "same text |")
-        print("|---|---|---|---|---|---|---|---|")
+        print("| workload | method | tok/s (x none) | mean TTFT ms | mean ITL ms | p95 ITL ms | acceptance | "
+              "accepted/draft | same text |")
+        print("|---|---|---|---|---|---|---|---|---|")
         for workload in args.workloads.split(","):
             prompts = workload_prompts(loaded, workload)
             runs: dict[str, list[Result]] = {method: [] for method in methods}
@@ -207,7 +211,8 @@ def main() -> int:
                 per = "-" if result.accepted_per_draft is None else f"{result.accepted_per_draft:.2f}"
                 same = all(r.outputs == baseline.outputs for r in runs[method])
                 print(f"| {workload} | {method} | {result.tokens_per_s:.1f} "
-                      f"({result.tokens_per_s / baseline.tokens_per_s:.2f}x) | {result.mean_itl_ms:.1f} | "
+                      f"({result.tokens_per_s / baseline.tokens_per_s:.2f}x) | {result.mean_ttft_ms:.0f} | "
+                      f"{result.mean_itl_ms:.1f} | "
                       f"{result.p95_itl_ms:.1f} | {acc} | {per} | {'yes' if same else 'NO'} |", flush=True)
     return 0
 
