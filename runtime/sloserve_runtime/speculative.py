@@ -256,21 +256,30 @@ class Speculator:
             else:
                 rest.append(item)
         order = plain_decodes + chunks + rest
+        # Each of a drafting sequence's 1 + k tokens becomes its own decode row (same block table, context
+        # length one longer than the previous row's): all K/V are written before attention, so row j sees the
+        # drafts before it, and every row goes through the one batched decode-attention call instead of a
+        # per-sequence prefill attention.
+        step_items: list[ScheduledSequence] = []
         rows: list[int] = []
         row = 0
         for item in order:
-            if id(item.seq) in drafted:
-                rows.extend(range(row, row + item.num_new_tokens))
-            elif item.seq.num_computed + item.num_new_tokens == item.seq.num_tokens:
+            seq = item.seq
+            if id(seq) in drafted:
+                tokens = seq.all_token_ids() + drafted[id(seq)][1].tokens
+                for j in range(item.num_new_tokens):
+                    view = Sequence(seq.request_id, tokens, seq.params, 0.0)
+                    view.block_ids = seq.block_ids
+                    view.num_computed = seq.num_computed + j
+                    step_items.append(ScheduledSequence(view, 1))
+                    rows.append(row)
+                    row += 1
+                continue
+            if seq.num_computed + item.num_new_tokens == seq.num_tokens:
                 rows.append(row + item.num_new_tokens - 1)
+            step_items.append(item)
             row += item.num_new_tokens
-        for seq, proposal in drafted.values():
-            seq.output_token_ids.extend(proposal.tokens)  # only while the step's inputs are built
-        try:
-            step = core._build_step(SchedulerOutput(scheduled=order))
-        finally:
-            for seq, proposal in drafted.values():
-                del seq.output_token_ids[-len(proposal.tokens):]
+        step = core._build_step(SchedulerOutput(scheduled=step_items))
         step.logits_indices = torch.tensor(rows, dtype=torch.long, device=core.device)
         logits = core.model.forward(step)
 
