@@ -5,8 +5,7 @@ expressions the autoscaler evaluates. Every query aggregates `by (region)` over 
 ModelService, selected by the target labels the PodMonitor (or local mode's file_sd) attaches:
 namespace, model_service, region, role.
 
-Metric names come from engines.ENGINE_METRICS (logical name -> the engine's metric name). Until that
-module exists a fallback mapping with the same logical names is used.
+Metric names come from engines.ENGINE_METRICS (logical name -> the engine's metric name).
 """
 
 from __future__ import annotations
@@ -17,50 +16,12 @@ from dataclasses import dataclass
 
 from prometheus_client.utils import floatToGoString
 
+from .engines import ENGINE_METRICS, budget_bucket
+
 LOGICAL_METRICS = (
     "ttft", "itl", "e2e", "queue_time", "running", "waiting", "kv_usage",
     "prompt_tokens", "generation_tokens", "request_success",
 )
-
-# Used only while engines.py has not landed; engines.ENGINE_METRICS is authoritative.
-_FALLBACK_ENGINE_METRICS: dict[str, dict[str, str]] = {
-    "bundled": {
-        "ttft": "sloserve:time_to_first_token_seconds",
-        "itl": "sloserve:inter_token_latency_seconds",
-        "e2e": "sloserve:e2e_request_latency_seconds",
-        "queue_time": "sloserve:request_queue_time_seconds",
-        "running": "sloserve:num_requests_running",
-        "waiting": "sloserve:num_requests_waiting",
-        "kv_usage": "sloserve:kv_cache_usage_perc",
-        "prompt_tokens": "sloserve:prompt_tokens_total",
-        "generation_tokens": "sloserve:generation_tokens_total",
-        "request_success": "sloserve:request_success_total",
-    },
-    "vllm": {
-        "ttft": "vllm:time_to_first_token_seconds",
-        "itl": "vllm:inter_token_latency_seconds",
-        "e2e": "vllm:e2e_request_latency_seconds",
-        "queue_time": "vllm:request_queue_time_seconds",
-        "running": "vllm:num_requests_running",
-        "waiting": "vllm:num_requests_waiting",
-        "kv_usage": "vllm:kv_cache_usage_perc",
-        "prompt_tokens": "vllm:prompt_tokens_total",
-        "generation_tokens": "vllm:generation_tokens_total",
-        "request_success": "vllm:request_success_total",
-    },
-    "sglang": {
-        "ttft": "sglang:time_to_first_token_seconds",
-        "itl": "sglang:inter_token_latency_seconds",
-        "e2e": "sglang:e2e_request_latency_seconds",
-        "queue_time": "sglang:queue_time_seconds",
-        "running": "sglang:num_running_reqs",
-        "waiting": "sglang:num_queue_reqs",
-        "kv_usage": "sglang:token_usage",
-        "prompt_tokens": "sglang:prompt_tokens_total",
-        "generation_tokens": "sglang:generation_tokens_total",
-        "request_success": "sglang:num_requests_total",
-    },
-}
 
 # Logical names whose metric is a counter: PromQL needs the exposed `_total` name.
 COUNTER_METRICS = frozenset({"prompt_tokens", "generation_tokens", "request_success"})
@@ -68,14 +29,10 @@ COUNTER_METRICS = frozenset({"prompt_tokens", "generation_tokens", "request_succ
 
 def engine_metrics(engine: str) -> dict[str, str]:
     """Logical name -> metric name for an engine (bundled, vllm, sglang); ValueError for an unknown one."""
-    try:
-        from .engines import ENGINE_METRICS as table  # the render engineer's mapping, once it exists
-    except ImportError:
-        table = _FALLBACK_ENGINE_METRICS
     key = getattr(engine, "value", engine)
-    if key not in table:
-        raise ValueError(f"unknown engine {key!r}: expected one of {', '.join(sorted(table))}")
-    names = dict(table[key])
+    if key not in ENGINE_METRICS:
+        raise ValueError(f"unknown engine {key!r}: expected one of {', '.join(sorted(ENGINE_METRICS))}")
+    names = dict(ENGINE_METRICS[key])
     missing = [name for name in LOGICAL_METRICS if name not in names]
     if missing:
         raise ValueError(f"engine {key!r} has no metric names for: {', '.join(missing)}")
@@ -85,10 +42,6 @@ def engine_metrics(engine: str) -> dict[str, str]:
 def budget_bound(engine: str, logical: str, budget_seconds: float) -> float:
     """The bucket boundary that counts requests within the budget: the budget itself, or for an engine
     with fixed buckets (vLLM) the boundary at or below it (engines.budget_bucket), never flattering."""
-    try:
-        from .engines import budget_bucket
-    except ImportError:
-        return budget_seconds
     return budget_bucket(engine, logical, budget_seconds)
 
 
