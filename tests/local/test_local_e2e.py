@@ -30,7 +30,10 @@ STABILIZATION_SECONDS = 15
 TTFT_BUDGET = 1.0
 ITL_BUDGET = 0.5
 LOW_RATE, LOW_SECONDS = 0.5, 8.0
-STEP_RATE, STEP_SECONDS, MAX_STEPS = 1.0, 6.0, 12  # the ramp: +1 req/s every 6 s until a scale-up
+# The ramp: x1.25 every 6 s from 1 req/s until a scale-up (geometric, so the breaking point is reached
+# within the deadline on a slow, busy machine and on a fast, quiet one alike: 1 .. ~35 req/s).
+FIRST_STEP_RATE, STEP_FACTOR, STEP_SECONDS, MAX_STEPS = 1.0, 1.25, 6.0, 17
+RAMP_RATES = [FIRST_STEP_RATE * STEP_FACTOR**i for i in range(MAX_STEPS)]
 COOL_RATE = 0.5
 TOKENS = 24
 
@@ -191,10 +194,10 @@ async def _scenario(url: str, watch: Watch, started_pids: set[int]) -> None:
     # breaks one replica is about its capacity, which two replicas then carry with room to drain the queue.)
     ramp_stop = asyncio.Event()
     ramp_started = time.monotonic()
-    ramp = phase([(LOW_RATE + STEP_RATE * (i + 1), STEP_SECONDS) for i in range(MAX_STEPS)], ramp_stop)
+    ramp = phase([(rate, STEP_SECONDS) for rate in RAMP_RATES], ramp_stop)
     state = await watch.until("a scale-up decision", lambda s: bool(scale_ups(s)), timeout=STEP_SECONDS * MAX_STEPS)
     step = min(int((time.monotonic() - ramp_started) // STEP_SECONDS), MAX_STEPS - 1)
-    high_rate = LOW_RATE + STEP_RATE * (step + 1)
+    high_rate = RAMP_RATES[step]
     ramp_stop.set()
     high_stop = asyncio.Event()
     high = phase([(high_rate, 150)], high_stop)
