@@ -28,7 +28,7 @@ COST_VICTIM = -1000
 class PodInfo:
     name: str
     region: str
-    role: str  # serving | warm (pods start as warm from the template until promoted)
+    role: str  # serving | warm (the pod template says serving; a surplus is demoted, not-ready pods first)
     ready: bool
     created_at: float
 
