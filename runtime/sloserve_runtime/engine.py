@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from .config import EngineConfig
+from .detokenizer import IncrementalDetokenizer
 from .device import pick_device, pick_dtype, plan_kv_blocks
 from .kv_cache import BlockAllocator
 from .model import LoadedModel, load_model
@@ -208,7 +209,9 @@ class EngineCore:
             if token in p.stop_token_ids or (token in self.eos_ids and not p.ignore_eos):
                 reason = "stop"
                 text_ids = seq.output_token_ids[:-1]
-        text = self.tokenizer.decode(text_ids)
+        if seq.detokenizer is None:
+            seq.detokenizer = IncrementalDetokenizer(self.tokenizer)
+        text = seq.detokenizer.update(text_ids)
         if reason is None and p.stop:
             cut = _find_stop(text, p.stop, max(0, seq.emitted_text_len - _longest(p.stop)))
             if cut is not None:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .detokenizer import IncrementalDetokenizer
 from .sampling import SamplingParams
 
 
@@ -37,6 +38,7 @@ class Sequence:
     # detokenization: text already emitted, and how far into the decoded text that is
     emitted_text_len: int = 0
     stop_hold: int = 0  # chars held back while they could be the start of a stop string
+    detokenizer: IncrementalDetokenizer | None = None  # created by the engine at the first output token
 
     @property
     def num_tokens(self) -> int:
