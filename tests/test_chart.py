@@ -13,7 +13,6 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -55,13 +54,7 @@ VALUES_MATRIX: dict[str, dict[str, Any]] = {
 }
 
 
-@pytest.fixture(scope="module", autouse=True)
-def cached_schemas() -> Iterator[None]:
-    """kubernetes-validate re-reads its JSON schemas on every call; read each file once per module."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(kubernetes_validate.utils, "schema_contents",
-                      functools.lru_cache(maxsize=None)(kubernetes_validate.utils.schema_contents))
-        yield
+pytestmark = pytest.mark.usefixtures("cached_k8s_schemas")
 
 
 @functools.cache

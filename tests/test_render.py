@@ -12,7 +12,6 @@ import argparse
 import functools
 import itertools
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -193,13 +192,7 @@ CRD_SHAPES: dict[str, dict[str, Any]] = {
 }
 
 
-@pytest.fixture(scope="module", autouse=True)
-def cached_schemas() -> Iterator[None]:
-    """kubernetes-validate re-reads its JSON schemas on every call; read each file once per module."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(kubernetes_validate.utils, "schema_contents",
-                      functools.lru_cache(maxsize=None)(kubernetes_validate.utils.schema_contents))
-        yield
+pytestmark = pytest.mark.usefixtures("cached_k8s_schemas")
 
 
 def check_object(obj: dict[str, Any], version: str) -> None:
