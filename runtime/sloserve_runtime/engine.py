@@ -1,7 +1,8 @@
 """Async engine: requests in, token streams out, one batched model step at a time.
 
-The event loop owns the request queues; each step (schedule, forward, sample) runs in a worker thread via
-asyncio.to_thread so HTTP streaming, /health and new requests stay responsive while the model computes.
+The event loop owns the request queues; each step (schedule, forward, sample) runs on the engine's compute
+thread (compute_thread.py: the same thread that loaded the weights, for the sake of torch's OpenMP team) so
+HTTP streaming, /health and new requests stay responsive while the model computes.
 New requests and aborts are handed to the step thread through deques and take effect at the next step.
 Timestamps (arrival_time) use time.monotonic().
 """
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .compute_thread import ComputeThread
 from .config import EngineConfig
 from .detokenizer import IncrementalDetokenizer
 from .device import pick_device, pick_dtype, plan_kv_blocks
@@ -277,8 +279,10 @@ def _find_stop(text: str, stops: list[str], search_from: int) -> int | None:
 class AsyncEngine:
     """asyncio front of EngineCore: generate() streams RequestOutput; closing the stream aborts."""
 
-    def __init__(self, core: EngineCore, model_name: str) -> None:
+    def __init__(self, core: EngineCore, model_name: str, compute: ComputeThread | None = None) -> None:
         self.core = core
+        # Step on the thread that built the engine when that is a compute thread (the server loads there).
+        self.compute = compute or ComputeThread.current() or ComputeThread("sloserve-engine")
         self.model_name = model_name
         self.max_model_len = core.max_model_len
         self.tokenizer = core.tokenizer
@@ -291,7 +295,13 @@ class AsyncEngine:
     def from_config(cls, config: EngineConfig, observer: EngineObserver | None = None,
                     preloaded: LoadedModel | None = None) -> AsyncEngine:
         """Load weights and size the KV pool (blocking; seconds for SmolLM2). `preloaded` skips reading
-        config.model again (tests that also hand the same weights to a reference implementation)."""
+        config.model again (tests that also hand the same weights to a reference implementation).
+
+        The work runs on a compute thread (the caller's, or a new one) that then runs every step."""
+        compute = ComputeThread.current()
+        if compute is None:
+            compute = ComputeThread("sloserve-engine")
+            return compute.submit(lambda: cls.from_config(config, observer, preloaded)).result()
         device = pick_device(config.device)
         dtype = pick_dtype(config.dtype, device)
         check_supported(config.quantization, device)  # e.g. fp8 on a CPU: refuse before loading
@@ -319,6 +329,8 @@ class AsyncEngine:
     # ---- lifecycle ------------------------------------------------------------------------------------
     async def start(self) -> None:
         if self._task is None:
+            if self.compute.closed:
+                self.compute = ComputeThread("sloserve-engine")
             self._wake = asyncio.Event()
             self._stopping = False
             self._task = asyncio.get_running_loop().create_task(self._loop(), name="sloserve-engine")
@@ -337,6 +349,7 @@ class AsyncEngine:
         if self._task is not None:
             await self._task
             self._task = None
+        self.compute.close()  # queued work still finishes; a later start() gets a fresh thread
 
     async def _loop(self) -> None:
         assert self._wake is not None
@@ -347,7 +360,7 @@ class AsyncEngine:
                 await self._wake.wait()
                 continue
             try:
-                outputs = await asyncio.to_thread(core.step)
+                outputs = await self.compute.call(core.step)
             except Exception as exc:  # a bug or device error: fail the in-flight requests, keep serving
                 log.exception("engine step failed; aborting in-flight requests")
                 self._fail_all(exc)

@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import logging
 import signal
-import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -21,6 +20,7 @@ import uvicorn
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 
+from sloserve_runtime.compute_thread import ComputeThread
 from sloserve_runtime.config import EngineConfig
 from sloserve_runtime.frontend import Frontend, Phase, ServerOptions
 from sloserve_runtime.metrics import RuntimeMetrics
@@ -99,37 +99,6 @@ class _Uvicorn(uvicorn.Server):
         yield
 
 
-def run_in_daemon_thread(function: Callable[[], Any]) -> asyncio.Future:
-    """Like asyncio.to_thread, but a daemon thread: a SIGTERM during a slow load must not wait for it."""
-    loop = asyncio.get_running_loop()
-    future: asyncio.Future = loop.create_future()
-
-    def settle(result: Any, error: BaseException | None) -> None:
-        if future.done():
-            return
-        if error is not None:
-            future.set_exception(error)
-        else:
-            future.set_result(result)
-
-    def hand_over(result: Any, error: BaseException | None) -> None:
-        try:
-            loop.call_soon_threadsafe(settle, result, error)
-        except RuntimeError:  # the loop already closed: the process stopped before the load finished
-            pass
-
-    def target() -> None:
-        try:
-            result = function()
-        except BaseException as error:  # handed to the event loop
-            hand_over(None, error)
-        else:
-            hand_over(result, None)
-
-    threading.Thread(target=target, name="sloserve-load", daemon=True).start()
-    return future
-
-
 class Runtime:
     """One serving process: listeners, the engine, and the drain on SIGTERM."""
 
@@ -194,7 +163,9 @@ class Runtime:
 
     async def _load(self) -> None:
         try:
-            engine = await run_in_daemon_thread(lambda: self.load_engine(self.config, self.metrics))
+            # Load on the thread that will run every step (compute_thread.py says why).
+            compute = ComputeThread("sloserve-engine")
+            engine = await compute.call(lambda: self.load_engine(self.config, self.metrics))
             self.metrics.bind(engine.model_name)
             weight_bytes = getattr(engine, "weight_bytes", None)
             if isinstance(weight_bytes, int):
