@@ -2,8 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from sloserve_operator.api import parse_spec
+from sloserve_operator.capacity import CapacityProfile, load_profile
 from sloserve_operator.observation import Observation, RegionObservation
+
+FIXTURE_PROFILE_PATH = Path(__file__).parent / "fixtures" / "cpu-test-profile.json"
+
+
+def fixture_profile() -> CapacityProfile:
+    """The tests' own CPU profile: fixed numbers, independent of the shipped (re-measurable) profiles."""
+    return load_profile(str(FIXTURE_PROFILE_PATH))
 
 
 def make_spec(min_replicas: int = 1, max_replicas: int = 10, warm: int = 1, window: str = "1m", max_step: int = 1,

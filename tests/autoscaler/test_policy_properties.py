@@ -6,12 +6,11 @@ import os
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sloserve_operator.capacity import load_shipped
 from sloserve_operator.policy import PolicyState, decide
 
-from .helpers import make_spec, observation, region_obs
+from .helpers import fixture_profile, make_spec, observation, region_obs
 
-PROFILE = load_shipped("smollm2-135m-cpu")
+PROFILE = fixture_profile()
 SETTINGS = settings(max_examples=int(os.environ.get("SLOSERVE_HYPOTHESIS_EXAMPLES", "30")), deadline=None,
                     derandomize=not os.environ.get("SLOSERVE_HYPOTHESIS_EXAMPLES"),
                     suppress_health_check=[HealthCheck.too_slow])

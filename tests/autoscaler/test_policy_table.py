@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from sloserve_operator.capacity import load_shipped
 from sloserve_operator.policy import PolicyState, decide
 
-from .helpers import make_spec, observation, region_obs
+from .helpers import fixture_profile, make_spec, observation, region_obs
 
-PROFILE = load_shipped("smollm2-135m-cpu")
+PROFILE = fixture_profile()
 CAPACITY = PROFILE.max_rate_within_budget(1.0, 0.1, 200, 128)  # ~3 req/s per replica
 
 CASES = [

@@ -6,6 +6,8 @@ import json
 
 from sloserve_operator.cli import main
 
+from .helpers import FIXTURE_PROFILE_PATH
+
 AZURE_ROWS = [
     # a two-minute Azure-format slice: a quiet minute, then a burst
     *(f"2023-11-16 18:15:{second:02d}.0000000,{300 + 7 * second},{20 + second % 7}" for second in range(0, 60, 2)),
@@ -23,7 +25,7 @@ def write_trace(tmp_path):
 def test_simulate_runs_every_policy_on_a_short_slice(tmp_path, capsys):
     trace = write_trace(tmp_path)
     out = tmp_path / "out"
-    code = main(["simulate", "--trace", str(trace), "--profile", "smollm2-135m-cpu", "--ttft", "2s", "--itl", "150ms",
+    code = main(["simulate", "--trace", str(trace), "--profile", str(FIXTURE_PROFILE_PATH), "--ttft", "2s", "--itl", "150ms",
                  "--no-tune", "--cold-start", "30", "--max-replicas", "8", "--out", str(out)])
     assert code == 0
     printed = capsys.readouterr().out

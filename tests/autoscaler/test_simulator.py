@@ -21,10 +21,10 @@ from sloserve_operator.simulate.replica import ReplicaEngine
 from sloserve_operator.simulate.run import simulate, with_preroll
 from sloserve_operator.simulate.traces import Request
 
-from .helpers import make_spec
+from .helpers import fixture_profile, make_spec
 
 H100 = load_shipped("llama-8b-h100")
-CPU = load_shipped("smollm2-135m-cpu")
+CPU = fixture_profile()
 SHARED = Path("/work/shared/traces")
 
 
