@@ -281,17 +281,24 @@ class Snapshot:
     gauges: dict[str, float] = field(default_factory=dict)  # running/waiting summed, kv_usage averaged
 
 
+def _flat(name: str) -> str:
+    return name.replace(":", "_")
+
+
 def parse_snapshot(text: str, metrics: Mapping[str, str], time: float) -> Snapshot:
-    """Reduce a /metrics text exposition to a Snapshot; ValueError if the text does not parse."""
-    wanted_buckets = {f"{metrics[name]}_bucket": name for name in _HISTOGRAMS}
-    wanted_counts = {f"{metrics[name]}_count": name for name in _HISTOGRAMS}
-    wanted_counters = {exposed_name(name, metrics[name]): name for name in _COUNTERS}
-    wanted_gauges = {metrics[name]: name for name in _GAUGES}
+    """Reduce a /metrics text exposition to a Snapshot; ValueError if the text does not parse.
+
+    Names are compared with colons read as underscores: an exporter may escape `vllm:` to `vllm_` (see
+    promql's module docstring), and no engine exposes both spellings for different things."""
+    wanted_buckets = {_flat(f"{metrics[name]}_bucket"): name for name in _HISTOGRAMS}
+    wanted_counts = {_flat(f"{metrics[name]}_count"): name for name in _HISTOGRAMS}
+    wanted_counters = {_flat(exposed_name(name, metrics[name])): name for name in _COUNTERS}
+    wanted_gauges = {_flat(metrics[name]): name for name in _GAUGES}
     snapshot = Snapshot(time=time)
     gauge_series: dict[str, list[float]] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
-            name, value = sample.name, float(sample.value)
+            name, value = _flat(sample.name), float(sample.value)
             if name in wanted_buckets:
                 per_le = snapshot.buckets.setdefault(wanted_buckets[name], {})
                 bound = float(sample.labels["le"])

@@ -6,6 +6,13 @@ ModelService, selected by the target labels the PodMonitor (or local mode's file
 namespace, model_service, region, role.
 
 Metric names come from engines.ENGINE_METRICS (logical name -> the engine's metric name).
+
+Colon names (`vllm:...`, `sglang:...`, `sloserve:...`) can reach Prometheus with the colons turned into
+underscores: prometheus_client (which vLLM and SGLang serve /metrics with) answers a scraper that offers
+OpenMetrics without an `escaping` parameter, which is what Prometheus 2.x sends, with `escaping=underscores`
+and writes `vllm_time_to_first_token_seconds_bucket` (its HELP/TYPE lines keep the colon). Prometheus 3
+asks for `allow-utf-8` and stores the colons; text-format 0.0.4 keeps them too. So every series selector
+here matches both spellings (`series`), whatever Prometheus version or scrape protocol is in front.
 """
 
 from __future__ import annotations
@@ -64,6 +71,15 @@ def le_regex(bound: float) -> str:
     return "|".join(re.escape(text) for text in sorted(spellings))
 
 
+def series(name: str, matchers: str) -> str:
+    """A series selector for `name` with label `matchers`, matching the underscore spelling of a colon name
+    too (see the module docstring); a plain name stays a plain selector."""
+    if ":" not in name:
+        return f"{name}{{{matchers}}}"
+    spellings = "|".join(re.escape(n) for n in (name, name.replace(":", "_")))
+    return f"{{__name__=~{_quote(spellings)}{',' + matchers if matchers else ''}}}"
+
+
 def _quote(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
@@ -108,7 +124,7 @@ class ServiceQueries:
     def latency_quantile(self, logical: str) -> str:
         return (
             f"histogram_quantile({self.quantile}, sum by (region, le) "
-            f"(rate({self._name(logical)}_bucket{{{self._sel}}}[{self._window}])))"
+            f"(rate({series(self._name(logical) + '_bucket', self._sel)}[{self._window}])))"
         )
 
     def within_budget(self, logical: str, budget: float) -> str:
@@ -116,26 +132,26 @@ class ServiceQueries:
         name, window = self._name(logical), self._window
         bucket = selector(self.namespace, self.model_service, extra=f"le=~{_quote(le_regex(budget))}")
         return (
-            f"sum by (region) (increase({name}_bucket{{{bucket}}}[{window}])) "
-            f"/ sum by (region) (increase({name}_count{{{self._sel}}}[{window}]))"
+            f"sum by (region) (increase({series(name + '_bucket', bucket)}[{window}])) "
+            f"/ sum by (region) (increase({series(name + '_count', self._sel)}[{window}]))"
         )
 
     def finished(self) -> str:
         """Requests finished in the window (also the confidence behind the percentiles)."""
-        return f"sum by (region) (increase({self._name('e2e')}_count{{{self._sel}}}[{self._window}]))"
+        return f"sum by (region) (increase({series(self._name('e2e') + '_count', self._sel)}[{self._window}]))"
 
     def gauge_change(self, logical: str) -> str:
         """Change of a gauge over the window (running + waiting growth: arrivals = finished + growth)."""
-        return f"sum by (region) (delta({self._name(logical)}{{{self._sel}}}[{self._window}]))"
+        return f"sum by (region) (delta({series(self._name(logical), self._sel)}[{self._window}]))"
 
     def token_increase(self, logical: str) -> str:
-        return f"sum by (region) (increase({self._name(logical)}{{{self._sel}}}[{self._window}]))"
+        return f"sum by (region) (increase({series(self._name(logical), self._sel)}[{self._window}]))"
 
     def gauge_sum(self, logical: str) -> str:
-        return f"sum by (region) ({self._name(logical)}{{{self._sel}}})"
+        return f"sum by (region) ({series(self._name(logical), self._sel)})"
 
     def gauge_mean(self, logical: str) -> str:
-        return f"avg by (region) ({self._name(logical)}{{{self._sel}}})"
+        return f"avg by (region) ({series(self._name(logical), self._sel)})"
 
     def ready_replicas(self) -> str:
         """Serving targets whose last scrape succeeded (0 when all are down, absent when none exist)."""

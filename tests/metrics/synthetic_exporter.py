@@ -1,9 +1,10 @@
 """A stand-in for a runtime replica's /metrics: prometheus_client metrics with the runtime's names.
 
 Tests record exactly the requests they want (so expected figures are known) and serve them over HTTP
-from a private registry the way the bundled runtime does: always the text format 0.0.4. (prometheus_client's
-own server negotiates OpenMetrics, and for a Prometheus 2.x scraper that escapes the colons of
-`sloserve:` names to underscores.)
+from a private registry the way the bundled runtime does: always the text format 0.0.4. With
+`negotiate=True` it answers the scraper's Accept header the way vLLM and SGLang do (prometheus_client's own
+negotiation), which for a Prometheus 2.x scraper means OpenMetrics with the colons of the names escaped to
+underscores. `prefix` picks the engine's names (sloserve, vllm).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, choose_encoder
 
 TTFT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 ITL_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0)
@@ -23,8 +24,9 @@ TOKEN_BUCKETS = (16, 64, 256, 1024, 4096)
 class SyntheticRuntime:
     """Runtime-named metrics on a private registry, served on 127.0.0.1 at a free port."""
 
-    def __init__(self, model_name: str = "smollm2") -> None:
+    def __init__(self, model_name: str = "smollm2", prefix: str = "sloserve", negotiate: bool = False) -> None:
         self.model_name = model_name
+        self.negotiate = negotiate
         self.registry = CollectorRegistry()
         labels = ["model_name"]
 
@@ -38,28 +40,30 @@ class SyntheticRuntime:
         def gauge(name: str) -> Gauge:
             return Gauge(name, name, labels, registry=self.registry).labels(model_name=model_name)
 
-        self.ttft = histogram("sloserve:time_to_first_token_seconds", TTFT_BUCKETS)
-        self.itl = histogram("sloserve:inter_token_latency_seconds", ITL_BUCKETS)
-        self.e2e = histogram("sloserve:e2e_request_latency_seconds", E2E_BUCKETS)
-        self.queue = histogram("sloserve:request_queue_time_seconds", TTFT_BUCKETS)
-        self.prompt_hist = histogram("sloserve:request_prompt_tokens", TOKEN_BUCKETS)
-        self.output_hist = histogram("sloserve:request_generation_tokens", TOKEN_BUCKETS)
-        self.prompt_tokens = counter("sloserve:prompt_tokens")
-        self.generation_tokens = counter("sloserve:generation_tokens")
-        self.running = gauge("sloserve:num_requests_running")
-        self.waiting = gauge("sloserve:num_requests_waiting")
-        self.kv_usage = gauge("sloserve:kv_cache_usage_perc")
+        self.ttft = histogram(f"{prefix}:time_to_first_token_seconds", TTFT_BUCKETS)
+        self.itl = histogram(f"{prefix}:inter_token_latency_seconds", ITL_BUCKETS)
+        self.e2e = histogram(f"{prefix}:e2e_request_latency_seconds", E2E_BUCKETS)
+        self.queue = histogram(f"{prefix}:request_queue_time_seconds", TTFT_BUCKETS)
+        self.prompt_hist = histogram(f"{prefix}:request_prompt_tokens", TOKEN_BUCKETS)
+        self.output_hist = histogram(f"{prefix}:request_generation_tokens", TOKEN_BUCKETS)
+        self.prompt_tokens = counter(f"{prefix}:prompt_tokens")
+        self.generation_tokens = counter(f"{prefix}:generation_tokens")
+        self.running = gauge(f"{prefix}:num_requests_running")
+        self.waiting = gauge(f"{prefix}:num_requests_waiting")
+        self.kv_usage = gauge(f"{prefix}:kv_cache_usage_perc")
         self._server = None
         self.url = ""
 
     def serve(self) -> str:
-        registry = self.registry
+        registry, negotiate = self.registry, self.negotiate
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-                body = generate_latest(registry)
+                encoder, content_type = choose_encoder(self.headers.get("Accept", "")) if negotiate else \
+                    (generate_latest, CONTENT_TYPE_LATEST)
+                body = encoder(registry)
                 self.send_response(200 if self.path == "/metrics" else 404)
-                self.send_header("Content-Type", CONTENT_TYPE_LATEST)
+                self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
