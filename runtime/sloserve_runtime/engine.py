@@ -168,6 +168,7 @@ class EngineCore:
         )
         if num_decodes:
             step.decode_blocks, step.decode_mask = self._decode_blocks(decode_tables, decode_lens)
+            step.decode_lens = torch.tensor(decode_lens, dtype=torch.long, device=dev)
         return step
 
     def _decode_blocks(self, tables: list[list[int]], lengths: list[int]) -> tuple[torch.Tensor, torch.Tensor]:

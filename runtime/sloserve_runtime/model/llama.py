@@ -14,6 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..kernels import cpu_kernels_available
 from ..quantization import linear
 from .config import ModelArgs
 from .packed import can_prepack, prepack
@@ -50,6 +51,7 @@ class StepInput:
     num_decodes: int  # the first num_decodes rows are single-token decode steps
     decode_blocks: torch.Tensor | None = None  # [B, NB] block tables, padding points at the zeroed null block
     decode_mask: torch.Tensor | None = None  # [B, 1, 1, L] float32: 0 where attended, -inf on padding
+    decode_lens: torch.Tensor | None = None  # [B] int64 context length of each decode (this token included)
     prefills: list[PrefillSlice] = field(default_factory=list)
     logits_indices: torch.Tensor | None = None  # rows whose next-token logits are needed
 
@@ -102,6 +104,8 @@ class PagedLlama:
         self.cos, self.sin = rope_tables(args.head_dim, args.rope_theta, args.rope_scaling, max_positions,
                                          dtype, device)
         self.block_size = 16
+        # The C++ paged decode attention (kernels/) reads K/V in place; the torch path below is the fallback.
+        self.paged_kernel = device.type == "cpu" and cpu_kernels_available()
         self.k_cache: list[torch.Tensor] = []
         self.v_cache: list[torch.Tensor] = []
 
@@ -200,6 +204,10 @@ class PagedLlama:
         """
         a = self.args
         b, kvh, d = q.shape[0], a.num_kv_heads, a.head_dim
+        if self.paged_kernel and step.decode_lens is not None:
+            out = torch.ops.sloserve.paged_decode_attention(q.contiguous(), k_cache, v_cache, step.decode_blocks,
+                                                            step.decode_lens, self.block_size, d ** -0.5)
+            return out.view(b, a.num_heads * d)
         group = a.num_heads // kvh
         blocks = step.decode_blocks
         length = blocks.shape[1] * self.block_size

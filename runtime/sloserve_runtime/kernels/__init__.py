@@ -1,0 +1,81 @@
+"""C++ kernels for the CPU hot path, compiled on first use with torch's cpp_extension and cached on disk.
+
+Why: some steps are memory-bound in ways torch ops cannot fuse. Decode attention is the case here: the torch
+path copies every sequence's KV blocks into one batch before two batched matmuls; the kernel reads each K/V
+row once where it lies (paged_attention.cpp has the numbers). Every kernel has a torch path in model/llama.py,
+used on other devices, when the build fails (no C++ compiler: a warning says so), and with SLOSERVE_KERNELS=0.
+
+The build takes ~20 s once per machine and torch version; `python -m sloserve_runtime.kernels` does it ahead
+of time (`make setup` and the runtime image run it). The cache key includes the CPU's feature flags because
+the code is compiled with -march=native.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import platform
+import shutil
+from pathlib import Path
+
+import torch
+
+log = logging.getLogger(__name__)
+
+SOURCES = [Path(__file__).with_name("paged_attention.cpp")]
+# Let the compiler vectorize float sums (dot products, softmax totals) by reassociating them; no -ffast-math:
+# infinities and NaNs keep their meaning.
+REDUCTION_FLAGS = ["-fno-math-errno", "-fassociative-math", "-fno-signed-zeros", "-fno-trapping-math"]
+_available: bool | None = None
+
+
+def build_directory() -> Path:
+    root = Path(os.environ.get("SLOSERVE_KERNEL_CACHE", Path.home() / ".cache" / "sloserve" / "kernels"))
+    return root / f"torch-{torch.__version__}-{platform.machine()}-{_cpu_fingerprint()}"
+
+
+def _cpu_fingerprint() -> str:
+    try:
+        flags = next((line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")), "")
+    except OSError:
+        flags = platform.processor()
+    return hashlib.sha256(flags.encode()).hexdigest()[:12]
+
+
+def _put_ninja_on_path() -> None:
+    """cpp_extension runs `ninja` from PATH; the PyPI package installs it inside the venv, often not on PATH."""
+    if shutil.which("ninja") is None:
+        with contextlib.suppress(ImportError):
+            import ninja
+
+            os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + os.environ.get("PATH", "")
+
+
+def cpu_kernels_available() -> bool:
+    """Build (or load from the cache) once per process; False means: use the torch path."""
+    global _available
+    if _available is None:
+        _available = _load()
+    return _available
+
+
+def _load() -> bool:
+    if os.environ.get("SLOSERVE_KERNELS", "1").strip().lower() in ("0", "false", "off", "no"):
+        log.info("C++ kernels disabled by SLOSERVE_KERNELS")
+        return False
+    try:
+        from torch.utils.cpp_extension import load
+
+        _put_ninja_on_path()
+
+        directory = build_directory()
+        directory.mkdir(parents=True, exist_ok=True)
+        load(name="sloserve_kernels", sources=[str(s) for s in SOURCES], build_directory=str(directory),
+             extra_cflags=["-O3", "-march=native", "-fopenmp", *REDUCTION_FLAGS], extra_ldflags=["-fopenmp"],
+             is_python_module=False, verbose=False)
+        return True
+    except Exception as error:  # no compiler, no ninja, a read-only home...: serve anyway, a bit slower
+        log.warning("C++ kernels unavailable, using the torch path: %s", str(error).strip().splitlines()[-1:])
+        return False
