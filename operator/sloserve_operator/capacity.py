@@ -30,9 +30,10 @@ from typing import Any
 
 SCHEMA = "sloserve.capacity-profile/v1"
 DEFAULT_COLD_START_SECONDS = 120.0
-# TTFT is judged at the p95 while the policy observes mean prompt lengths: prompts are heavy-tailed
-# (Azure conv: p95/mean ~ 4x), so the TTFT check sizes for a prompt this many times the mean.
+# The policy observes mean prompt lengths; the ITL p95 is set by steps carrying a prefill chunk, sized for a
+# prompt this many times the mean (chunks are whole when tail prompts exceed the chunk budget).
 PROMPT_TAIL_FACTOR = 2.5
+RHO_MAX = 0.98  # utilisation at which a replica is treated as overloaded (queues grow without bound)
 
 
 @dataclass(frozen=True)
@@ -161,52 +162,69 @@ class CapacityProfile:
     def step_seconds(self, prefill_tokens: float, decoding: float) -> float:
         return self.step.seconds(prefill_tokens, decoding)
 
-    def predict(self, rate: float, prompt_tokens: float, output_tokens: float,
-                quantile: float = 0.95, fleet_size: int = 1) -> tuple[float, float, float]:
-        """(ttft_p95, itl_p95, batch) one replica would show at `rate` requests/s; inf when overloaded.
+    def steady_state(self, rate: float, prompt_tokens: float, output_tokens: float, quantile: float = 0.95,
+                     fleet_size: int = 1) -> SteadyState | None:
+        """One replica at `rate` requests/s in steady state (None when overloaded): a queueing view of
+        continuous batching with chunked prefill.
 
-        `quantile` above 0.95 sizes the queueing waits for that share of requests instead (the SLO
-        objective: 99% of requests within budget needs the p99 wait within it). `fleet_size` replicas behind
-        a least-outstanding router share their batch slots as one pool, so the slot wait shrinks as the
-        fleet grows (the compute terms stay per replica).
-
-        Steady state of continuous batching: each request costs per_prefill_token * P of prefill work and
-        per_decode_seq * O of decode work, shared steps cost `base`; so the compute utilisation is
-        rho = rate * (aP + bO) and the mean step is base / (1 - rho) (Little's law for the batch).
-        Steps carrying a prefill chunk are longer by a * chunk; once they are more than 5% of steps they set
-        the ITL p95. TTFT p95: the chunks of a tail-length prompt, a queueing term growing as rho/(1-rho), and
-        the wait for a free batch slot: maxBatchSize slots each held for a request's whole decode (Erlang C).
+        - Every step costs `base`, each request a*P of prefill and b*O of decode work, so the compute
+          utilisation is rho = rate * (aP + bO) and the mean step is base / (1 - rho); the decoding batch
+          follows by Little's law (rate * O * mean step) and must stay below maxBatchSize.
+        - A decode-only step takes base + b*batch; a step carrying a prefill chunk (the token budget the
+          decoders leave) takes a*chunk longer. Once more than 5% of steps carry a chunk, those set the
+          ITL p95 (the mean step is not added on top: it already averages the chunks in).
+        - Prefill is a FCFS queue of prompts served chunk by chunk at chunk / chunk-step tokens per second
+          (every chunk step pays `base` and the decoders too, which is what limits long-prompt traffic).
+          With exponential prompt lengths that queue is M/M/1, whose time in system is exponential with
+          mean service / (1 - load): TTFT is that, plus the first decode step, plus the wait for a batch
+          slot (Erlang C over the fleet's pooled slots, at `quantile`).
         """
         a = self.step.per_prefill_token_seconds
         b = self.step.per_decode_seq_seconds
+        base = self.step.base_seconds
         prompt = max(prompt_tokens, 1.0)
         output = max(output_tokens, 1.0)
         rho = rate * (a * prompt + b * output)
-        if rho >= 0.98:
-            return math.inf, math.inf, math.inf
-        step = self.step.base_seconds / (1.0 - rho)
+        if rho >= RHO_MAX:
+            return None
+        step = base / (1.0 - rho)
         batch = rate * output * step
         if batch >= self.max_batch_size:
-            return math.inf, math.inf, batch
+            return None
+        decode_step = base + b * batch
+        chunk = max(self.max_batched_tokens - batch, 1.0)
+        chunk_step = decode_step + a * chunk
+        chunked_share = min(1.0, rate * max(1.0, prompt / chunk) * step)
+        itl_p95 = decode_step + a * min(chunk, prompt * PROMPT_TAIL_FACTOR) * min(1.0, chunked_share / 0.05)
+        prefill_rate = chunk / chunk_step  # prompt tokens per second while prefilling
+        load = rate * prompt / prefill_rate
+        if load >= RHO_MAX:
+            return None
+        service = max(prompt / prefill_rate, decode_step)
         pool = max(fleet_size, 1)
-        slot_wait = _slot_wait(self.max_batch_size * pool, batch * pool, output * step, max(quantile, 0.95))
-        chunk = min(prompt, self.max_batched_tokens)
-        chunked_share = min(1.0, rate * math.ceil(prompt / self.max_batched_tokens) * step)
-        itl_p95 = step + a * chunk * min(1.0, chunked_share / 0.05)
-        tail_prompt = prompt * PROMPT_TAIL_FACTOR
-        tail_chunk = min(tail_prompt, self.max_batched_tokens)
-        chunks = math.ceil(tail_prompt / self.max_batched_tokens)
-        queueing = math.log(1.0 / (1.0 - max(quantile, 0.95))) * rho / (1.0 - rho)  # 3.0 at p95
-        ttft_p95 = chunks * (step + a * tail_chunk) + step * (1.0 + queueing) + slot_wait
-        return ttft_p95, itl_p95, batch
+        slot_wait = _slot_wait(self.max_batch_size * pool, batch * pool, output * step, max(quantile, 0.5))
+        return SteadyState(batch=batch, itl_p95=itl_p95, ttft_shift=decode_step + slot_wait,
+                           ttft_mean_excess=service / (1.0 - load))
+
+    def predict(self, rate: float, prompt_tokens: float, output_tokens: float,
+                quantile: float = 0.95, fleet_size: int = 1) -> tuple[float, float, float]:
+        """(TTFT at `quantile`, ITL p95, batch) one replica would show at `rate` requests/s; inf when overloaded.
+
+        `quantile` 0.95 is the p95 the budgets name; the SLO objective (say 99% of requests within budget)
+        asks for the TTFT at that quantile instead. See steady_state for the model."""
+        state = self.steady_state(rate, prompt_tokens, output_tokens, quantile, fleet_size)
+        if state is None:
+            return math.inf, math.inf, math.inf
+        return state.ttft_quantile(quantile), state.itl_p95, state.batch
 
     def max_rate_within_budget(self, ttft_budget: float, itl_budget: float, prompt_tokens: float,
                                output_tokens: float, quantile: float = 0.95, fleet_size: int = 1) -> float:
-        """Requests/s one replica sustains with predicted p95 TTFT and ITL within both budgets (0 if none)."""
+        """Requests/s one replica sustains with a `quantile` share of TTFTs within the TTFT budget and the ITL
+        p95 within the ITL budget (0 if no rate does)."""
 
         def fits(rate: float) -> bool:
-            ttft, itl, _ = self.predict(rate, prompt_tokens, output_tokens, quantile, fleet_size)
-            return ttft <= ttft_budget and itl <= itl_budget
+            state = self.steady_state(rate, prompt_tokens, output_tokens, quantile, fleet_size)
+            return state is not None and state.ttft_quantile(quantile) <= ttft_budget and state.itl_p95 <= itl_budget
 
         if not fits(1e-9):
             return 0.0
@@ -221,6 +239,25 @@ class CapacityProfile:
             else:
                 high = middle
         return low
+
+
+@dataclass(frozen=True)
+class SteadyState:
+    """What the capacity model predicts for one replica at one load (CapacityProfile.steady_state)."""
+
+    batch: float  # mean decoding sequences
+    itl_p95: float  # seconds
+    ttft_shift: float  # seconds every request pays (first decode step, batch-slot wait)
+    ttft_mean_excess: float  # mean of the exponential rest of the TTFT (prefill queue + own prefill)
+
+    def ttft_quantile(self, quantile: float) -> float:
+        return self.ttft_shift + self.ttft_mean_excess * math.log(1.0 / max(1.0 - quantile, 1e-9))
+
+    def ttft_within(self, budget: float) -> float:
+        """Share of requests whose TTFT is within `budget`."""
+        if budget <= self.ttft_shift:
+            return 0.0
+        return 1.0 - math.exp(-(budget - self.ttft_shift) / self.ttft_mean_excess)
 
 
 def _slot_wait(slots: int, busy: float, hold_seconds: float, quantile: float) -> float:

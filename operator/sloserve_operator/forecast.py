@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 
 LEVEL_SECONDS = 30.0  # time constant of the rate's EWMA
-TREND_SECONDS = 120.0  # time constant of the trend's EWMA
+TREND_SECONDS = 60.0  # time constant of the trend's EWMA (120 s lagged the wave's ramps)
 MIN_TREND_SPAN = 60.0  # seconds of history before any trend is trusted
 MAX_GROWTH = 1.5  # forecast at most this multiple of the current rate
 

@@ -6,7 +6,9 @@ How a region is sized, in order:
 1. Model: per-replica capacity within the budgets from the capacity profile at the observed prompt/output
    lengths, with the profile calibrated online (latency factors = observed p95 / modelled p95 at the
    observed load, smoothed); with no profile, capacity is learned from observed rate per replica vs
-   latency. The fleet is sized to a target utilisation of that capacity.
+   latency. The fleet is sized by square-root staffing: R + HEADROOM * sqrt(R) replicas for an offered
+   load of R = rate / capacity, so small fleets keep relatively more headroom than large ones (one margin,
+   on a model whose p95 point was checked against the simulated fleet's 99%-of-requests point).
 2. Forecast: the rate is extrapolated over the cold-start horizon (forecast.py) so capacity is ready when
    the load arrives.
 3. Feedback: a breach (exact within-budget fraction below 95%, i.e. p95 over budget, or p95 over budget)
@@ -14,7 +16,9 @@ How a region is sized, in order:
    first), and the factors it moves make the model ask for more from then on. While our own pods are
    still starting, a breach does not stack more cold pods: they would not arrive sooner.
 4. Scale down only when every recommendation over the stabilization window was below the current size, the
-   load is not rising and there is no breach; at most maxStep per decision.
+   load is not rising and there is no breach; at most maxStep per decision. The window remembers what the
+   current rate needs: the forecast scales up ahead of a ramp, but a forecast that did not come true does
+   not hold its extra replicas for a whole window.
 5. Bounds per region, then the fleet's min/max. Missing or stale metrics: hold (never scale down).
 6. A region whose new pods stay Pending past pendingTimeout is held at its running size for a timeout and
    its deficit spills to the other regions by weight; `degraded` says so.
@@ -34,7 +38,12 @@ from .observation import Observation, RegionObservation
 from .placement import fit_to_bounds, region_names, region_weights, split_plain
 from .units import format_ms, parse_duration
 
-TARGET_UTILIZATION = 0.85  # of modelled capacity: the rest absorbs bursts within one decision interval
+# Square-root staffing: serve R + HEADROOM * sqrt(R) replicas for an offered load of R = rate / capacity.
+# The one safety margin on top of the capacity model (0.5: 88% utilisation at R = 20, 78% at R = 3).
+HEADROOM = 0.5
+# The budgets are p95s: the model's queueing waits are sized at that quantile. Checked against steady
+# simulated load, the model's p95 point is where the fleet serves ~99% of requests within budget.
+MODEL_QUANTILE = 0.95
 BREACH_WITHIN = 0.95  # a p95 budget is breached when fewer than 95% of samples are within it
 HISTORY_SECONDS = 900.0
 FACTOR_MIN, FACTOR_MAX = 0.5, 4.0  # bounds of the learned latency factors (observed / modelled p95)
@@ -157,7 +166,7 @@ def _capacity_per_replica(spec: ModelServiceSpec, obs: RegionObservation, profil
         prompt, output = _mean_lengths(obs, profile)
         capacity = profile.max_rate_within_budget(
             spec.slo.ttft.p95_seconds / factors[0], spec.slo.itl.p95_seconds / factors[1], prompt, output,
-            spec.slo.objective_fraction, max(fleet_size, 1))
+            MODEL_QUANTILE, max(fleet_size, 1))
         if capacity > MIN_CAPACITY:
             return capacity
     return learned if learned is not None and learned > MIN_CAPACITY else None
@@ -165,13 +174,14 @@ def _capacity_per_replica(spec: ModelServiceSpec, obs: RegionObservation, profil
 
 def _fleet_for(rate: float, capacity_at: Callable[[int], float | None], start: int) -> tuple[int, float | None]:
     """Smallest fleet whose per-replica capacity (which grows with the fleet: pooled batch slots) carries
-    `rate` at the target utilisation; a few fixed-point rounds from `start` settle it."""
+    `rate` with square-root-staffing headroom; a few fixed-point rounds from `start` settle it."""
     size = max(start, 1)
     capacity = capacity_at(size)
     for _ in range(6):
         if capacity is None:
             return size, None
-        wanted = max(math.ceil(rate / (capacity * TARGET_UTILIZATION) - 1e-9), 1)
+        load = rate / capacity
+        wanted = max(math.ceil(load + HEADROOM * math.sqrt(load) - 1e-9), 1)
         if wanted == size:
             break
         size = wanted
@@ -219,12 +229,14 @@ def _plan_region(spec: ModelServiceSpec, region: str, obs: RegionObservation, st
     if learned is not None:
         state.learned_capacity[region] = learned
     if profile is not None and settled:
-        factors = state.latency_factor[region] = _update_factors(factors, obs, profile, spec.slo.objective_fraction)
+        factors = state.latency_factor[region] = _update_factors(factors, obs, profile, MODEL_QUANTILE)
     planned_rate = forecast_rate(history, now, horizon)
-    need, capacity = _fleet_for(
-        planned_rate,
-        lambda size: _capacity_per_replica(spec, obs, profile, factors, state.learned_capacity.get(region), size),
-        max(current, 1))
+    def capacity_at(size: int) -> float | None:
+        return _capacity_per_replica(spec, obs, profile, factors, state.learned_capacity.get(region), size)
+
+    need, capacity = _fleet_for(planned_rate, capacity_at, max(current, 1))
+    # What the current rate needs: the stabilization window remembers this, not the forecast's need.
+    need_now = _fleet_for(rate, capacity_at, max(current, 1))[0] if planned_rate > rate else need
 
     if capacity is not None:
         need = need if planned_rate > 0 else 0
@@ -233,8 +245,9 @@ def _plan_region(spec: ModelServiceSpec, region: str, obs: RegionObservation, st
         # Nothing to model with yet: feedback alone, proportional to how far latency is from budget.
         need = current if ratio is None else max(1, math.ceil(current * ratio / 0.7)) if current else 1
         model_text = "no capacity model yet"
+        need_now = need
     if rate > 0:
-        need = max(need, 1)
+        need, need_now = max(need, 1), max(need_now, 1)
 
     p95_text = (f"ttft p95 {format_ms(obs.ttft_p95) if obs.ttft_p95 is not None else '-'}"
                 f"/{format_ms(ttft_budget)}, itl p95 {format_ms(obs.itl_p95) if obs.itl_p95 is not None else '-'}"
@@ -247,7 +260,7 @@ def _plan_region(spec: ModelServiceSpec, region: str, obs: RegionObservation, st
             need = max(need, current)
 
     recommendations = state.recommendations.setdefault(region, [])
-    recommendations.append((now, need))
+    recommendations.append((now, need if breach else min(need, need_now)))
     window = spec.scaling.scale_down.stabilization_seconds
     observed_since = recommendations[0][0]
     del recommendations[: max(0, len(recommendations) - 1 - sum(1 for t, _ in recommendations

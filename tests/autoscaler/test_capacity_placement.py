@@ -78,3 +78,31 @@ def test_profile_json_keys_are_camel_case():
     data = json.loads(load_shipped("smollm2-135m-cpu").to_json())
     assert {"schema", "step", "maxBatchSize", "maxBatchedTokens", "coldStartSeconds", "points"} <= set(data)
     assert set(data["step"]) == {"baseSeconds", "perPrefillTokenSeconds", "perDecodeSeqSeconds"}
+
+
+def test_itl_tail_is_one_chunk_step_not_the_mean_step_plus_a_chunk():
+    # Long prompts at moderate load: over 5% of steps carry a full chunk, so the ITL p95 is such a step:
+    # base + a * (chunk budget left by the decoders) + b * batch. The mean step already averages chunks in.
+    profile = load_shipped("llama-8b-h100")
+    step = profile.step
+    state = profile.steady_state(5.0, 2000, 200)
+    assert state is not None
+    chunk = profile.max_batched_tokens - state.batch
+    expected = step.base_seconds + step.per_decode_seq_seconds * state.batch + step.per_prefill_token_seconds * chunk
+    assert state.itl_p95 == pytest.approx(expected)
+
+
+def test_ttft_quantile_and_within_fraction_agree():
+    profile = load_shipped("llama-8b-h100")
+    state = profile.steady_state(8.0, 1000, 200, quantile=0.95, fleet_size=4)
+    assert state is not None
+    for quantile in (0.5, 0.95, 0.99):
+        assert state.ttft_within(state.ttft_quantile(quantile)) == pytest.approx(quantile)
+    assert profile.steady_state(1e6, 1000, 200) is None  # overloaded
+
+
+def test_capacity_at_the_budgets_quantile_meets_the_budget_exactly():
+    profile = load_shipped("llama-8b-h100")
+    rate = profile.max_rate_within_budget(1.0, 0.05, 1000, 200, quantile=0.95, fleet_size=8)
+    ttft, itl, _ = profile.predict(rate, 1000, 200, 0.95, 8)
+    assert max(ttft / 1.0, itl / 0.05) == pytest.approx(1.0, abs=1e-3)

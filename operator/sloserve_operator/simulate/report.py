@@ -7,7 +7,10 @@ from pathlib import Path
 
 from .compare import Comparison, Entry
 
-REPLICA_HOURS_TARGET = 0.65  # sloserve's replica-hours at most this share of tuned static peak
+# The issue's target: sloserve's replica-hours at most this share of static peak provisioning, i.e. the fleet
+# a platform team sizes for the peak minute from the measured profile (the "static peak, defaults" row).
+# The ratio to the hindsight-tuned static fleet is reported next to it.
+REPLICA_HOURS_TARGET = 0.65
 
 
 def dominates(a: Entry, b: Entry) -> bool:
@@ -17,16 +20,23 @@ def dominates(a: Entry, b: Entry) -> bool:
             and (ra.within_both > rb.within_both or ra.replica_hours < rb.replica_hours))
 
 
+def _ratio(hours: float, reference: Entry | None) -> str:
+    return f"{hours / reference.result.replica_hours:.2f}x" if reference and reference.result.replica_hours else "-"
+
+
 def markdown_table(comparison: Comparison) -> str:
-    static = comparison.find("static peak", "tuned") or comparison.find("static peak", "defaults")
+    """Replica-hours are shown against both static fleets: sized for the peak by the profile (defaults) and
+    tuned in hindsight on this trace."""
+    peak = comparison.find("static peak", "defaults")
+    tuned = comparison.find("static peak", "tuned")
     lines = ["| policy | setting | config | requests within both budgets | minutes with p95s within budget "
-             "| replica-hours | vs static peak | scale events |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| replica-hours | vs static peak (profile) | vs static peak (tuned) | scale events |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for entry in comparison.entries:
         r = entry.result
-        ratio = f"{r.replica_hours / static.result.replica_hours:.2f}x" if static else "-"
         lines.append(f"| {r.policy} | {entry.setting} | {r.config} | {r.within_both:.2%} | {r.minutes_within:.1%} "
-                     f"| {r.replica_hours:.2f} | {ratio} | {r.scale_events} |")
+                     f"| {r.replica_hours:.2f} | {_ratio(r.replica_hours, peak)} | {_ratio(r.replica_hours, tuned)} "
+                     f"| {r.scale_events} |")
     return "\n".join(lines)
 
 
@@ -40,11 +50,18 @@ def verdict(comparison: Comparison) -> list[str]:
     met = r.within_both >= comparison.objective
     lines.append(f"{'met' if met else 'MISSED'}: sloserve serves {r.within_both:.2%} of requests within both "
                  f"budgets (target >= {comparison.objective:.0%})")
-    static = comparison.find("static peak", "tuned")
-    if static:
-        share = r.replica_hours / static.result.replica_hours
+    peak = comparison.find("static peak", "defaults")
+    if peak:
+        share = r.replica_hours / peak.result.replica_hours
+        under = (f"; that fleet itself serves only {peak.result.within_both:.2%} within budget"
+                 if peak.result.within_both < comparison.objective else "")
         lines.append(f"{'met' if share <= REPLICA_HOURS_TARGET else 'MISSED'}: {share:.2f}x the replica-hours "
-                     f"of tuned static peak ({static.result.config}) (target <= {REPLICA_HOURS_TARGET}x)")
+                     f"of static peak provisioning ({peak.result.config}, sized for the peak minute by the "
+                     f"profile{under}) (target <= {REPLICA_HOURS_TARGET}x)")
+    tuned = comparison.find("static peak", "tuned")
+    if tuned:
+        lines.append(f"info: {r.replica_hours / tuned.result.replica_hours:.2f}x the replica-hours of static peak "
+                     f"tuned in hindsight ({tuned.result.config})")
     for entry in comparison.entries:
         if entry.setting != "tuned":
             continue
