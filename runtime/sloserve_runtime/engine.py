@@ -141,6 +141,7 @@ class EngineCore:
         decode_lens: list[int] = []
         prefills: list[PrefillSlice] = []
         num_decodes = 0
+        kernel = self.model.paged_kernel  # its row tables replace the torch path's decode blocks and slices
         for item in plan.scheduled:
             seq, n = item.seq, item.num_new_tokens
             start, end = seq.num_computed, seq.num_computed + n
@@ -155,7 +156,7 @@ class EngineCore:
                 num_decodes += 1
                 decode_tables.append(table)
                 decode_lens.append(end)
-            else:
+            elif not kernel:
                 prefills.append(self._prefill_slice(row, start, end, table))
         dev = self.device
         step = StepInput(
@@ -166,10 +167,26 @@ class EngineCore:
             prefills=prefills,
             logits_indices=torch.tensor(logits_rows, dtype=torch.long, device=dev),
         )
-        if num_decodes:
+        if kernel:
+            step.row_tables, step.row_lens = self._row_tables(plan)
+        elif num_decodes:
             step.decode_blocks, step.decode_mask = self._decode_blocks(decode_tables, decode_lens)
-            step.decode_lens = torch.tensor(decode_lens, dtype=torch.long, device=dev)
         return step
+
+    def _row_tables(self, plan: SchedulerOutput) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per row of the step: its sequence's block table (padded with the null block) and position + 1."""
+        bs = self.block_size
+        width = max(-(-(item.seq.num_computed + item.num_new_tokens) // bs) for item in plan.scheduled)
+        tables, row_seq, lens = [], [], []
+        for index, item in enumerate(plan.scheduled):
+            table = item.seq.block_ids[:width]
+            tables.append(table + [0] * (width - len(table)))
+            row_seq.extend([index] * item.num_new_tokens)
+            lens.extend(range(item.seq.num_computed + 1, item.seq.num_computed + item.num_new_tokens + 1))
+        dev = self.device
+        per_seq = torch.tensor(tables, dtype=torch.long, device=dev)
+        return per_seq[torch.tensor(row_seq, dtype=torch.long, device=dev)], torch.tensor(lens, dtype=torch.long,
+                                                                                         device=dev)
 
     def _decode_blocks(self, tables: list[list[int]], lengths: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """[B, NB] block tables padded with the null block, and the additive [B, 1, 1, NB*bs] mask."""

@@ -1,4 +1,4 @@
-"""The C++ paged decode attention against a float64 reference built with plain torch ops: every dtype, the
+"""The C++ paged attention against a float64 reference built with plain torch ops: every dtype, the
 register-resident head sizes (64, 128) and the generic path (32), grouped and ungrouped heads, lengths that
 end mid-block, and scattered block tables."""
 
@@ -39,7 +39,7 @@ def test_matches_reference(dtype, tolerance, heads, kv_heads, dim):
     v_cache = torch.randn(kv_heads, num_blocks * block_size, dim, generator=generator).to(dtype)
     q = torch.randn(len(lengths), heads, dim, generator=generator).to(dtype)
     scale = dim ** -0.5
-    got = torch.ops.sloserve.paged_decode_attention(q, k_cache, v_cache, tables, lengths, block_size, scale)
+    got = torch.ops.sloserve.paged_attention(q, k_cache, v_cache, tables, lengths, block_size, scale)
     assert got.dtype == dtype and got.shape == q.shape
     want = reference(q, k_cache, v_cache, tables, lengths, block_size, scale)
     assert torch.allclose(got.double(), want, atol=tolerance, rtol=tolerance), (got.double() - want).abs().max()
@@ -49,4 +49,35 @@ def test_rejects_lengths_beyond_the_block_table():
     q = torch.zeros(1, 2, 64)
     cache = torch.zeros(1, 64, 64)
     with pytest.raises(RuntimeError, match="lengths out of range"):
-        torch.ops.sloserve.paged_decode_attention(q, cache, cache, torch.tensor([[1]]), torch.tensor([17]), 16, 0.125)
+        torch.ops.sloserve.paged_attention(q, cache, cache, torch.tensor([[1]]), torch.tensor([17]), 16, 0.125)
+
+
+async def test_engine_gives_the_same_tokens_with_and_without_the_kernel(tmp_path):
+    """Whole engine, fp32, greedy: mixed decode/prefill steps, chunked prefill (small token budget) and a
+    shared prefix served from the cache take the kernel path in one engine and the torch path in the other."""
+    import asyncio
+
+    from sloserve_runtime.config import EngineConfig
+    from sloserve_runtime.engine import AsyncEngine
+    from sloserve_runtime.sampling import SamplingParams
+    from sloserve_runtime.testing import make_tiny_model
+
+    config = EngineConfig(model=str(make_tiny_model(tmp_path)), dtype="float32", max_model_len=256,
+                          kv_cache_blocks=128, block_size=4, max_batched_tokens=24)
+    shared = list(range(3, 40))
+    prompts = [shared + [50 + i] * (i + 1) for i in range(5)] + [[7, 8, 9]]
+    results = []
+    for use_kernel in (True, False):
+        engine = AsyncEngine.from_config(config)
+        engine.core.model.paged_kernel = use_kernel
+        await engine.start()
+        try:
+            async def run(index, prompt, engine=engine):
+                params = SamplingParams(max_tokens=12, temperature=0.0, ignore_eos=True)
+                return [t async for out in engine.generate(f"r{index}", prompt, params) for t in out.new_token_ids]
+
+            results.append(await asyncio.gather(*(run(i, p) for i, p in enumerate(prompts))))
+        finally:
+            await engine.shutdown()
+    assert all(len(tokens) == 12 for tokens in results[0])
+    assert results[0] == results[1]

@@ -1,10 +1,15 @@
-// Decode attention straight from the paged KV cache: one query token per sequence, keys and values read in
-// place through the block table. The torch version first copies every sequence's blocks into a contiguous
-// batch (index_select) and then runs two batched matmuls over the copy; at batch 16 that copy alone was a
-// quarter of a SmolLM2 decode step on CPU. Reading each K/V row once, where it lies, removes it.
+// Attention straight from the paged KV cache. Each row of q is one query token that attends to the first
+// `length` slots of its own block table: a decode is one row with length = its context; a prefill chunk is one
+// row per token, all sharing the sequence's table, with lengths position + 1 (causal, and chunked prefill over a
+// cached prefix comes for free). So one call per layer covers a whole mixed batch.
+//
+// Why: the torch path copies every decode's KV blocks into one batch (index_select) before two batched
+// matmuls, and runs prefills through SDPA one sequence at a time. At decode batch 16 on SmolLM2 the copy alone
+// was a quarter of the step; here each K/V row is read once, where it lies, widened to float32 in registers
+// and used by all the query heads that share it.
 //
 // Layout (as PagedLlama allocates it): k_cache, v_cache [KVH, slots, D] with slot = block * block_size + offset;
-// q [B, H, D] with query head h served by KV head h / (H / KVH); block_tables [B, NB] int64; lengths [B] int64.
+// q [T, H, D] with query head h served by KV head h / (H / KVH); block_tables [T, NB] int64; lengths [T] int64.
 // Scores, softmax and the weighted sum are float32 whatever the storage dtype.
 
 #include <ATen/ATen.h>
@@ -211,11 +216,15 @@ void decode_attention(const at::Tensor& q, const at::Tensor& k_cache, const at::
   int64_t max_length = 0;
   for (int64_t b = 0; b < batch; ++b) max_length = std::max(max_length, lens[b]);
 
-  // One work item per (sequence, KV head): its `group` query heads share every K/V row that is read.
+  // One work item per (query row, KV head): its `group` query heads share every K/V row that is read.
   at::parallel_for(0, batch * kv_heads, 1, [&](int64_t begin, int64_t end) {
     std::vector<float> query(group * dim), acc(group * dim), row(dim), scores(group * max_length), norm(group);
     for (int64_t item = begin; item < end; ++item) {
-      const int64_t b = item / kv_heads, h = item % kv_heads, length = lens[b];
+      // Rows alternate from both ends so that the contiguous range each thread gets mixes short and long
+      // contexts (a prefill's rows grow by one token each: in order, one thread would get all the long ones).
+      const int64_t pair = item / kv_heads, h = item % kv_heads;
+      const int64_t b = (pair % 2 == 0) ? pair / 2 : batch - 1 - pair / 2;
+      const int64_t length = lens[b];
       const int64_t* table = tables + b * table_width;
       const T* k_head = k_data + h * slots * dim;
       const T* v_head = v_data + h * slots * dim;
@@ -260,7 +269,7 @@ void decode_attention(const at::Tensor& q, const at::Tensor& k_cache, const at::
   });
 }
 
-at::Tensor paged_decode_attention(const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& v_cache,
+at::Tensor paged_attention(const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& v_cache,
                                   const at::Tensor& block_tables, const at::Tensor& lengths, int64_t block_size,
                                   double scale) {
   TORCH_CHECK(q.dim() == 3 && k_cache.dim() == 3 && v_cache.dim() == 3, "q [B,H,D], caches [KVH,slots,D]");
@@ -270,12 +279,12 @@ at::Tensor paged_decode_attention(const at::Tensor& q, const at::Tensor& k_cache
   TORCH_CHECK(q.scalar_type() == k_cache.scalar_type() && q.scalar_type() == v_cache.scalar_type(), "dtypes");
   TORCH_CHECK(block_tables.scalar_type() == at::kLong && lengths.scalar_type() == at::kLong, "int64 tables");
   TORCH_CHECK(block_tables.dim() == 2 && block_tables.size(0) == q.size(0) && lengths.size(0) == q.size(0),
-              "one block table and one length per sequence");
+              "one block table and one length per query row");
   const at::Tensor tables = block_tables.contiguous(), lens = lengths.contiguous();
   TORCH_CHECK(lens.numel() == 0 || (lens.min().item<int64_t>() >= 1 &&
               lens.max().item<int64_t>() <= tables.size(1) * block_size), "lengths out of range");
   at::Tensor out = at::empty_like(q);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, q.scalar_type(), "paged_decode_attention", [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, q.scalar_type(), "paged_attention", [&] {
     decode_attention<scalar_t>(q, k_cache, v_cache, tables, lens, block_size, scale, out);
   });
   return out;
@@ -284,8 +293,8 @@ at::Tensor paged_decode_attention(const at::Tensor& q, const at::Tensor& k_cache
 }  // namespace
 
 TORCH_LIBRARY(sloserve, m) {
-  m.def("paged_decode_attention(Tensor q, Tensor k_cache, Tensor v_cache, Tensor block_tables, "
+  m.def("paged_attention(Tensor q, Tensor k_cache, Tensor v_cache, Tensor block_tables, "
         "Tensor lengths, int block_size, float scale) -> Tensor");
 }
 
-TORCH_LIBRARY_IMPL(sloserve, CPU, m) { m.impl("paged_decode_attention", &paged_decode_attention); }
+TORCH_LIBRARY_IMPL(sloserve, CPU, m) { m.impl("paged_attention", &paged_attention); }

@@ -51,7 +51,10 @@ class StepInput:
     num_decodes: int  # the first num_decodes rows are single-token decode steps
     decode_blocks: torch.Tensor | None = None  # [B, NB] block tables, padding points at the zeroed null block
     decode_mask: torch.Tensor | None = None  # [B, 1, 1, L] float32: 0 where attended, -inf on padding
-    decode_lens: torch.Tensor | None = None  # [B] int64 context length of each decode (this token included)
+    # For the C++ paged attention (kernels/), which covers every row in one call: each row's block table
+    # (its sequence's, padded) and how many slots it attends to (its position + 1).
+    row_tables: torch.Tensor | None = None  # [T, NB] int64
+    row_lens: torch.Tensor | None = None  # [T] int64
     prefills: list[PrefillSlice] = field(default_factory=list)
     logits_indices: torch.Tensor | None = None  # rows whose next-token logits are needed
 
@@ -104,7 +107,7 @@ class PagedLlama:
         self.cos, self.sin = rope_tables(args.head_dim, args.rope_theta, args.rope_scaling, max_positions,
                                          dtype, device)
         self.block_size = 16
-        # The C++ paged decode attention (kernels/) reads K/V in place; the torch path below is the fallback.
+        # The C++ paged attention (kernels/) reads K/V in place; the torch path below is the fallback.
         self.paged_kernel = device.type == "cpu" and cpu_kernels_available()
         self.k_cache: list[torch.Tensor] = []
         self.v_cache: list[torch.Tensor] = []
@@ -172,7 +175,12 @@ class PagedLlama:
 
     def _attention(self, step: StepInput, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                    k_cache: torch.Tensor, v_cache: torch.Tensor) -> torch.Tensor:
-        """[T, H, D] queries -> [T, H*D]; decodes batched over gathered blocks, prefills one by one."""
+        """[T, H, D] queries -> [T, H*D]. With the C++ kernel: every row in one call, read in place from the
+        cache. Torch path: decodes batched over gathered blocks, prefills one by one through SDPA."""
+        if self.paged_kernel and step.row_lens is not None:
+            out = torch.ops.sloserve.paged_attention(q.contiguous(), k_cache, v_cache, step.row_tables, step.row_lens,
+                                                     self.block_size, self.args.head_dim ** -0.5)
+            return out.view(q.shape[0], -1)
         outputs: list[torch.Tensor] = []
         b = step.num_decodes
         if b:
@@ -204,10 +212,6 @@ class PagedLlama:
         """
         a = self.args
         b, kvh, d = q.shape[0], a.num_kv_heads, a.head_dim
-        if self.paged_kernel and step.decode_lens is not None:
-            out = torch.ops.sloserve.paged_decode_attention(q.contiguous(), k_cache, v_cache, step.decode_blocks,
-                                                            step.decode_lens, self.block_size, d ** -0.5)
-            return out.view(b, a.num_heads * d)
         group = a.num_heads // kvh
         blocks = step.decode_blocks
         length = blocks.shape[1] * self.block_size
