@@ -13,7 +13,7 @@ _DTYPES = {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.
 
 
 # Default ceiling for the CPU KV pool when --kv-cache-blocks is not given (vLLM CPU defaults to 4 GiB).
-CPU_KV_CACHE_CAP_BYTES = 2 << 30
+CPU_KV_CACHE_CAP_BYTES = 1 << 30  # committed at start; 1 GiB is ~45k tokens of SmolLM2-135M
 
 
 def pick_device(name: str) -> torch.device:
