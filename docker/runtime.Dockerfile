@@ -28,7 +28,11 @@ LABEL org.opencontainers.image.title="sloserve-runtime" \
       org.opencontainers.image.description="Continuous-batching LLM runtime with SLO-aligned metrics" \
       org.opencontainers.image.licenses="Apache-2.0"
 ENV PATH=/opt/sloserve/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 HOME=/tmp \
-    XDG_CACHE_HOME=/cache HF_HOME=/cache/huggingface
+    XDG_CACHE_HOME=/cache HF_HOME=/cache/huggingface SLOSERVE_KERNEL_CACHE=/cache/sloserve-kernels
+# g++ lets a CPU replica build its C++ attention kernel for the node's own CPU at first start (-march=native,
+# ~15 s, cached in /cache); without it the runtime serves through its slower torch path. GPU replicas never
+# use it: drop this layer from a CUDA-only image.
+RUN apt-get update && apt-get install -y --no-install-recommends g++ && rm -rf /var/lib/apt/lists/*
 COPY --from=build /opt/sloserve /opt/sloserve
 USER 1000:1000
 EXPOSE 8000 8001
