@@ -141,7 +141,7 @@ class EngineCore:
         decode_lens: list[int] = []
         prefills: list[PrefillSlice] = []
         num_decodes = 0
-        kernel = self.model.paged_kernel  # its row tables replace the torch path's decode blocks and slices
+        kernel = self.model.cpu_kernels  # its row tables replace the torch path's decode blocks and slices
         for item in plan.scheduled:
             seq, n = item.seq, item.num_new_tokens
             start, end = seq.num_computed, seq.num_computed + n

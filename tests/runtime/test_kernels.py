@@ -45,6 +45,31 @@ def test_matches_reference(dtype, tolerance, heads, kv_heads, dim):
     assert torch.allclose(got.double(), want, atol=tolerance, rtol=tolerance), (got.double() - want).abs().max()
 
 
+@pytest.mark.parametrize("dtype,tolerance", [(torch.float32, 1e-5), (torch.bfloat16, 2e-2), (torch.float16, 3e-3)])
+@pytest.mark.parametrize("width", [576, 40])  # a multiple of 16 (vector path) and not (scalar tail)
+def test_fused_norm_and_activation_match_torch(dtype, tolerance, width):
+    generator = torch.Generator().manual_seed(width)
+    x = torch.randn(7, width, generator=generator).to(dtype)
+    residual = torch.randn(7, width, generator=generator).to(dtype)
+    weight = torch.randn(width, generator=generator).to(dtype)
+    eps = 1e-5
+
+    def close(got, want):
+        return torch.allclose(got.double(), want.double(), atol=tolerance, rtol=tolerance)
+
+    want_sum = x + residual
+    want = torch.nn.functional.rms_norm(want_sum.float(), (width,), weight.float(), eps)
+    updated = x.clone()
+    got = torch.ops.sloserve.add_rms_norm_(updated, residual, weight, eps)
+    assert torch.equal(updated, want_sum), "x must hold x + residual afterwards"
+    assert close(got, want)
+    assert close(torch.ops.sloserve.rms_norm(x, weight, eps),
+                 torch.nn.functional.rms_norm(x.float(), (width,), weight.float(), eps))
+    gate_up = torch.randn(7, 2 * width, generator=generator).to(dtype) * 4
+    gate, up = gate_up.float().chunk(2, dim=-1)
+    assert close(torch.ops.sloserve.silu_mul(gate_up), torch.nn.functional.silu(gate) * up)
+
+
 def test_rejects_lengths_beyond_the_block_table():
     q = torch.zeros(1, 2, 64)
     cache = torch.zeros(1, 64, 64)
@@ -69,7 +94,7 @@ async def test_engine_gives_the_same_tokens_with_and_without_the_kernel(tmp_path
     results = []
     for use_kernel in (True, False):
         engine = AsyncEngine.from_config(config)
-        engine.core.model.paged_kernel = use_kernel
+        engine.core.model.cpu_kernels = use_kernel
         await engine.start()
         try:
             async def run(index, prompt, engine=engine):

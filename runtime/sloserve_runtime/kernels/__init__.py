@@ -24,7 +24,8 @@ import torch
 
 log = logging.getLogger(__name__)
 
-SOURCES = [Path(__file__).with_name("paged_attention.cpp")]
+KERNEL_DIR = Path(__file__).parent
+SOURCES = [KERNEL_DIR / name for name in ("paged_attention.cpp", "norm_activation.cpp")]
 # Let the compiler vectorize float sums (dot products, softmax totals) by reassociating them; no -ffast-math:
 # infinities and NaNs keep their meaning.
 REDUCTION_FLAGS = ["-fno-math-errno", "-fassociative-math", "-fno-signed-zeros", "-fno-trapping-math"]
@@ -72,8 +73,11 @@ def _load() -> bool:
 
         directory = build_directory()
         directory.mkdir(parents=True, exist_ok=True)
+        # cpp_extension rebuilds when the sources or flags change; the header's hash in a flag covers simd.h.
+        version = hashlib.sha256(b"".join(p.read_bytes() for p in sorted(KERNEL_DIR.glob("*.[ch]*")))).hexdigest()
         load(name="sloserve_kernels", sources=[str(s) for s in SOURCES], build_directory=str(directory),
-             extra_cflags=["-O3", "-march=native", "-fopenmp", *REDUCTION_FLAGS], extra_ldflags=["-fopenmp"],
+             extra_cflags=["-O3", "-march=native", "-fopenmp", *REDUCTION_FLAGS, f"-DSLOSERVE_KERNELS={version[:16]}"],
+             extra_ldflags=["-fopenmp"], extra_include_paths=[str(KERNEL_DIR)],
              is_python_module=False, verbose=False)
         return True
     except Exception as error:  # no compiler, no ninja, a read-only home...: serve anyway, a bit slower

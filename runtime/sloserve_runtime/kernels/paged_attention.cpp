@@ -17,9 +17,7 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
-#if defined(__AVX512F__)
-#include <immintrin.h>
-#endif
+#include "simd.h"
 
 #include <algorithm>
 #include <type_traits>
@@ -55,26 +53,13 @@ inline float dot(const float* a, const float* b, int64_t n) {
   for (; i < n; ++i) total += a[i] * b[i];
   return total;
 }
-// exp(x - shift) for a row, in place, returning the row's sum: the softmax numerator. Range reduction to
-// x = n ln2 + r with |r| <= ln2/2, a degree-6 Taylor polynomial for e^r (relative error ~1e-7), scalef by 2^n.
+// exp(x - shift) for a row, in place, returning the row's sum: the softmax numerator.
 inline float exp_shifted_sum(float* x, int64_t n, float shift) {
-  const __m512 log2e = _mm512_set1_ps(1.44269504f), ln2 = _mm512_set1_ps(0.693147181f);
-  const __m512 lo = _mm512_set1_ps(-87.0f), hi = _mm512_set1_ps(88.0f), s = _mm512_set1_ps(shift);
-  const __m512 c2 = _mm512_set1_ps(1.0f / 2), c3 = _mm512_set1_ps(1.0f / 6), c4 = _mm512_set1_ps(1.0f / 24);
-  const __m512 c5 = _mm512_set1_ps(1.0f / 120), c6 = _mm512_set1_ps(1.0f / 720), one = _mm512_set1_ps(1.0f);
+  const __m512 s = _mm512_set1_ps(shift);
   __m512 total = _mm512_setzero_ps();
   int64_t i = 0;
   for (; i + 16 <= n; i += 16) {
-    const __m512 v = _mm512_min_ps(_mm512_max_ps(_mm512_sub_ps(_mm512_loadu_ps(x + i), s), lo), hi);
-    const __m512 k = _mm512_roundscale_ps(_mm512_mul_ps(v, log2e), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    const __m512 r = _mm512_fnmadd_ps(k, ln2, v);
-    __m512 p = _mm512_fmadd_ps(c6, r, c5);
-    p = _mm512_fmadd_ps(p, r, c4);
-    p = _mm512_fmadd_ps(p, r, c3);
-    p = _mm512_fmadd_ps(p, r, c2);
-    p = _mm512_fmadd_ps(p, r, one);
-    p = _mm512_fmadd_ps(p, r, one);
-    const __m512 e = _mm512_scalef_ps(p, k);
+    const __m512 e = sloserve::exp16(_mm512_sub_ps(_mm512_loadu_ps(x + i), s));
     _mm512_storeu_ps(x + i, e);
     total = _mm512_add_ps(total, e);
   }
@@ -114,12 +99,7 @@ inline void axpy(float alpha, const float* x, float* y, int64_t n) {
 #endif
 
 #if defined(__AVX512F__)
-inline __m512 load16(const float* p) { return _mm512_loadu_ps(p); }
-inline __m512 load16(const c10::BFloat16* p) {
-  const __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
-  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(raw), 16));
-}
-inline __m512 load16(const c10::Half* p) { return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))); }
+using sloserve::load16;
 inline __m512 load16(const double*) { return _mm512_setzero_ps(); }  // never called: doubles take the generic path
 
 // The common head sizes with the query group and the output accumulators held in registers: each K and V row

@@ -93,8 +93,8 @@ class PagedLlama:
         self.cos, self.sin = rope_tables(args.head_dim, args.rope_theta, args.rope_scaling, max_positions,
                                          dtype, device)
         self.block_size = 16
-        # The C++ paged attention (kernels/) reads K/V in place; the torch path below is the fallback.
-        self.paged_kernel = device.type == "cpu" and cpu_kernels_available()
+        # The C++ kernels (kernels/: paged attention, fused norms and SiLU); the torch paths are the fallback.
+        self.cpu_kernels = device.type == "cpu" and cpu_kernels_available()
         self.k_cache: list[torch.Tensor] = []
         self.v_cache: list[torch.Tensor] = []
 
@@ -140,8 +140,9 @@ class PagedLlama:
         cos = self.cos[step.positions].unsqueeze(1)
         sin = self.sin[step.positions].unsqueeze(1)
         x = F.embedding(step.input_ids, self.embed)
+        pending: torch.Tensor | None = None  # the last sublayer's output, added to x by the next norm
         for i, layer in enumerate(self.layers):
-            h = F.rms_norm(x, (a.hidden_size,), layer.attn_norm, a.rms_norm_eps)
+            h = self._add_norm(x, pending, layer.attn_norm)
             qkv = linear(h, layer.wqkv, layer.bqkv)
             qk = qkv[:, :qk_width].view(num_tokens, heads + kv_heads, head_dim)
             qk = qk * cos + qk.roll(half, dims=-1) * sin
@@ -152,20 +153,37 @@ class PagedLlama:
             k_cache.index_copy_(1, step.slot_mapping, k.transpose(0, 1))
             v_cache.index_copy_(1, step.slot_mapping, v.transpose(0, 1))
             attn = self._attention(step, q, k, v, k_cache, v_cache)
-            x = x + linear(attn, layer.wo)
-            h = F.rms_norm(x, (a.hidden_size,), layer.ffn_norm, a.rms_norm_eps)
-            gate, up = linear(h, layer.w_gate_up).chunk(2, dim=-1)
-            x = x + linear(F.silu(gate) * up, layer.w_down)
+            h = self._add_norm(x, linear(attn, layer.wo), layer.ffn_norm)
+            pending = linear(self._silu_mul(linear(h, layer.w_gate_up)), layer.w_down)
+        if pending is not None:
+            x.add_(pending)
         if step.logits_indices is not None:
             x = x[step.logits_indices]
-        x = F.rms_norm(x, (a.hidden_size,), self.norm, a.rms_norm_eps)
+        x = self._add_norm(x.contiguous(), None, self.norm)
         return linear(x, self.lm_head).float()
+
+    def _add_norm(self, x: torch.Tensor, residual: torch.Tensor | None, weight: torch.Tensor) -> torch.Tensor:
+        """x += residual (in place, when given), then RMS-normalize x; one fused pass with the CPU kernels."""
+        eps = self.args.rms_norm_eps
+        if self.cpu_kernels:
+            if residual is None:
+                return torch.ops.sloserve.rms_norm(x, weight, eps)
+            return torch.ops.sloserve.add_rms_norm_(x, residual, weight, eps)
+        if residual is not None:
+            x.add_(residual)
+        return F.rms_norm(x, (self.args.hidden_size,), weight, eps)
+
+    def _silu_mul(self, gate_up: torch.Tensor) -> torch.Tensor:
+        if self.cpu_kernels:
+            return torch.ops.sloserve.silu_mul(gate_up)
+        gate, up = gate_up.chunk(2, dim=-1)
+        return F.silu(gate) * up
 
     def _attention(self, step: StepInput, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                    k_cache: torch.Tensor, v_cache: torch.Tensor) -> torch.Tensor:
         """[T, H, D] queries -> [T, H*D]. With the C++ kernel: every row in one call, read in place from the
         cache. Torch path: decodes batched over gathered blocks, prefills one by one through SDPA."""
-        if self.paged_kernel and step.row_lens is not None:
+        if self.cpu_kernels and step.row_lens is not None:
             out = torch.ops.sloserve.paged_attention(q.contiguous(), k_cache, v_cache, step.row_tables, step.row_lens,
                                                      self.block_size, self.args.head_dim ** -0.5)
             return out.view(q.shape[0], -1)
