@@ -70,6 +70,26 @@ def test_fused_norm_and_activation_match_torch(dtype, tolerance, width):
     assert close(torch.ops.sloserve.silu_mul(gate_up), torch.nn.functional.silu(gate) * up)
 
 
+@pytest.mark.parametrize("dtype,tolerance", [(torch.float32, 1e-5), (torch.bfloat16, 3e-2)])
+def test_rope_matches_the_torch_rotation(dtype, tolerance):
+    from sloserve_runtime.model.rope import rope_tables
+
+    heads, kv_heads, dim = 9, 3, 64
+    cos, sin = rope_tables(dim, 10000.0, None, 64, dtype, torch.device("cpu"))
+    generator = torch.Generator().manual_seed(1)
+    qkv = torch.randn(5, (heads + 2 * kv_heads) * dim, generator=generator).to(dtype)
+    positions = torch.tensor([0, 3, 3, 17, 63])
+    width = (heads + kv_heads) * dim
+    qk = qkv[:, :width].view(5, heads + kv_heads, dim).float()
+    want = qk * cos[positions].float().unsqueeze(1) + qk.roll(dim // 2, dims=-1) * sin[positions].float().unsqueeze(1)
+    got = qkv.clone()
+    torch.ops.sloserve.rope_(got, cos, sin, positions, heads + kv_heads)
+    assert torch.allclose(got[:, :width].view_as(want).double(), want.double(), atol=tolerance, rtol=tolerance)
+    assert torch.equal(got[:, width:], qkv[:, width:]), "V must not be rotated"
+    with pytest.raises(RuntimeError, match="beyond the rotary tables"):
+        torch.ops.sloserve.rope_(got, cos, sin, torch.tensor([0, 1, 2, 3, 64]), heads + kv_heads)
+
+
 def test_rejects_lengths_beyond_the_block_table():
     q = torch.zeros(1, 2, 64)
     cache = torch.zeros(1, 64, 64)

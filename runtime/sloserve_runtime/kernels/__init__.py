@@ -25,7 +25,7 @@ import torch
 log = logging.getLogger(__name__)
 
 KERNEL_DIR = Path(__file__).parent
-SOURCES = [KERNEL_DIR / name for name in ("paged_attention.cpp", "norm_activation.cpp")]
+SOURCES = [KERNEL_DIR / name for name in ("paged_attention.cpp", "elementwise.cpp")]
 # Let the compiler vectorize float sums (dot products, softmax totals) by reassociating them; no -ffast-math:
 # infinities and NaNs keep their meaning.
 REDUCTION_FLAGS = ["-fno-math-errno", "-fassociative-math", "-fno-signed-zeros", "-fno-trapping-math"]

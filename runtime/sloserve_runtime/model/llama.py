@@ -137,15 +137,20 @@ class PagedLlama:
         qk_width = (heads + kv_heads) * head_dim
         num_tokens = step.input_ids.shape[0]
         half = head_dim // 2
-        cos = self.cos[step.positions].unsqueeze(1)
-        sin = self.sin[step.positions].unsqueeze(1)
+        if not self.cpu_kernels:
+            cos = self.cos[step.positions].unsqueeze(1)
+            sin = self.sin[step.positions].unsqueeze(1)
         x = F.embedding(step.input_ids, self.embed)
         pending: torch.Tensor | None = None  # the last sublayer's output, added to x by the next norm
         for i, layer in enumerate(self.layers):
             h = self._add_norm(x, pending, layer.attn_norm)
             qkv = linear(h, layer.wqkv, layer.bqkv)
-            qk = qkv[:, :qk_width].view(num_tokens, heads + kv_heads, head_dim)
-            qk = qk * cos + qk.roll(half, dims=-1) * sin
+            if self.cpu_kernels:  # in place, one pass
+                torch.ops.sloserve.rope_(qkv, self.cos, self.sin, step.positions, heads + kv_heads)
+                qk = qkv[:, :qk_width].view(num_tokens, heads + kv_heads, head_dim)
+            else:
+                qk = qkv[:, :qk_width].view(num_tokens, heads + kv_heads, head_dim)
+                qk = qk * cos + qk.roll(half, dims=-1) * sin
             q = qk[:, :heads]
             k = qk[:, heads:]
             v = qkv[:, qk_width:].view(num_tokens, kv_heads, head_dim)

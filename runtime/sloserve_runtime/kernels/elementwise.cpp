@@ -5,6 +5,8 @@
 //   add_rms_norm_(x, residual, weight, eps) -> normed: x += residual in place, then rms_norm(x) * weight
 //   rms_norm(x, weight, eps) -> normed
 //   silu_mul(gate_up) -> silu(gate) * up, gate and up the two halves of the last dimension
+//   rope_(qkv, cos, sin, positions, rotated_heads) -> (): rotary embedding of the first rotated_heads heads of
+//     each row of the fused QKV projection, in place (cos and sign-folded sin tables as model/rope.py builds)
 // Statistics and activations are float32 whatever the storage dtype.
 
 #include <ATen/ATen.h>
@@ -71,6 +73,46 @@ void silu_mul_rows(const T* gate_up, T* out, int64_t rows, int64_t width) {
   });
 }
 
+template <typename T>
+void rope_rows(T* qkv, const T* cos, const T* sin, const int64_t* positions, int64_t rows, int64_t row_width,
+               int64_t heads, int64_t dim) {
+  const int64_t half = dim / 2;
+  at::parallel_for(0, rows, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> x(dim), c(dim), s(dim);
+    for (int64_t r = begin; r < end; ++r) {
+      const T* cr = cos + positions[r] * dim;
+      const T* sr = sin + positions[r] * dim;
+      for (int64_t d = 0; d < dim; ++d) {
+        c[d] = static_cast<float>(cr[d]);
+        s[d] = static_cast<float>(sr[d]);
+      }
+      for (int64_t h = 0; h < heads; ++h) {
+        T* head = qkv + r * row_width + h * dim;
+        for (int64_t d = 0; d < dim; ++d) x[d] = static_cast<float>(head[d]);
+        for (int64_t d = 0; d < dim; ++d) head[d] = static_cast<T>(x[d] * c[d] + x[(d + half) % dim] * s[d]);
+      }
+    }
+  });
+}
+
+void rope_(at::Tensor& qkv, const at::Tensor& cos, const at::Tensor& sin, const at::Tensor& positions,
+           int64_t rotated_heads) {
+  TORCH_CHECK(qkv.dim() == 2 && qkv.is_contiguous(), "qkv must be a contiguous [rows, width] matrix");
+  TORCH_CHECK(cos.dim() == 2 && cos.sizes() == sin.sizes() && cos.is_contiguous() && sin.is_contiguous(),
+              "cos and sin must be contiguous [positions, head_dim] tables");
+  TORCH_CHECK(cos.scalar_type() == qkv.scalar_type() && sin.scalar_type() == qkv.scalar_type(), "table dtype");
+  const int64_t dim = cos.size(1);
+  TORCH_CHECK(dim % 2 == 0 && rotated_heads * dim <= qkv.size(1), "rotated heads exceed the row");
+  TORCH_CHECK(positions.scalar_type() == at::kLong && positions.numel() == qkv.size(0), "one position per row");
+  const at::Tensor pos = positions.contiguous();
+  TORCH_CHECK(pos.numel() == 0 || (pos.min().item<int64_t>() >= 0 && pos.max().item<int64_t>() < cos.size(0)),
+              "position beyond the rotary tables");
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, qkv.scalar_type(), "rope_", [&] {
+    rope_rows<scalar_t>(qkv.data_ptr<scalar_t>(), cos.data_ptr<scalar_t>(), sin.data_ptr<scalar_t>(),
+                        pos.data_ptr<int64_t>(), qkv.size(0), qkv.size(1), rotated_heads, dim);
+  });
+}
+
 void check_rows(const at::Tensor& x, const at::Tensor& weight) {
   TORCH_CHECK(x.dim() == 2 && x.is_contiguous(), "x must be a contiguous [rows, width] matrix");
   TORCH_CHECK(weight.dim() == 1 && weight.size(0) == x.size(1) && weight.scalar_type() == x.scalar_type(),
@@ -117,10 +159,12 @@ TORCH_LIBRARY_FRAGMENT(sloserve, m) {
   m.def("add_rms_norm_(Tensor(a!) x, Tensor residual, Tensor weight, float eps) -> Tensor");
   m.def("rms_norm(Tensor x, Tensor weight, float eps) -> Tensor");
   m.def("silu_mul(Tensor gate_up) -> Tensor");
+  m.def("rope_(Tensor(a!) qkv, Tensor cos, Tensor sin, Tensor positions, int rotated_heads) -> ()");
 }
 
 TORCH_LIBRARY_IMPL(sloserve, CPU, m) {
   m.impl("add_rms_norm_", &add_rms_norm_);
   m.impl("rms_norm", &rms_norm);
   m.impl("silu_mul", &silu_mul);
+  m.impl("rope_", &rope_);
 }
