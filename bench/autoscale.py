@@ -9,11 +9,17 @@ unavoidable misses (a request alone on an idle replica already over budget) stay
 docs/autoscaling.md for the reasoning. Takes a few minutes per scenario on one core.
 
     .venv/bin/python bench/autoscale.py [--only azure-cpu] [--quick]
+    .venv/bin/python bench/autoscale.py --check-model [--only NAME]
+
+--check-model checks the capacity model instead: a fixed fleet under steady Poisson load with the
+scenario's own prompt/output lengths, at rates around the model's capacity, against what the model says.
 """
 
 from __future__ import annotations
 
 import argparse
+import random
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -50,17 +56,63 @@ def scenario_args(name: str, out: Path, quick: bool) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+# name: (fleet size, per-replica rates to replay) for --check-model
+CHECK_POINTS: dict[str, tuple[int, tuple[float, ...]]] = {
+    "azure-cpu": (25, (1.1, 1.2, 1.3, 1.4, 1.5)),
+    "mooncake-cpu": (9, (1.6, 1.8, 2.0, 2.2, 2.4)),
+    "azure-h100": (8, (7.0, 8.0, 9.0, 10.0)),
+    "mooncake-h100": (16, (0.8, 1.0, 1.2, 1.4)),
+    "wave-cpu": (12, (2.0, 2.4, 2.8)),
+}
+
+
+def check_model(name: str, out: Path) -> None:
+    """Steady load on a fixed fleet: share of requests within both budgets per rate, next to the model's
+    capacity (at the budgets' p95, the quantile the policy sizes with)."""
+    from sloserve_operator.capacity import load_profile
+    from sloserve_operator.simulate.autoscalers import StaticPeak
+    from sloserve_operator.simulate.run import simulate
+    from sloserve_operator.simulate.traces import Request
+
+    args = scenario_args(name, out, quick=False)
+    profile, spec, requests = (load_profile(args.profile), simulate_cli.make_spec(args),
+                               simulate_cli.load_requests(args))
+    prompt = statistics.fmean(r.prompt_tokens for r in requests)
+    output = statistics.fmean(r.output_tokens for r in requests)
+    size, rates = CHECK_POINTS[name]
+    capacity = profile.max_rate_within_budget(spec.slo.ttft.p95_seconds, spec.slo.itl.p95_seconds, prompt, output,
+                                              0.95, size)
+    print(f"{name}: {size} replicas, mean prompt {prompt:.0f} / output {output:.0f} tokens; "
+          f"model capacity {capacity:.2f} req/s per replica")
+    rng = random.Random(1)
+    for per_replica in rates:
+        arrivals, t = [], 0.0
+        while t < 1200.0:  # 20 minutes of Poisson arrivals, lengths drawn from the scenario's requests
+            t += rng.expovariate(per_replica * size)
+            pick = rng.choice(requests)
+            arrivals.append(Request(t, pick.prompt_tokens, pick.output_tokens))
+        result = simulate(arrivals, profile, spec, StaticPeak(size), initial_serving=size, warmup=0)
+        print(f"  {per_replica:.2f} req/s per replica: {result.within_both:.2%} of requests within both budgets",
+              flush=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", choices=sorted(SCENARIOS), action="append", help="run just these scenarios")
     parser.add_argument("--out", default=str(ROOT / "docs" / "autoscaling"))
     parser.add_argument("--quick", action="store_true", help="15 minutes of each trace, defaults only")
+    parser.add_argument("--check-model", action="store_true",
+                        help="check the capacity model against steady simulated load instead")
     args = parser.parse_args()
     missing = [str(path) for path in (AZURE, MOONCAKE) if not path.exists()]
     if missing:
         print(f"bench-autoscale: traces not found: {', '.join(missing)}", file=sys.stderr)
         return 2
     out = Path(args.out)
+    if args.check_model:
+        for name in args.only or list(SCENARIOS):
+            check_model(name, out)
+        return 0
     status = 0
     for name in args.only or list(SCENARIOS):
         print(f"\n## {name}\n", flush=True)
