@@ -98,6 +98,17 @@ inline void axpy(float alpha, const float* x, float* y, int64_t n) {
 }
 #endif
 
+// Visit a row's context in order, block by block (no division per token): visit(position, row pointer).
+template <typename T, typename Visit>
+inline void for_each_slot(const T* head, const int64_t* table, int64_t length, int64_t block_size, int64_t dim,
+                          Visit&& visit) {
+  for (int64_t start = 0, blk = 0; start < length; start += block_size, ++blk) {
+    const int64_t count = std::min(block_size, length - start);
+    const T* rows = head + table[blk] * block_size * dim;
+    for (int64_t j = 0; j < count; ++j) visit(start + j, rows + j * dim);
+  }
+}
+
 #if defined(__AVX512F__)
 using sloserve::load16;
 inline __m512 load16(const double*) { return _mm512_setzero_ps(); }  // never called: doubles take the generic path
@@ -111,19 +122,15 @@ void attend_in_registers(const T* k_head, const T* v_head, const int64_t* table,
   __m512 q[G][R];
   for (int g = 0; g < G; ++g)
     for (int r = 0; r < R; ++r) q[g][r] = _mm512_loadu_ps(query + g * D + 16 * r);
-  for (int64_t start = 0, blk = 0; start < length; start += block_size, ++blk) {
-    const int64_t count = std::min(block_size, length - start);
-    const T* keys = k_head + table[blk] * block_size * D;
-    for (int64_t j = 0; j < count; ++j) {
-      __m512 k[R];
-      for (int r = 0; r < R; ++r) k[r] = load16(keys + j * D + 16 * r);
-      for (int g = 0; g < G; ++g) {
-        __m512 acc = _mm512_mul_ps(q[g][0], k[0]);
-        for (int r = 1; r < R; ++r) acc = _mm512_fmadd_ps(q[g][r], k[r], acc);
-        scores[g * length + start + j] = _mm512_reduce_add_ps(acc);
-      }
+  for_each_slot(k_head, table, length, block_size, D, [&](int64_t t, const T* key) {
+    __m512 k[R];
+    for (int r = 0; r < R; ++r) k[r] = load16(key + 16 * r);
+    for (int g = 0; g < G; ++g) {
+      __m512 acc = _mm512_mul_ps(q[g][0], k[0]);
+      for (int r = 1; r < R; ++r) acc = _mm512_fmadd_ps(q[g][r], k[r], acc);
+      scores[g * length + t] = _mm512_reduce_add_ps(acc);
     }
-  }
+  });
   float norm[G];
   for (int g = 0; g < G; ++g) {
     float* sg = scores + g * length;
@@ -132,18 +139,14 @@ void attend_in_registers(const T* k_head, const T* v_head, const int64_t* table,
   __m512 acc[G][R];
   for (int g = 0; g < G; ++g)
     for (int r = 0; r < R; ++r) acc[g][r] = _mm512_setzero_ps();
-  for (int64_t start = 0, blk = 0; start < length; start += block_size, ++blk) {
-    const int64_t count = std::min(block_size, length - start);
-    const T* values = v_head + table[blk] * block_size * D;
-    for (int64_t j = 0; j < count; ++j) {
-      __m512 v[R];
-      for (int r = 0; r < R; ++r) v[r] = load16(values + j * D + 16 * r);
-      for (int g = 0; g < G; ++g) {
-        const __m512 p = _mm512_set1_ps(scores[g * length + start + j]);
-        for (int r = 0; r < R; ++r) acc[g][r] = _mm512_fmadd_ps(p, v[r], acc[g][r]);
-      }
+  for_each_slot(v_head, table, length, block_size, D, [&](int64_t t, const T* value) {
+    __m512 v[R];
+    for (int r = 0; r < R; ++r) v[r] = load16(value + 16 * r);
+    for (int g = 0; g < G; ++g) {
+      const __m512 p = _mm512_set1_ps(scores[g * length + t]);
+      for (int r = 0; r < R; ++r) acc[g][r] = _mm512_fmadd_ps(p, v[r], acc[g][r]);
     }
-  }
+  });
   for (int g = 0; g < G; ++g)
     for (int r = 0; r < R; ++r) _mm512_storeu_ps(out + g * D + 16 * r, _mm512_mul_ps(acc[g][r], _mm512_set1_ps(norm[g])));
 }
@@ -219,28 +222,20 @@ void decode_attention(const at::Tensor& q, const at::Tensor& k_cache, const at::
         }
         continue;
       }
-      // Generic path. Walk the sequence block by block (no division per token).
-      for (int64_t start = 0, blk = 0; start < length; start += block_size, ++blk) {
-        const int64_t count = std::min(block_size, length - start);
-        const T* keys = k_head + table[blk] * block_size * dim;
-        for (int64_t j = 0; j < count; ++j) {
-          to_float(keys + j * dim, row.data(), dim);
-          for (int64_t g = 0; g < group; ++g) scores[g * length + start + j] = dot(query.data() + g * dim, row.data(), dim);
-        }
-      }
+      // Generic path: any head size and group, one widened row at a time.
+      for_each_slot(k_head, table, length, block_size, dim, [&](int64_t t, const T* key) {
+        to_float(key, row.data(), dim);
+        for (int64_t g = 0; g < group; ++g) scores[g * length + t] = dot(query.data() + g * dim, row.data(), dim);
+      });
       for (int64_t g = 0; g < group; ++g) {
         float* sg = scores.data() + g * length;
         norm[g] = 1.0f / exp_shifted_sum(sg, length, *std::max_element(sg, sg + length));
       }
       std::fill(acc.begin(), acc.end(), 0.0f);
-      for (int64_t start = 0, blk = 0; start < length; start += block_size, ++blk) {
-        const int64_t count = std::min(block_size, length - start);
-        const T* values = v_head + table[blk] * block_size * dim;
-        for (int64_t j = 0; j < count; ++j) {
-          to_float(values + j * dim, row.data(), dim);
-          for (int64_t g = 0; g < group; ++g) axpy(scores[g * length + start + j], row.data(), acc.data() + g * dim, dim);
-        }
-      }
+      for_each_slot(v_head, table, length, block_size, dim, [&](int64_t t, const T* value) {
+        to_float(value, row.data(), dim);
+        for (int64_t g = 0; g < group; ++g) axpy(scores[g * length + t], row.data(), acc.data() + g * dim, dim);
+      });
       for (int64_t g = 0; g < group; ++g) {
         T* dst = out_data + (b * heads + h * group + g) * dim;
         for (int64_t d = 0; d < dim; ++d) dst[d] = static_cast<T>(acc[g * dim + d] * norm[g]);
