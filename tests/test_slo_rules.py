@@ -242,6 +242,9 @@ def test_promtool_ticket_alert_fires_on_a_slow_three_day_burn(tmp_path: Path) ->
     ("vllm", "300ms", "vllm:time_to_first_token_seconds", "0.25"),  # vLLM's fixed bucket below the budget
     ("sglang", "300ms", "sglang:time_to_first_token_seconds", "0.3"),
     ("bundled", "1s", TTFT, "1"),  # a Go-style spelling of 1.0 still matches
+    # Colon names as Python exporters write them under OpenMetrics negotiation (Prometheus 2.x stores these).
+    ("vllm", "300ms", "vllm_time_to_first_token_seconds", "0.25"),
+    ("bundled", "1s", "sloserve_time_to_first_token_seconds", "1.0"),
 ])
 def test_promtool_reads_each_engines_bucket_at_the_budget(tmp_path: Path, engine: str, ttft: str, metric: str,
                                                           le: str) -> None:

@@ -19,7 +19,9 @@ significant) and a short one (it is still happening), so it stops soon after the
 With no traffic both ratios are NaN and nothing fires; missing data never pages. If factor x budget >= 1
 (an objective of 93% or lower for the fast alert) that alert cannot fire; choose a tighter objective.
 The rules read each engine's own metric names (engines.ENGINE_METRICS); for vLLM, whose buckets are fixed,
-"within budget" uses the largest boundary at or below the budget (engines.budget_bucket).
+"within budget" uses the largest boundary at or below the budget (engines.budget_bucket). Colon names are
+matched in both spellings (promql.series: Python exporters write them with underscores when Prometheus
+negotiates OpenMetrics).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from prometheus_client.utils import floatToGoString
 
 from .api import ModelService
 from .engines import ENGINE_METRICS, budget_bucket
+from .promql import series
 from .units import format_ms
 
 WINDOWS = ("5m", "30m", "1h", "6h", "3d")
@@ -95,8 +98,9 @@ def within_budget_expr(service: ModelService, sli: str, window: str) -> str:
     metric = ENGINE_METRICS[service.spec.engine.value][sli]
     selector = _selector(service)
     le = budget_le_regex(service, sli)
-    return (f'sum by ({SLI_BY}) (rate({metric}_bucket{{{selector},le=~"{le}"}}[{window}]))'
-            f' / sum by ({SLI_BY}) (rate({metric}_count{{{selector}}}[{window}]))')
+    buckets = series(f"{metric}_bucket", f'{selector},le=~"{le}"')
+    return (f"sum by ({SLI_BY}) (rate({buckets}[{window}]))"
+            f" / sum by ({SLI_BY}) (rate({series(f'{metric}_count', selector)}[{window}]))")
 
 
 def _recording_rules(service: ModelService) -> list[dict[str, Any]]:
@@ -110,10 +114,10 @@ def _recording_rules(service: ModelService) -> list[dict[str, Any]]:
         rules.append({
             "record": RECORD_P95.format(sli=sli),
             "expr": (f"histogram_quantile(0.95, sum by ({SLI_BY}, le) "
-                     f"(rate({metrics[sli]}_bucket{{{selector}}}[5m])))"),
+                     f"(rate({series(f'{metrics[sli]}_bucket', selector)}[5m])))"),
         })
     rules.append({"record": RECORD_REQUESTS,
-                  "expr": f"sum by ({SLI_BY}) (rate({metrics['request_success']}{{{selector}}}[5m]))"})
+                  "expr": f"sum by ({SLI_BY}) (rate({series(metrics['request_success'], selector)}[5m]))"})
     return rules
 
 
