@@ -16,6 +16,8 @@ import json
 import re
 from typing import Any
 
+from .promql import series
+
 UID = "sloserve-slo"
 SELECTOR = 'namespace=~"$namespace",model_service=~"$model_service"'
 REGION_SELECTOR = SELECTOR + ',region=~"$region"'
@@ -95,9 +97,9 @@ def build_dashboard() -> dict[str, Any]:
                [(f"sloserve:requests:rate5m{{{REGION_SELECTOR}}}", "{{model_service}} {{region}}")],
                unit="reqps", x=0, y=16),
         _panel(6, "Tokens per second", "Generated and prompt tokens per second per region.",
-               [(f"sum by ({BY_REGION}) (rate(sloserve:generation_tokens_total{{{REGION_SELECTOR}}}"
+               [(f"sum by ({BY_REGION}) (rate({series('sloserve:generation_tokens_total', REGION_SELECTOR)}"
                  f"[$__rate_interval]))", "{{model_service}} {{region}} generated"),
-                (f"sum by ({BY_REGION}) (rate(sloserve:prompt_tokens_total{{{REGION_SELECTOR}}}"
+                (f"sum by ({BY_REGION}) (rate({series('sloserve:prompt_tokens_total', REGION_SELECTOR)}"
                  f"[$__rate_interval]))", "{{model_service}} {{region}} prompt")], unit="short", x=12, y=16),
         _panel(7, "Replicas by role", "Ready serving and warm pods, and the autoscaler's desired counts.",
                [(f"sum by ({BY_REGION}, role) (sloserve_operator_ready_replicas{{{REGION_SELECTOR}}})",
@@ -111,9 +113,9 @@ def build_dashboard() -> dict[str, Any]:
                  f'{{{SELECTOR},metrics_available="false"}}[$__rate_interval]))', "{{model_service}} held: no metrics")],
                unit="short", x=12, y=24),
         _panel(9, "Queue and KV cache", "Waiting requests (sum) and mean KV-cache usage per region.",
-               [(f"sum by ({BY_REGION}) (sloserve:num_requests_waiting{{{REGION_SELECTOR}}})",
+               [(f"sum by ({BY_REGION}) ({series('sloserve:num_requests_waiting', REGION_SELECTOR)})",
                  "{{model_service}} {{region}} waiting"),
-                (f"avg by ({BY_REGION}) (sloserve:kv_cache_usage_perc{{{REGION_SELECTOR}}})",
+                (f"avg by ({BY_REGION}) ({series('sloserve:kv_cache_usage_perc', REGION_SELECTOR)})",
                  "{{model_service}} {{region}} KV usage")], unit="short", x=0, y=32),
         _panel(10, "Observed p95 the autoscaler acted on",
                "The operator's own view of p95 latency per region at its last decision.",
