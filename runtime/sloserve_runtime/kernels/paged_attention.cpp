@@ -122,15 +122,21 @@ void attend_in_registers(const T* k_head, const T* v_head, const int64_t* table,
   __m512 q[G][R];
   for (int g = 0; g < G; ++g)
     for (int r = 0; r < R; ++r) q[g][r] = _mm512_loadu_ps(query + g * D + 16 * r);
-  for_each_slot(k_head, table, length, block_size, D, [&](int64_t t, const T* key) {
-    __m512 k[R];
-    for (int r = 0; r < R; ++r) k[r] = load16(key + 16 * r);
-    for (int g = 0; g < G; ++g) {
-      __m512 acc = _mm512_mul_ps(q[g][0], k[0]);
-      for (int r = 1; r < R; ++r) acc = _mm512_fmadd_ps(q[g][r], k[r], acc);
-      scores[g * length + t] = _mm512_reduce_add_ps(acc);
+  // Plain loops, not for_each_slot: a lambda capturing q and acc by reference kept them out of registers
+  // (batch-1 decode step 8.8 -> 10.1 ms).
+  for (int64_t start = 0, blk = 0; start < length; start += block_size, ++blk) {
+    const int64_t count = std::min(block_size, length - start);
+    const T* keys = k_head + table[blk] * block_size * D;
+    for (int64_t j = 0; j < count; ++j) {
+      __m512 k[R];
+      for (int r = 0; r < R; ++r) k[r] = load16(keys + j * D + 16 * r);
+      for (int g = 0; g < G; ++g) {
+        __m512 acc = _mm512_mul_ps(q[g][0], k[0]);
+        for (int r = 1; r < R; ++r) acc = _mm512_fmadd_ps(q[g][r], k[r], acc);
+        scores[g * length + start + j] = _mm512_reduce_add_ps(acc);
+      }
     }
-  });
+  }
   float norm[G];
   for (int g = 0; g < G; ++g) {
     float* sg = scores + g * length;
@@ -139,14 +145,18 @@ void attend_in_registers(const T* k_head, const T* v_head, const int64_t* table,
   __m512 acc[G][R];
   for (int g = 0; g < G; ++g)
     for (int r = 0; r < R; ++r) acc[g][r] = _mm512_setzero_ps();
-  for_each_slot(v_head, table, length, block_size, D, [&](int64_t t, const T* value) {
-    __m512 v[R];
-    for (int r = 0; r < R; ++r) v[r] = load16(value + 16 * r);
-    for (int g = 0; g < G; ++g) {
-      const __m512 p = _mm512_set1_ps(scores[g * length + t]);
-      for (int r = 0; r < R; ++r) acc[g][r] = _mm512_fmadd_ps(p, v[r], acc[g][r]);
+  for (int64_t start = 0, blk = 0; start < length; start += block_size, ++blk) {
+    const int64_t count = std::min(block_size, length - start);
+    const T* values = v_head + table[blk] * block_size * D;
+    for (int64_t j = 0; j < count; ++j) {
+      __m512 v[R];
+      for (int r = 0; r < R; ++r) v[r] = load16(values + j * D + 16 * r);
+      for (int g = 0; g < G; ++g) {
+        const __m512 p = _mm512_set1_ps(scores[g * length + start + j]);
+        for (int r = 0; r < R; ++r) acc[g][r] = _mm512_fmadd_ps(p, v[r], acc[g][r]);
+      }
     }
-  });
+  }
   for (int g = 0; g < G; ++g)
     for (int r = 0; r < R; ++r) _mm512_storeu_ps(out + g * D + 16 * r, _mm512_mul_ps(acc[g][r], _mm512_set1_ps(norm[g])));
 }
