@@ -81,5 +81,6 @@ def _load() -> bool:
              is_python_module=False, verbose=False)
         return True
     except Exception as error:  # no compiler, no ninja, a read-only home...: serve anyway, a bit slower
-        log.warning("C++ kernels unavailable, using the torch path: %s", str(error).strip().splitlines()[-1:])
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[-1]
+        log.warning("C++ kernels unavailable, using the torch path: %s", reason)
         return False
