@@ -105,7 +105,7 @@ void rope_(at::Tensor& qkv, const at::Tensor& cos, const at::Tensor& sin, const 
   TORCH_CHECK(dim % 2 == 0 && rotated_heads * dim <= qkv.size(1), "rotated heads exceed the row");
   TORCH_CHECK(positions.scalar_type() == at::kLong && positions.numel() == qkv.size(0), "one position per row");
   const at::Tensor pos = positions.contiguous();
-  TORCH_CHECK(pos.numel() == 0 || (pos.min().item<int64_t>() >= 0 && pos.max().item<int64_t>() < cos.size(0)),
+  TORCH_CHECK(sloserve::all_within(pos, 0, cos.size(0) - 1),
               "position beyond the rotary tables");
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, qkv.scalar_type(), "rope_", [&] {
     rope_rows<scalar_t>(qkv.data_ptr<scalar_t>(), cos.data_ptr<scalar_t>(), sin.data_ptr<scalar_t>(),

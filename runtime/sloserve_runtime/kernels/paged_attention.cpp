@@ -266,8 +266,7 @@ at::Tensor paged_attention(const at::Tensor& q, const at::Tensor& k_cache, const
   TORCH_CHECK(block_tables.dim() == 2 && block_tables.size(0) == q.size(0) && lengths.size(0) == q.size(0),
               "one block table and one length per query row");
   const at::Tensor tables = block_tables.contiguous(), lens = lengths.contiguous();
-  TORCH_CHECK(lens.numel() == 0 || (lens.min().item<int64_t>() >= 1 &&
-              lens.max().item<int64_t>() <= tables.size(1) * block_size), "lengths out of range");
+  TORCH_CHECK(sloserve::all_within(lens, 1, tables.size(1) * block_size), "lengths out of range");
   at::Tensor out = at::empty_like(q);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, q.scalar_type(), "paged_attention", [&] {
     decode_attention<scalar_t>(q, k_cache, v_cache, tables, lens, block_size, scale, out);

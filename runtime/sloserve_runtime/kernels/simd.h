@@ -4,6 +4,21 @@
 
 #include <ATen/ATen.h>
 
+#include <cstdint>
+
+namespace sloserve {
+
+// True when every value of a contiguous int64 tensor lies in [low, high]. A plain loop over the data:
+// these checks run once per layer, where two ATen reductions and .item() calls cost more than the loop.
+inline bool all_within(const at::Tensor& values, int64_t low, int64_t high) {
+  const int64_t* data = values.data_ptr<int64_t>();
+  for (int64_t i = 0, n = values.numel(); i < n; ++i)
+    if (data[i] < low || data[i] > high) return false;
+  return true;
+}
+
+}  // namespace sloserve
+
 #if defined(__AVX512F__)
 #include <immintrin.h>
 
