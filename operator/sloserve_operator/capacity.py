@@ -5,6 +5,13 @@ profiles/. It holds the measured points of the sweep (per concurrency: TTFT/ITL 
 and a fitted step-time model of continuous batching,
 
     step_seconds = base + per_prefill_token * prefill_tokens_in_step + per_decode_seq * sequences_decoding
+                   + per_attended_token * attended_tokens
+
+where `attended_tokens` sums, over the step's query tokens, the context each attends to (a prompt token at
+position p attends p+1 tokens, a decoding sequence its whole context). That last term is attention, the
+part of a step that grows with context length: on a CPU it makes a 4k-token prompt cost twice what the
+linear terms say, and a chunk late in a long prompt a step several times longer. It is optional (0 when a
+profile does not give it, e.g. one derived from published figures that have no context sweep).
 
 which is what both the policy (to size the fleet before latency degrades) and the simulator (as the
 physics of every simulated replica) use. One model, two users: the simulator's numbers stay honest only
@@ -14,7 +21,8 @@ JSON schema (`schema`: "sloserve.capacity-profile/v1"):
 
     {"schema": ..., "model": str, "hardware": str, "engine": str, "source": str (how it was obtained),
      "maxBatchSize": int, "maxBatchedTokens": int, "coldStartSeconds": float,
-     "step": {"baseSeconds": float, "perPrefillTokenSeconds": float, "perDecodeSeqSeconds": float},
+     "step": {"baseSeconds": float, "perPrefillTokenSeconds": float, "perDecodeSeqSeconds": float,
+              "perAttendedTokenSeconds": float (optional, default 0)},
      "workload": {"promptTokens": int, "outputTokens": int},      # of the sweep
      "points": [{"concurrency": int, "ttftP50": s, "ttftP95": s, "itlP50": s, "itlP95": s,
                  "outputTokensPerSecond": float, "requestsPerSecond": float}, ...]}
@@ -38,15 +46,26 @@ RHO_MAX = 0.98  # utilisation at which a replica is treated as overloaded (queue
 
 @dataclass(frozen=True)
 class StepModel:
-    """Seconds one engine step takes, linear in its prefill tokens and its decoding batch."""
+    """Seconds one engine step takes: linear in its prefill tokens, its decoding batch and the context its
+    query tokens attend to."""
 
     base_seconds: float
     per_prefill_token_seconds: float
     per_decode_seq_seconds: float
+    per_attended_token_seconds: float = 0.0
 
-    def seconds(self, prefill_tokens: float, decoding: float) -> float:
+    def seconds(self, prefill_tokens: float, decoding: float, attended: float = 0.0) -> float:
         return (self.base_seconds + self.per_prefill_token_seconds * prefill_tokens
-                + self.per_decode_seq_seconds * decoding)
+                + self.per_decode_seq_seconds * decoding + self.per_attended_token_seconds * attended)
+
+    def effective(self, prompt_tokens: float, output_tokens: float) -> tuple[float, float]:
+        """(seconds per prompt token, seconds per decoding sequence) with attention folded in at a
+        workload's mean lengths: a prompt token attends on average to half its prompt, or, for
+        exponential lengths (the capacity model's assumption, E[L^2] = 2 E[L]^2), to the mean prompt;
+        a decoding sequence to its prompt plus half its output."""
+        c = self.per_attended_token_seconds
+        return (self.per_prefill_token_seconds + c * prompt_tokens,
+                self.per_decode_seq_seconds + c * (prompt_tokens + output_tokens / 2))
 
 
 @dataclass(frozen=True)
@@ -103,8 +122,8 @@ class CapacityProfile:
         if not isinstance(step, dict):
             raise ValueError("capacity profile: field 'step' (fitted step-time coefficients) is required")
         coefficients = {}
-        for key in ("baseSeconds", "perPrefillTokenSeconds", "perDecodeSeqSeconds"):
-            value = step.get(key)
+        for key in ("baseSeconds", "perPrefillTokenSeconds", "perDecodeSeqSeconds", "perAttendedTokenSeconds"):
+            value = step.get(key, 0.0 if key == "perAttendedTokenSeconds" else None)
             if not isinstance(value, int | float) or isinstance(value, bool) or value < 0 or not math.isfinite(value):
                 raise ValueError(f"capacity profile: step.{key} must be a non-negative number, got {value!r}")
             coefficients[key] = float(value)
@@ -123,7 +142,7 @@ class CapacityProfile:
                 engine=str(data.get("engine", "bundled")),
                 source=str(data.get("source", "")),
                 step=StepModel(coefficients["baseSeconds"], coefficients["perPrefillTokenSeconds"],
-                               coefficients["perDecodeSeqSeconds"]),
+                               coefficients["perDecodeSeqSeconds"], coefficients["perAttendedTokenSeconds"]),
                 max_batch_size=int(data.get("maxBatchSize", 64)),
                 max_batched_tokens=int(data.get("maxBatchedTokens", 4096)),
                 cold_start_seconds=float(data.get("coldStartSeconds", DEFAULT_COLD_START_SECONDS)),
@@ -149,6 +168,7 @@ class CapacityProfile:
                 "baseSeconds": self.step.base_seconds,
                 "perPrefillTokenSeconds": self.step.per_prefill_token_seconds,
                 "perDecodeSeqSeconds": self.step.per_decode_seq_seconds,
+                "perAttendedTokenSeconds": self.step.per_attended_token_seconds,
             },
             "workload": {"promptTokens": self.workload_prompt_tokens, "outputTokens": self.workload_output_tokens},
             "points": [{inverse[k]: v for k, v in asdict(point).items() if v is not None} for point in self.points],
@@ -167,11 +187,12 @@ class CapacityProfile:
         """One replica at `rate` requests/s in steady state (None when overloaded): a queueing view of
         continuous batching with chunked prefill.
 
-        - Every step costs `base`, each request a*P of prefill and b*O of decode work, so the compute
+        - Every step costs `base`, each request a*P of prefill and b*O of decode work (a and b with
+          attention folded in at the mean lengths, StepModel.effective), so the compute
           utilisation is rho = rate * (aP + bO) and the mean step is base / (1 - rho); the decoding batch
           follows by Little's law (rate * O * mean step) and must stay below maxBatchSize.
         - A decode-only step takes base + b*batch; a step carrying a prefill chunk (the token budget the
-          decoders leave) takes a*chunk longer. Once more than 5% of steps carry a chunk, those set the
+          decoders leave) takes longer by that chunk's prefill and attention (_chunk_tail). Once more than 5% of steps carry a chunk, those set the
           ITL p95 (the mean step is not added on top: it already averages the chunks in).
         - Prefill is a FCFS queue of prompts served chunk by chunk at chunk / chunk-step tokens per second
           (every chunk step pays `base` and the decoders too, which is what limits long-prompt traffic).
@@ -179,11 +200,10 @@ class CapacityProfile:
           mean service / (1 - load): TTFT is that, plus the first decode step, plus the wait for a batch
           slot (Erlang C over the fleet's pooled slots, at `quantile`).
         """
-        a = self.step.per_prefill_token_seconds
-        b = self.step.per_decode_seq_seconds
         base = self.step.base_seconds
         prompt = max(prompt_tokens, 1.0)
         output = max(output_tokens, 1.0)
+        a, b = self.step.effective(prompt, output)
         rho = rate * (a * prompt + b * output)
         if rho >= RHO_MAX:
             return None
@@ -195,7 +215,7 @@ class CapacityProfile:
         chunk = max(self.max_batched_tokens - batch, 1.0)
         chunk_step = decode_step + a * chunk
         chunked_share = min(1.0, rate * max(1.0, prompt / chunk) * step)
-        itl_p95 = decode_step + a * min(chunk, prompt * PROMPT_TAIL_FACTOR) * min(1.0, chunked_share / 0.05)
+        itl_p95 = decode_step + self._chunk_tail(chunk, prompt, chunked_share) * min(1.0, chunked_share / 0.05)
         prefill_rate = chunk / chunk_step  # prompt tokens per second while prefilling
         load = rate * prompt / prefill_rate
         if load >= RHO_MAX:
@@ -205,6 +225,18 @@ class CapacityProfile:
         slot_wait = _slot_wait(self.max_batch_size * pool, batch * pool, output * step, max(quantile, 0.5))
         return SteadyState(batch=batch, itl_p95=itl_p95, ttft_shift=decode_step + slot_wait,
                            ttft_mean_excess=service / (1.0 - load))
+
+    def _chunk_tail(self, chunk: float, prompt: float, chunked_share: float) -> float:
+        """What a prefill chunk adds to the step at the ITL p95, when `chunked_share` of steps carry one.
+
+        Chunks are whole when tail prompts exceed the chunk budget. With attention, a chunk costs more the
+        further into its prompt it is: with exponential prompt lengths, the prefix a chunk step sits at is
+        itself exponential with the mean prompt as mean (length-biased prompts, uniform position), so the
+        step at the p95 of all steps has the prefix at quantile 1 - 0.05 / chunked_share of that."""
+        size = min(chunk, prompt * PROMPT_TAIL_FACTOR)
+        prefix = prompt * math.log(max(chunked_share / 0.05, 1.0))
+        return size * (self.step.per_prefill_token_seconds
+                       + self.step.per_attended_token_seconds * (prefix + size / 2))
 
     def predict(self, rate: float, prompt_tokens: float, output_tokens: float,
                 quantile: float = 0.95, fleet_size: int = 1) -> tuple[float, float, float]:
@@ -228,9 +260,9 @@ class CapacityProfile:
 
         if not fits(1e-9):
             return 0.0
-        a = self.step.per_prefill_token_seconds
-        b = self.step.per_decode_seq_seconds
-        high = 1.0 / max(a * max(prompt_tokens, 1.0) + b * max(output_tokens, 1.0), 1e-12)
+        prompt, output = max(prompt_tokens, 1.0), max(output_tokens, 1.0)
+        a, b = self.step.effective(prompt, output)
+        high = 1.0 / max(a * prompt + b * output, 1e-12)
         low = 0.0
         for _ in range(40):
             middle = (low + high) / 2

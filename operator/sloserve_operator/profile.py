@@ -24,6 +24,7 @@ import math
 import os
 import platform
 import random
+import statistics
 import sys
 import time
 from dataclasses import dataclass, field
@@ -177,20 +178,33 @@ def summarize(level: LevelResult) -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
+class StepPoint:
+    """One measured step time: its prefill tokens, decoding sequences and attended context (see
+    capacity.StepModel); `is_ttft` when it was timed from the request's start (it carries the overhead)."""
+
+    prefill_tokens: float
+    decoding: float
+    attended: float
+    seconds: float
+    is_ttft: bool
+
+
+@dataclass(frozen=True)
 class StepFit:
     base_seconds: float
     per_prefill_token_seconds: float
     per_decode_seq_seconds: float
+    per_attended_token_seconds: float
     request_overhead_seconds: float  # HTTP, tokenization, scheduling: in every TTFT, in no token gap
     rms_relative_error: float  # root mean square of (fitted - measured) / measured over the points
 
 
-def fit_step_model(points: list[tuple[float, float, float, bool]]) -> StepFit:
-    """Non-negative least squares of seconds ~ base + a * prefill_tokens + b * decoding (+ overhead for
-    points timed from the request's start, i.e. TTFTs) over (prefill_tokens, decoding, seconds, is_ttft).
+def fit_step_model(points: list[StepPoint]) -> StepFit:
+    """Non-negative least squares of seconds ~ base + a * prefill_tokens + b * decoding + c * attended
+    (+ overhead for points timed from the request's start, i.e. TTFTs).
 
     Errors are relative to each point's time: a 40 ms decode step must be fitted as closely as a 2 s
-    prefill, since ITL budgets are judged on the former. Four unknowns: the optimum is the plain
+    prefill, since ITL budgets are judged on the former. Five unknowns: the optimum is the plain
     least-squares solution on one subset of the columns, so trying every subset that keeps the intercept
     and keeping the best feasible one is exact. base stays positive.
     """
@@ -198,29 +212,31 @@ def fit_step_model(points: list[tuple[float, float, float, bool]]) -> StepFit:
 
     if len(points) < 2:
         raise ProfileError("need at least two measured points to fit the step model")
-    data = np.asarray(points, dtype=float)
-    if np.any(data[:, 2] <= 0):
+    data = np.asarray([(p.prefill_tokens, p.decoding, p.attended, float(p.is_ttft), p.seconds) for p in points],
+                      dtype=float)
+    seconds = data[:, 4]
+    if np.any(seconds <= 0):
         raise ProfileError("step model fit: every measured time must be positive")
-    weights = 1.0 / data[:, 2]
-    design = np.column_stack([np.ones(len(data)), data[:, 0], data[:, 1], data[:, 3]]) * weights[:, None]
-    seconds = data[:, 2] * weights
+    weights = 1.0 / seconds
+    design = np.column_stack([np.ones(len(data)), data[:, :4]]) * weights[:, None]
+    target = seconds * weights
     best: tuple[float, np.ndarray] | None = None
-    for size in range(3, -1, -1):
-        for extra in itertools.combinations((1, 2, 3), size):
+    for size in range(4, -1, -1):
+        for extra in itertools.combinations((1, 2, 3, 4), size):
             columns = [0, *extra]
-            solution, *_ = np.linalg.lstsq(design[:, columns], seconds, rcond=None)
+            solution, *_ = np.linalg.lstsq(design[:, columns], target, rcond=None)
             if solution[0] <= 0 or any(value < 0 for value in solution[1:]):
                 continue
-            full = np.zeros(4)
+            full = np.zeros(5)
             full[columns] = solution
-            residual = float(np.sum((design @ full - seconds) ** 2))
+            residual = float(np.sum((design @ full - target) ** 2))
             if best is None or residual < best[0] - 1e-15:
                 best = (residual, full)
     if best is None:
         raise ProfileError("step model fit failed: no non-negative solution")
     residual, coefficients = best
-    base, per_prefill, per_decode, overhead = (float(value) for value in coefficients)
-    return StepFit(base, per_prefill, per_decode, overhead, math.sqrt(residual / len(data)))
+    base, per_prefill, per_decode, per_attended, overhead = (float(value) for value in coefficients)
+    return StepFit(base, per_prefill, per_decode, per_attended, overhead, math.sqrt(residual / len(data)))
 
 
 @dataclass
@@ -266,7 +282,7 @@ async def sweep(settings: SweepSettings) -> dict[str, Any]:
     try:
         ratio = await _words_per_token(client)
         await client.complete(make_prompt(16, next(salts)), max_tokens=4)  # warm-up (lazy init, caches)
-        step_points: list[tuple[float, float, float, bool]] = []
+        step_points: list[StepPoint] = []
         for length in settings.prefill_lengths:
             ttfts = []
             for _ in range(settings.prefill_repeats):
@@ -275,8 +291,10 @@ async def sweep(settings: SweepSettings) -> dict[str, Any]:
                 tokens = result.prompt_tokens or length
             chunks = max(math.ceil(tokens / settings.max_batched_tokens), 1)
             median = percentile(ttfts, 50) or 0.0
-            # One step per prefill chunk, each with its share of the prompt and nothing else decoding.
-            step_points.append((tokens / chunks, 0.0, median / chunks, True))
+            # One step per prefill chunk, each with its share of the prompt (and of the context its tokens
+            # attend to: token p attends p + 1) and nothing else decoding.
+            step_points.append(StepPoint(tokens / chunks, 0.0, tokens * (tokens + 1) / 2 / chunks, median / chunks,
+                                         True))
             _say(settings, f"prefill {tokens:5d} tokens: ttft p50 {median * 1000:7.1f} ms")
         points = []
         prompt_words = max(int(settings.prompt_tokens * ratio), 1)
@@ -289,7 +307,10 @@ async def sweep(settings: SweepSettings) -> dict[str, Any]:
             point = summarize(level)
             points.append(point)
             if "itlP50" in point:
-                step_points.append((0.0, float(concurrency), point["itlP50"], False))
+                # Each decoder attends to its prompt plus, on average, half its output.
+                prompt = statistics.fmean(r.prompt_tokens for r in level.results) or settings.prompt_tokens
+                context = prompt + settings.output_tokens / 2
+                step_points.append(StepPoint(0.0, float(concurrency), concurrency * context, point["itlP50"], False))
             _say(settings, f"concurrency {concurrency:3d}: ttft p50/p95 {point.get('ttftP50', 0) * 1000:7.1f}/"
                            f"{point.get('ttftP95', 0) * 1000:7.1f} ms, itl p50/p95 "
                            f"{point.get('itlP50', 0) * 1000:6.1f}/{point.get('itlP95', 0) * 1000:6.1f} ms, "
@@ -299,7 +320,8 @@ async def sweep(settings: SweepSettings) -> dict[str, Any]:
         await client.close()
     fit = fit_step_model(step_points)
     _say(settings, f"step model: {fit.base_seconds * 1000:.2f} ms + {fit.per_prefill_token_seconds * 1e6:.1f} "
-                   f"us/prefill token + {fit.per_decode_seq_seconds * 1000:.3f} ms/decoding seq; request "
+                   f"us/prefill token + {fit.per_decode_seq_seconds * 1000:.3f} ms/decoding seq + "
+                   f"{fit.per_attended_token_seconds * 1e9:.1f} ns/attended token; request "
                    f"overhead {fit.request_overhead_seconds * 1000:.1f} ms (RMS error {fit.rms_relative_error:.0%})")
     today = datetime.now(UTC).strftime("%Y-%m-%d")
     return {
@@ -318,7 +340,8 @@ async def sweep(settings: SweepSettings) -> dict[str, Any]:
         "coldStartSeconds": settings.cold_start_seconds,
         "step": {"baseSeconds": round(fit.base_seconds, 7),
                  "perPrefillTokenSeconds": round(fit.per_prefill_token_seconds, 9),
-                 "perDecodeSeqSeconds": round(fit.per_decode_seq_seconds, 8)},
+                 "perDecodeSeqSeconds": round(fit.per_decode_seq_seconds, 8),
+                 "perAttendedTokenSeconds": round(fit.per_attended_token_seconds, 12)},
         "workload": {"promptTokens": settings.prompt_tokens, "outputTokens": settings.output_tokens},
         "points": points,
     }

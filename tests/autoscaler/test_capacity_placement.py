@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -77,7 +78,8 @@ def test_fit_to_bounds_respects_region_and_fleet_limits():
 def test_profile_json_keys_are_camel_case():
     data = json.loads(load_shipped("smollm2-135m-cpu").to_json())
     assert {"schema", "step", "maxBatchSize", "maxBatchedTokens", "coldStartSeconds", "points"} <= set(data)
-    assert set(data["step"]) == {"baseSeconds", "perPrefillTokenSeconds", "perDecodeSeqSeconds"}
+    assert set(data["step"]) == {"baseSeconds", "perPrefillTokenSeconds", "perDecodeSeqSeconds",
+                                 "perAttendedTokenSeconds"}
 
 
 def test_itl_tail_is_one_chunk_step_not_the_mean_step_plus_a_chunk():
@@ -90,6 +92,17 @@ def test_itl_tail_is_one_chunk_step_not_the_mean_step_plus_a_chunk():
     chunk = profile.max_batched_tokens - state.batch
     expected = step.base_seconds + step.per_decode_seq_seconds * state.batch + step.per_prefill_token_seconds * chunk
     assert state.itl_p95 == pytest.approx(expected)
+
+
+def test_attention_costs_capacity_and_lengthens_the_chunk_tail():
+    base = load_shipped("llama-8b-h100")
+    attentive = dataclasses.replace(base, step=dataclasses.replace(base.step, per_attended_token_seconds=2e-8))
+    assert attentive.step.effective(1000, 200) == pytest.approx(
+        (base.step.per_prefill_token_seconds + 2e-8 * 1000, base.step.per_decode_seq_seconds + 2e-8 * 1100))
+    assert attentive.max_rate_within_budget(2.0, 0.1, 2000, 200) < base.max_rate_within_budget(2.0, 0.1, 2000, 200)
+    plain, slow = base.steady_state(3.0, 2000, 200), attentive.steady_state(3.0, 2000, 200)
+    assert plain is not None and slow is not None
+    assert slow.itl_p95 > plain.itl_p95 and slow.ttft_quantile(0.95) > plain.ttft_quantile(0.95)
 
 
 def test_ttft_quantile_and_within_fraction_agree():

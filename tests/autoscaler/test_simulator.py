@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +47,38 @@ def test_lone_request_latency_is_the_step_model():
     decode = step.base_seconds + step.per_decode_seq_seconds
     assert outcome.finished_at == pytest.approx(ttft + 49 * decode)
     assert (outcome.gaps, outcome.slow_gaps) == (49, 0)
+
+
+def with_attention(profile, per_attended):
+    return dataclasses.replace(profile, step=dataclasses.replace(profile.step, per_attended_token_seconds=per_attended))
+
+
+def test_attention_makes_later_chunks_and_longer_contexts_slower():
+    c = 1e-7
+    profile = with_attention(H100, c)
+    step = profile.step
+    recorder, _ = run_engine(profile, [Request(0.0, 1000, 50)])
+    (outcome,) = recorder.outcomes
+    # Chunks 512 + 488; token p attends to p + 1 tokens.
+    attended = sum(p + 1 for p in range(1000))
+    ttft = 2 * step.base_seconds + 1000 * step.per_prefill_token_seconds + c * attended
+    assert outcome.ttft == pytest.approx(ttft)
+    # The j-th decode step attends to the prompt plus the j tokens generated before it.
+    decode = sum(step.base_seconds + step.per_decode_seq_seconds + c * (1000 + j) for j in range(49))
+    assert outcome.finished_at == pytest.approx(ttft + decode, rel=1e-6)
+
+
+def test_decode_steps_that_outgrow_the_itl_budget_are_counted_slow():
+    c = 2e-6
+    profile = with_attention(H100, c)
+    first = profile.step.seconds(0, 1, 1000)  # the first decode step of a 1000-token prompt
+    budget = first + c * 100.5  # steps 0..100 are within, the rest of the 300 gaps are over
+    recorder = Recorder(["default"], 100, 1.0, budget)
+    engine = ReplicaEngine(profile, "default", budget, recorder)
+    engine.submit(Request(0.0, 1000, 301), 0.0)
+    engine.advance(100.0)
+    (outcome,) = recorder.outcomes
+    assert (outcome.gaps, outcome.slow_gaps) == (300, 199)
 
 
 def test_concurrent_requests_share_steps_and_chunks_slow_the_decoders():

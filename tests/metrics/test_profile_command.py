@@ -12,29 +12,45 @@ import pytest
 import yaml
 from sloserve_operator.capacity import CapacityProfile
 from sloserve_operator.cli import main
-from sloserve_operator.profile import fit_step_model
+from sloserve_operator.profile import StepPoint, fit_step_model
 
 from .prometheus_server import free_port
 
 
+def prefill_point(tokens: int, seconds: float) -> StepPoint:
+    return StepPoint(tokens, 0.0, tokens * (tokens + 1) / 2, seconds, True)
+
+
 def test_fit_recovers_step_coefficients_and_overhead():
-    base, per_token, per_seq, overhead = 0.02, 0.0002, 0.001, 0.015
-    points = [(tokens, 0.0, overhead + base + per_token * tokens, True) for tokens in (32, 128, 512)]
-    points += [(0.0, batch, base + per_seq * batch, False) for batch in (1, 4, 16)]
+    base, per_token, per_seq, per_attended, overhead = 0.02, 0.0002, 0.001, 3e-7, 0.015
+    points = [prefill_point(tokens, overhead + base + per_token * tokens + per_attended * tokens * (tokens + 1) / 2)
+              for tokens in (32, 128, 512, 2048)]
+    points += [StepPoint(0.0, batch, batch * 264, base + per_seq * batch + per_attended * batch * 264, False)
+               for batch in (1, 4, 16)]
     fit = fit_step_model(points)
     assert fit.base_seconds == pytest.approx(base)
     assert fit.per_prefill_token_seconds == pytest.approx(per_token)
     assert fit.per_decode_seq_seconds == pytest.approx(per_seq)
+    assert fit.per_attended_token_seconds == pytest.approx(per_attended)
     assert fit.request_overhead_seconds == pytest.approx(overhead)
     assert fit.rms_relative_error == pytest.approx(0.0, abs=1e-9)
 
 
+def test_fit_without_a_context_effect_gives_no_attention_term():
+    points = [prefill_point(tokens, 0.01 + 0.0002 * tokens) for tokens in (32, 128, 512)]
+    points += [StepPoint(0.0, batch, batch * 264, 0.01 + 0.001 * batch, False) for batch in (1, 4, 16)]
+    fit = fit_step_model(points)
+    assert fit.per_attended_token_seconds == pytest.approx(0.0, abs=1e-12)
+    assert fit.per_prefill_token_seconds == pytest.approx(0.0002)
+
+
 def test_fit_never_returns_negative_coefficients():
     # Decode steps that get faster with the batch (noise): the per-sequence cost is clamped at 0.
-    points = [(0.0, batch, 0.05 - 0.001 * batch, False) for batch in (1, 2, 4, 8)]
-    points += [(tokens, 0.0, 0.06 + 0.0001 * tokens, True) for tokens in (64, 256)]
+    points = [StepPoint(0.0, batch, 0.0, 0.05 - 0.001 * batch, False) for batch in (1, 2, 4, 8)]
+    points += [prefill_point(tokens, 0.06 + 0.0001 * tokens) for tokens in (64, 256)]
     fit = fit_step_model(points)
     assert fit.base_seconds > 0 and fit.per_decode_seq_seconds == 0.0 and fit.per_prefill_token_seconds > 0
+    assert fit.per_attended_token_seconds >= 0
 
 
 @pytest.fixture(scope="module")

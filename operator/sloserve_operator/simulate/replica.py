@@ -2,14 +2,18 @@
 
 Each engine step decodes one token for every running sequence and spends the rest of the
 maxBatchedTokens budget on prompt chunks, first come first served; its duration is the profile's
-base + per_prefill_token * chunk tokens + per_decode_seq * decoding sequences. Admission is bounded by
-maxBatchSize; the rest waits in the replica's queue (KV-cache capacity is not modelled).
+base + per_prefill_token * chunk tokens + per_decode_seq * decoding sequences + per_attended_token *
+context attended (each chunk token attends to its prefix, each decoding sequence to its whole context).
+Admission is bounded by maxBatchSize; the rest waits in the replica's queue (KV-cache capacity is not
+modelled).
 
 Simulated event by event, not step by step: while the batch composition does not change, consecutive steps
-are identical, so a run of k steps is applied at once (until a prefill or a sequence finishes, a new
-second starts, or the caller's horizon is reached). Per-request ITL is exact all the same: all decoding
-sequences share every step, so counting over-budget steps on the replica and diffing the counter between
-a sequence's first and last token gives that sequence's number of slow gaps.
+differ only by the context the decoders attend to, which grows by one token per sequence per step, so a run
+of k steps is applied at once (until a prefill or a sequence finishes, a new second starts, or the caller's
+horizon is reached; with attention, a step carrying a prefill chunk runs alone, and a decode run is cut
+before its step time drifts 2%). Per-request ITL is exact all the same: all decoding sequences share every
+step, so counting over-budget steps on the replica and diffing the counter between a sequence's first and
+last token gives that sequence's number of slow gaps.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ class Sequence:
     first_token: float | None = None
     finish_step: int = 0
     join_over: int = 0
+    join_step: int = 0
 
 
 class Recorder(Protocol):
@@ -53,6 +58,9 @@ class ReplicaEngine:
         self.steps = 0
         self.slow_steps = 0
         self._tiebreak = 0
+        # sum over decoding sequences of (prompt tokens - step they joined at): their summed context at
+        # step count S is this + S * len(decoding)
+        self._context_offset = 0
 
     @property
     def outstanding(self) -> int:
@@ -96,22 +104,31 @@ class ReplicaEngine:
             chunks.append((seq, chunk))
             budget -= chunk
         prefill_tokens = sum(chunk for _, chunk in chunks)
-        duration = step_model.seconds(prefill_tokens, decoding)
+        per_attended = step_model.per_attended_token_seconds
+        attended = self._context_offset + self.steps * decoding + sum(
+            chunk * (seq.request.prompt_tokens - seq.prefill_left + (chunk + 1) / 2) for seq, chunk in chunks)
+        duration = step_model.seconds(prefill_tokens, decoding, attended)
+        growth = per_attended * decoding  # each following step is this much longer: decoders' contexts grow
         limits = [max(1, math.ceil((until - self.clock) / duration)),
                   max(1, math.ceil((math.floor(self.clock) + 1 - self.clock) / duration))]
         # A prompt keeps the same chunk size for as many whole chunks as it has left (its last may be smaller).
         limits.extend(max(1, seq.prefill_left // chunk) for seq, chunk in chunks)
         if self.decoding:
             limits.append(self.decoding[0][0] - self.steps)
+        if per_attended > 0 and chunks:
+            limits.append(1)  # the next chunk sits further into its prompt: a different step
+        if growth > 0:
+            limits.append(max(1, int(0.02 * duration / growth)))
         count = max(1, min(limits))
-        self.clock += count * duration
+        mean_duration = duration + growth * (count - 1) / 2
+        self.clock += count * mean_duration
         self.steps += count
-        if duration > self.itl_budget:
-            self.slow_steps += count
+        self.slow_steps += _steps_over(self.itl_budget, duration, growth, count)
         if decoding:
-            self.recorder.itl(self.region, self.clock, duration, decoding * count)
+            self.recorder.itl(self.region, self.clock, mean_duration, decoding * count)
         while self.decoding and self.decoding[0][0] <= self.steps:
             _, _, seq = heapq.heappop(self.decoding)
+            self._context_offset -= seq.request.prompt_tokens - seq.join_step
             self._finish(seq)
         done = []
         for seq, chunk in chunks:
@@ -127,6 +144,8 @@ class ReplicaEngine:
             else:
                 seq.finish_step = self.steps + seq.request.output_tokens - 1
                 seq.join_over = self.slow_steps
+                seq.join_step = self.steps
+                self._context_offset += seq.request.prompt_tokens - seq.join_step
                 self._tiebreak += 1
                 heapq.heappush(self.decoding, (seq.finish_step, self._tiebreak, seq))
 
@@ -135,3 +154,13 @@ class ReplicaEngine:
         slow = self.slow_steps - seq.join_over if gaps > 0 else 0
         ttft = (seq.first_token if seq.first_token is not None else self.clock) - seq.request.arrival
         self.recorder.finished(self.region, self.clock, seq.request, ttft, gaps, slow)
+
+
+def _steps_over(budget: float, first: float, growth: float, count: int) -> int:
+    """How many of `count` steps lasting first, first + growth, first + 2 growth, ... exceed `budget`."""
+    if first > budget:
+        return count
+    if growth <= 0:
+        return 0
+    within = math.floor((budget - first) / growth) + 1  # steps j with first + j * growth <= budget
+    return max(count - within, 0)
