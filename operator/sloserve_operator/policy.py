@@ -44,8 +44,10 @@ HEADROOM = 0.5
 # The budgets are p95s: the model's queueing waits are sized at that quantile. Checked against steady
 # simulated load, the model's p95 point is where the fleet serves ~99% of requests within budget.
 MODEL_QUANTILE = 0.95
+TAIL_CALIBRATION_FROM = 0.9  # calibrate TTFT at the budget's observed quantile when it is at least this
 BREACH_WITHIN = 0.95  # a p95 budget is breached when fewer than 95% of samples are within it
 HISTORY_SECONDS = 900.0
+LENGTH_MEMORY_SECONDS = 600.0  # size for the longest mean prompt/output seen this long (see _sizing_lengths)
 FACTOR_MIN, FACTOR_MAX = 0.5, 4.0  # bounds of the learned latency factors (observed / modelled p95)
 FACTOR_SMOOTHING = 0.3  # weight of the newest observation in the factors' moving average
 BREACH_STEP = 0.1  # on a breach, add at least this share of the ready replicas (and at least one)
@@ -62,6 +64,8 @@ class PolicyState:
     latency_factor: dict[str, list[float]] = field(default_factory=dict)  # region -> [ttft, itl] observed/model
     learned_capacity: dict[str, float] = field(default_factory=dict)  # req/s per replica, when no profile
     blocked_until: dict[str, float] = field(default_factory=dict)  # region -> time its spill ends
+    prompt_tokens: dict[str, list[tuple[float, float]]] = field(default_factory=dict)  # region -> (time, mean)
+    output_tokens: dict[str, list[tuple[float, float]]] = field(default_factory=dict)  # region -> (time, mean)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -70,6 +74,8 @@ class PolicyState:
             "latencyFactor": {k: list(v) for k, v in self.latency_factor.items()},
             "learnedCapacity": dict(self.learned_capacity),
             "blockedUntil": dict(self.blocked_until),
+            "promptTokens": {k: [list(p) for p in v] for k, v in self.prompt_tokens.items()},
+            "outputTokens": {k: [list(p) for p in v] for k, v in self.output_tokens.items()},
         }
 
     @classmethod
@@ -98,6 +104,8 @@ class PolicyState:
             latency_factor=factors(data.get("latencyFactor")),
             learned_capacity=floats(data.get("learnedCapacity")),
             blocked_until=floats(data.get("blockedUntil")),
+            prompt_tokens=pairs(data.get("promptTokens"), float),
+            output_tokens=pairs(data.get("outputTokens"), float),
         )
 
 
@@ -143,27 +151,64 @@ def _mean_lengths(obs: RegionObservation, profile: CapacityProfile) -> tuple[flo
 
 
 def _update_factors(factors: list[float], obs: RegionObservation, profile: CapacityProfile,
-                    quantile: float) -> list[float]:
-    """Calibrate the profile to what is observed: factor = observed p95 / modelled p95 at the observed load,
-    smoothed. The model's shape (queueing, chunked prefill) stays; its scale follows reality."""
+                    ttft_budget: float, objective: float) -> list[float]:
+    """Calibrate the profile to what is observed, smoothed: factor = observed / modelled latency at the
+    observed load, at the quantile the observation pins down exactly. The model's shape (queueing, chunked
+    prefill) stays; its scale follows reality.
+
+    For TTFT that is the budget itself: when a share w < 1 of requests is within it, the budget *is* the
+    observed w-quantile, read from the histogram bucket at the budget with no interpolation, and w sits in
+    the tail the objective is about (prompt-length tails make it heavier than the model's exponential
+    one). With no miss in the window that says little, and the p95 ratio is used. ITL: the p95 ratio."""
     if not obs.ready_replicas or (obs.requests_observed or 0) < MIN_REQUESTS_FOR_LEARNING:
         return factors
     prompt, output = _mean_lengths(obs, profile)
-    ttft_model, itl_model, _ = profile.predict((obs.request_rate or 0.0) / obs.ready_replicas, prompt, output,
-                                               quantile, obs.ready_replicas)
+    state = profile.steady_state((obs.request_rate or 0.0) / obs.ready_replicas, prompt, output, objective,
+                                 obs.ready_replicas)
+    if state is None:
+        samples = [FACTOR_MAX if obs.ttft_p95 is not None else None, FACTOR_MAX if obs.itl_p95 is not None else None]
+    else:
+        samples = [_ratio(obs.ttft_p95, state.ttft_quantile(MODEL_QUANTILE)), _ratio(obs.itl_p95, state.itl_p95)]
+        within = obs.ttft_within_budget
+        if within is not None and TAIL_CALIBRATION_FROM <= within < objective:
+            tail = _ratio(ttft_budget, state.ttft_quantile(within))
+            samples[0] = tail if samples[0] is None else max(samples[0], tail)
     updated = list(factors)
-    for index, (seen, modelled) in enumerate(((obs.ttft_p95, ttft_model), (obs.itl_p95, itl_model))):
-        if seen is None:
-            continue
-        sample = FACTOR_MAX if not math.isfinite(modelled) else min(max(seen / modelled, FACTOR_MIN), FACTOR_MAX)
-        updated[index] = (1 - FACTOR_SMOOTHING) * updated[index] + FACTOR_SMOOTHING * sample
+    for index, sample in enumerate(samples):
+        if sample is not None:
+            updated[index] = (1 - FACTOR_SMOOTHING) * updated[index] + FACTOR_SMOOTHING * sample
     return updated
 
 
-def _capacity_per_replica(spec: ModelServiceSpec, obs: RegionObservation, profile: CapacityProfile | None,
+def _ratio(seen: float | None, modelled: float) -> float | None:
+    if seen is None:
+        return None
+    return FACTOR_MAX if not math.isfinite(modelled) else min(max(seen / modelled, FACTOR_MIN), FACTOR_MAX)
+
+
+def _remember(history: list[tuple[float, float]], now: float, value: float | None) -> float | None:
+    """Record `value` and return the largest one of the last LENGTH_MEMORY_SECONDS (None if none was seen)."""
+    if value is not None:
+        history.append((now, value))
+    del history[: sum(1 for t, _ in history if t < now - LENGTH_MEMORY_SECONDS)]
+    return max((v for _, v in history), default=None)
+
+
+def _sizing_lengths(state: PolicyState, region: str, obs: RegionObservation, profile: CapacityProfile | None,
+                    now: float) -> tuple[float, float]:
+    """Mean prompt and output lengths to size with: the longest means of the last LENGTH_MEMORY_SECONDS. The mix
+    of requests shifts (a trace's long-prompt phase comes back minutes later), and a fleet shrunk for the
+    short-prompt phase meets the long one with a cold start to wait for."""
+    prompt = _remember(state.prompt_tokens.setdefault(region, []), now, obs.mean_prompt_tokens)
+    output = _remember(state.output_tokens.setdefault(region, []), now, obs.mean_output_tokens)
+    defaults = (profile.workload_prompt_tokens, profile.workload_output_tokens) if profile else (None, None)
+    return float(prompt or defaults[0] or 256), float(output or defaults[1] or 128)
+
+
+def _capacity_per_replica(spec: ModelServiceSpec, lengths: tuple[float, float], profile: CapacityProfile | None,
                           factors: list[float], learned: float | None, fleet_size: int) -> float | None:
     if profile is not None:
-        prompt, output = _mean_lengths(obs, profile)
+        prompt, output = lengths
         capacity = profile.max_rate_within_budget(
             spec.slo.ttft.p95_seconds / factors[0], spec.slo.itl.p95_seconds / factors[1], prompt, output,
             MODEL_QUANTILE, max(fleet_size, 1))
@@ -229,10 +274,13 @@ def _plan_region(spec: ModelServiceSpec, region: str, obs: RegionObservation, st
     if learned is not None:
         state.learned_capacity[region] = learned
     if profile is not None and settled:
-        factors = state.latency_factor[region] = _update_factors(factors, obs, profile, MODEL_QUANTILE)
+        factors = state.latency_factor[region] = _update_factors(factors, obs, profile, ttft_budget,
+                                                                 spec.slo.objective_fraction)
     planned_rate = forecast_rate(history, now, horizon)
+    lengths = _sizing_lengths(state, region, obs, profile, now)
+
     def capacity_at(size: int) -> float | None:
-        return _capacity_per_replica(spec, obs, profile, factors, state.learned_capacity.get(region), size)
+        return _capacity_per_replica(spec, lengths, profile, factors, state.learned_capacity.get(region), size)
 
     need, capacity = _fleet_for(planned_rate, capacity_at, max(current, 1))
     # What the current rate needs: the stabilization window remembers this, not the forecast's need.
