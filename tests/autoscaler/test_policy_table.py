@@ -137,3 +137,45 @@ def test_profile_that_cannot_meet_the_budgets_falls_back_to_learned_capacity():
     decision = decide(spec, observation(20, region_obs(ready=2, rate=12.0, ttft=0.6, itl=0.08)), state, 20.0,
                       current_serving={"default": 2}, profile=slow)
     assert decision.serving["default"] > 2, decision.reason  # sized from what was learned, not held blind
+
+
+def run_ticks(spec, state, serving, times, **obs_kwargs):
+    """Feed one observation per time in `times`, following the policy's decisions; return (time, serving)."""
+    history = []
+    for now in times:
+        obs = observation(now, region_obs(ready=serving, **obs_kwargs))
+        serving = decide(spec, obs, state, float(now), current_serving={"default": serving},
+                         profile=PROFILE).serving["default"]
+        history.append((now, serving))
+    return history
+
+
+def test_a_short_prompt_phase_does_not_shrink_a_fleet_sized_for_long_prompts_until_the_memory_passes():
+    from sloserve_operator.policy import LENGTH_MEMORY_SECONDS
+
+    spec = make_spec(max_replicas=30, window="1m", max_step=10)
+    state = PolicyState()
+    # No latencies observed: the profile alone sizes the fleet (no calibration in play).
+    quiet = dict(rate=4.0, ttft=None, itl=None, ttft_within=None, itl_within=None)
+    long_phase = run_ticks(spec, state, 2, range(0, 300, 10), prompt=700.0, **quiet)
+    sized_for_long = long_phase[-1][1]
+    assert sized_for_long > 4
+    short_phase = run_ticks(spec, state, sized_for_long, range(300, 300 + int(LENGTH_MEMORY_SECONDS), 10),
+                            prompt=150.0, **quiet)
+    assert min(n for _, n in short_phase) == sized_for_long, short_phase
+    # Once the long prompts are out of memory (and a stabilization window has passed), it scales down.
+    later = run_ticks(spec, state, sized_for_long, range(300 + int(LENGTH_MEMORY_SECONDS), 1200, 10),
+                      prompt=150.0, **quiet)
+    assert later[-1][1] < sized_for_long, later
+
+
+def test_misses_beyond_the_objective_at_a_healthy_p95_raise_the_ttft_factor():
+    # The p95 is well within budget, but 3% of requests miss it (a heavy prompt tail): the objective (99%)
+    # is missed, so the TTFT calibration moves to the budget's observed quantile and asks for more capacity.
+    spec = make_spec(max_replicas=30, window="1m")
+    healthy, tail = PolicyState(), PolicyState()
+    load = dict(rate=6.0, ttft=0.5, prompt=600.0)
+    wanted = {name: run_ticks(spec, state, 4, range(0, 120, 10), ttft_within=within, **load)[-1][1]
+              for name, state, within in (("healthy", healthy, 1.0), ("tail", tail, 0.97))}
+    assert tail.latency_factor["default"][0] > healthy.latency_factor["default"][0]
+    assert wanted["tail"] > wanted["healthy"], wanted
