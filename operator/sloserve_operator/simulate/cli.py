@@ -1,7 +1,7 @@
 """`sloserve simulate`: replay a trace through the sloserve policy and the baselines; print the scorecard.
 
     sloserve simulate --trace ../shared/traces/AzureLLMInferenceTrace_conv.csv --profile smollm2-135m-cpu \\
-        --ttft 2s --itl 150ms --out out/azure-cpu
+        --token-scale 0.25 --rate-scale 8 --ttft 1s --itl 250ms --out out/azure-cpu
 
 --trace takes an Azure CSV, a Mooncake JSONL, `synthetic-bursty` or `synthetic-wave`. SLO budgets and scaling come
 from the flags or from a ModelService file (-f), whose spec.slo and spec.scaling then apply.
@@ -23,8 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "or 'synthetic-wave' (2..10/s over a 30 min cycle)")
     parser.add_argument("--profile", default=DEFAULT_PROFILE, help="shipped profile name or JSON path")
     parser.add_argument("-f", "--filename", help="ModelService YAML: take spec.slo and spec.scaling from it")
-    parser.add_argument("--ttft", default="2s", help="p95 TTFT budget (without -f)")
-    parser.add_argument("--itl", default="150ms", help="p95 inter-token latency budget (without -f)")
+    parser.add_argument("--ttft", default="1s", help="p95 TTFT budget (without -f)")
+    parser.add_argument("--itl", default="250ms", help="p95 inter-token latency budget (without -f)")
     parser.add_argument("--objective", default="99%", help="share of requests that must meet both budgets")
     parser.add_argument("--min-replicas", type=int, default=1)
     parser.add_argument("--max-replicas", type=int, default=64)
