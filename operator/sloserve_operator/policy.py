@@ -47,7 +47,7 @@ MODEL_QUANTILE = 0.95
 TAIL_CALIBRATION_FROM = 0.9  # calibrate TTFT at the budget's observed quantile when it is at least this
 BREACH_WITHIN = 0.95  # a p95 budget is breached when fewer than 95% of samples are within it
 HISTORY_SECONDS = 900.0
-LENGTH_MEMORY_SECONDS = 600.0  # size for the longest mean prompt/output seen this long (see _sizing_lengths)
+LENGTH_MEMORY_SECONDS = 600.0  # size for the longest mean prompt seen this long (see _sizing_lengths)
 FACTOR_MIN, FACTOR_MAX = 0.5, 4.0  # bounds of the learned latency factors (observed / modelled p95)
 FACTOR_SMOOTHING = 0.3  # weight of the newest observation in the factors' moving average
 BREACH_STEP = 0.1  # on a breach, add at least this share of the ready replicas (and at least one)
@@ -65,7 +65,6 @@ class PolicyState:
     learned_capacity: dict[str, float] = field(default_factory=dict)  # req/s per replica, when no profile
     blocked_until: dict[str, float] = field(default_factory=dict)  # region -> time its spill ends
     prompt_tokens: dict[str, list[tuple[float, float]]] = field(default_factory=dict)  # region -> (time, mean)
-    output_tokens: dict[str, list[tuple[float, float]]] = field(default_factory=dict)  # region -> (time, mean)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -75,7 +74,6 @@ class PolicyState:
             "learnedCapacity": dict(self.learned_capacity),
             "blockedUntil": dict(self.blocked_until),
             "promptTokens": {k: [list(p) for p in v] for k, v in self.prompt_tokens.items()},
-            "outputTokens": {k: [list(p) for p in v] for k, v in self.output_tokens.items()},
         }
 
     @classmethod
@@ -105,7 +103,6 @@ class PolicyState:
             learned_capacity=floats(data.get("learnedCapacity")),
             blocked_until=floats(data.get("blockedUntil")),
             prompt_tokens=pairs(data.get("promptTokens"), float),
-            output_tokens=pairs(data.get("outputTokens"), float),
         )
 
 
@@ -196,13 +193,13 @@ def _remember(history: list[tuple[float, float]], now: float, value: float | Non
 
 def _sizing_lengths(state: PolicyState, region: str, obs: RegionObservation, profile: CapacityProfile | None,
                     now: float) -> tuple[float, float]:
-    """Mean prompt and output lengths to size with: the longest means of the last LENGTH_MEMORY_SECONDS. The mix
-    of requests shifts (a trace's long-prompt phase comes back minutes later), and a fleet shrunk for the
-    short-prompt phase meets the long one with a cold start to wait for."""
+    """Mean prompt and output lengths to size with: the longest mean prompt of the last
+    LENGTH_MEMORY_SECONDS, the current mean output. The mix of prompts shifts (a trace's long-prompt phase
+    comes back minutes later), and a fleet shrunk for the short-prompt phase meets the long one with a cold
+    start to wait for. (Remembering outputs too cost replica-hours and bought nothing in the benchmark.)"""
     prompt = _remember(state.prompt_tokens.setdefault(region, []), now, obs.mean_prompt_tokens)
-    output = _remember(state.output_tokens.setdefault(region, []), now, obs.mean_output_tokens)
     defaults = (profile.workload_prompt_tokens, profile.workload_output_tokens) if profile else (None, None)
-    return float(prompt or defaults[0] or 256), float(output or defaults[1] or 128)
+    return float(prompt or defaults[0] or 256), float(obs.mean_output_tokens or defaults[1] or 128)
 
 
 def _capacity_per_replica(spec: ModelServiceSpec, lengths: tuple[float, float], profile: CapacityProfile | None,
