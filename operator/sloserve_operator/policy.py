@@ -149,18 +149,20 @@ def _mean_lengths(obs: RegionObservation, profile: CapacityProfile) -> tuple[flo
 
 def _update_factors(factors: list[float], obs: RegionObservation, profile: CapacityProfile,
                     ttft_budget: float, objective: float) -> list[float]:
-    """Calibrate the profile to what is observed, smoothed: factor = observed / modelled latency at the
-    observed load, at the quantile the observation pins down exactly. The model's shape (queueing, chunked
-    prefill) stays; its scale follows reality.
+    """Calibrate the profile to what is observed, smoothed: factor = observed p95 / modelled p95 at the
+    observed load. The model's shape (queueing, chunked prefill) stays; its scale follows reality.
 
-    For TTFT that is the budget itself: when a share w < 1 of requests is within it, the budget *is* the
-    observed w-quantile, read from the histogram bucket at the budget with no interpolation, and w sits in
-    the tail the objective is about (prompt-length tails make it heavier than the model's exponential
-    one). With no miss in the window that says little, and the p95 ratio is used. ITL: the p95 ratio."""
+    TTFT also looks at the tail the objective is about. When the window misses the objective (a share w of
+    requests within the budget, TAIL_CALIBRATION_FROM <= w < objective), the budget *is* the observed
+    w-quantile, read from the histogram bucket at the budget with no interpolation; budget / modelled
+    w-quantile is then the sample if it is the larger. Prompt-length tails make the real TTFT tail heavier
+    than the model's exponential one, so the objective can be missed while the p95 looks healthy. Only
+    upwards: taken at every w, a factor learned deep in the tail keeps growing with the fleet, because a
+    long prompt's own prefill does not shrink with load while the model's TTFT does."""
     if not obs.ready_replicas or (obs.requests_observed or 0) < MIN_REQUESTS_FOR_LEARNING:
         return factors
     prompt, output = _mean_lengths(obs, profile)
-    state = profile.steady_state((obs.request_rate or 0.0) / obs.ready_replicas, prompt, output, objective,
+    state = profile.steady_state((obs.request_rate or 0.0) / obs.ready_replicas, prompt, output, MODEL_QUANTILE,
                                  obs.ready_replicas)
     if state is None:
         samples = [FACTOR_MAX if obs.ttft_p95 is not None else None, FACTOR_MAX if obs.itl_p95 is not None else None]
