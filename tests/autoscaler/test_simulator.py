@@ -81,6 +81,61 @@ def test_decode_steps_that_outgrow_the_itl_budget_are_counted_slow():
     assert (outcome.gaps, outcome.slow_gaps) == (300, 199)
 
 
+def step_by_step(profile, requests, itl_budget):
+    """The replica's rules applied one engine step at a time, with nothing batched into runs: the reference
+    the event-by-event engine must reproduce. Returns {arrival: (ttft, finished_at, slow_gaps)}."""
+    step = profile.step
+    waiting, prefilling, decoding, results = list(requests), [], [], {}
+    clock, steps, slow = 0.0, 0, 0
+    done_prefill = {id(r): 0 for r in requests}
+    while waiting or prefilling or decoding:
+        while waiting and len(prefilling) + len(decoding) < profile.max_batch_size:
+            prefilling.append(waiting.pop(0))
+        budget = max(profile.max_batched_tokens - len(decoding), 0)
+        chunks = []
+        for request in prefilling:
+            if budget <= 0:
+                break
+            chunk = min(request.prompt_tokens - done_prefill[id(request)], budget)
+            chunks.append((request, chunk))
+            budget -= chunk
+        attended = sum(r.prompt_tokens + steps - joined for r, joined, _, _ in decoding)
+        attended += sum(c * (done_prefill[id(r)] + (c + 1) / 2) for r, c in chunks)
+        duration = step.seconds(sum(c for _, c in chunks), len(decoding), attended)
+        clock, steps = clock + duration, steps + 1
+        slow += duration > itl_budget
+        for entry in [e for e in decoding if e[1] + e[0].output_tokens - 1 <= steps]:
+            decoding.remove(entry)
+            request, _, first, joined_slow = entry
+            results[request.arrival] = (first - request.arrival, clock, slow - joined_slow)
+        for request, chunk in chunks:
+            done_prefill[id(request)] += chunk
+            if done_prefill[id(request)] >= request.prompt_tokens:
+                prefilling.remove(request)
+                if request.output_tokens <= 1:
+                    results[request.arrival] = (clock - request.arrival, clock, 0)
+                else:
+                    decoding.append((request, steps, clock, slow))
+    return results
+
+
+@pytest.mark.parametrize("per_attended", [0.0, 3e-7])
+def test_event_by_event_engine_matches_a_step_by_step_replay(per_attended):
+    rng = np.random.default_rng(7)
+    profile = with_attention(CPU, per_attended)
+    requests = [Request(i * 1e-6, int(rng.integers(1, 1500)), int(rng.integers(1, 120))) for i in range(40)]
+    budget = profile.step.seconds(profile.max_batched_tokens / 2, 8, 4000)  # some steps over, some under
+    recorder, _ = run_engine(profile, requests, until=1e4, itl_budget=budget)
+    expected = step_by_step(profile, requests, budget)
+    assert len(recorder.outcomes) == len(requests)
+    assert sum(slow for _, _, slow in expected.values()) > 0  # the budget splits the steps
+    for outcome in recorder.outcomes:
+        ttft, finished_at, slow_gaps = expected[outcome.arrival]
+        assert outcome.ttft == pytest.approx(ttft, rel=1e-9)
+        assert outcome.finished_at == pytest.approx(finished_at, rel=1e-9)
+        assert outcome.slow_gaps == slow_gaps
+
+
 def test_concurrent_requests_share_steps_and_chunks_slow_the_decoders():
     # The second prompt's 512-token chunks run while the first decodes: those gaps exceed a tight ITL budget.
     budget = H100.step.seconds(0, 1) * 1.5
