@@ -9,6 +9,7 @@ unavoidable misses (a request alone on an idle replica already over budget) stay
 docs/autoscaling.md for the reasoning. Takes a few minutes per scenario on one core.
 
     .venv/bin/python bench/autoscale.py [--only azure-cpu] [--quick]
+    .venv/bin/python bench/autoscale.py --policies sloserve --out /tmp/try   # the policy alone, ~45 s for all
     .venv/bin/python bench/autoscale.py --check-model [--only NAME]
 
 --check-model checks the capacity model instead: a fixed fleet under steady Poisson load with the
@@ -45,7 +46,7 @@ SCENARIOS: dict[str, tuple[Path | str, str, str, str, float, float, int | None]]
 }
 
 
-def scenario_args(name: str, out: Path, quick: bool) -> argparse.Namespace:
+def scenario_args(name: str, out: Path, quick: bool, policies: str | None = None) -> argparse.Namespace:
     trace, profile, ttft, itl, rate_scale, token_scale, max_len = SCENARIOS[name]
     parser = argparse.ArgumentParser()
     simulate_cli.add_arguments(parser)
@@ -56,6 +57,8 @@ def scenario_args(name: str, out: Path, quick: bool) -> argparse.Namespace:
         argv += ["--max-model-len", str(max_len)]
     if quick:
         argv += ["--minutes", "15", "--no-tune"]
+    if policies:
+        argv += ["--policies", policies]
     return parser.parse_args(argv)
 
 
@@ -100,6 +103,8 @@ def main() -> int:
     parser.add_argument("--only", choices=sorted(SCENARIOS), action="append", help="run just these scenarios")
     parser.add_argument("--out", default=str(ROOT / "docs" / "autoscaling"))
     parser.add_argument("--quick", action="store_true", help="15 minutes of each trace, defaults only")
+    parser.add_argument("--policies", help="comma list of policies to run (default: all; e.g. 'sloserve' to try "
+                                           "a policy change quickly)")
     parser.add_argument("--check-model", action="store_true",
                         help="check the capacity model against steady simulated load instead")
     args = parser.parse_args()
@@ -116,7 +121,7 @@ def main() -> int:
     for name in args.only or list(SCENARIOS):
         print(f"\n## {name}\n", flush=True)
         started = time.monotonic()
-        status |= simulate_cli.run(scenario_args(name, out, args.quick))
+        status |= simulate_cli.run(scenario_args(name, out, args.quick, args.policies))
         print(f"\n({name}: {time.monotonic() - started:.0f} s)", flush=True)
     return status
 
