@@ -9,8 +9,8 @@ and a fitted step-time model of continuous batching,
 
 where `attended_tokens` sums, over the step's query tokens, the context each attends to (a prompt token at
 position p attends p+1 tokens, a decoding sequence its whole context). That last term is attention, the
-part of a step that grows with context length: on a CPU it makes a 4k-token prompt cost twice what the
-linear terms say, and a chunk late in a long prompt a step several times longer. It is optional (0 when a
+part of a step that grows with context length: on two CPU cores a 3,800-token prompt takes 3.9 s where the
+linear terms say 1.0 s, and a chunk late in a long prompt makes its step several times longer. It is optional (0 when a
 profile does not give it, e.g. one derived from published figures that have no context sweep).
 
 which is what both the policy (to size the fleet before latency degrades) and the simulator (as the
@@ -192,8 +192,9 @@ class CapacityProfile:
           utilisation is rho = rate * (aP + bO) and the mean step is base / (1 - rho); the decoding batch
           follows by Little's law (rate * O * mean step) and must stay below maxBatchSize.
         - A decode-only step takes base + b*batch; a step carrying a prefill chunk (the token budget the
-          decoders leave) takes longer by that chunk's prefill and attention (_chunk_tail). Once more than 5% of steps carry a chunk, those set the
-          ITL p95 (the mean step is not added on top: it already averages the chunks in).
+          decoders leave) takes longer by that chunk's prefill and attention (_chunk_tail). Once more than
+          5% of steps carry a chunk, those set the ITL p95 (the mean step is not added on top: it already
+          averages the chunks in).
         - Prefill is a FCFS queue of prompts served chunk by chunk at chunk / chunk-step tokens per second
           (every chunk step pays `base` and the decoders too, which is what limits long-prompt traffic).
           With exponential prompt lengths that queue is M/M/1, whose time in system is exponential with
