@@ -141,9 +141,9 @@ def _is_breach(obs: RegionObservation, ratio: float | None) -> bool:
     return ratio is not None and ratio > 1.0
 
 
-def _mean_lengths(obs: RegionObservation, profile: CapacityProfile) -> tuple[float, float]:
-    prompt = obs.mean_prompt_tokens or profile.workload_prompt_tokens or 256
-    output = obs.mean_output_tokens or profile.workload_output_tokens or 128
+def _mean_lengths(obs: RegionObservation, profile: CapacityProfile | None) -> tuple[float, float]:
+    prompt = obs.mean_prompt_tokens or (profile and profile.workload_prompt_tokens) or 256
+    output = obs.mean_output_tokens or (profile and profile.workload_output_tokens) or 128
     return float(prompt), float(output)
 
 
@@ -199,9 +199,9 @@ def _sizing_lengths(state: PolicyState, region: str, obs: RegionObservation, pro
     LENGTH_MEMORY_SECONDS, the current mean output. The mix of prompts shifts (a trace's long-prompt phase
     comes back minutes later), and a fleet shrunk for the short-prompt phase meets the long one with a cold
     start to wait for. (Remembering outputs too cost replica-hours and bought nothing in the benchmark.)"""
-    prompt = _remember(state.prompt_tokens.setdefault(region, []), now, obs.mean_prompt_tokens)
-    defaults = (profile.workload_prompt_tokens, profile.workload_output_tokens) if profile else (None, None)
-    return float(prompt or defaults[0] or 256), float(obs.mean_output_tokens or defaults[1] or 128)
+    longest = _remember(state.prompt_tokens.setdefault(region, []), now, obs.mean_prompt_tokens)
+    prompt, output = _mean_lengths(obs, profile)
+    return (longest or prompt), output
 
 
 def _capacity_per_replica(spec: ModelServiceSpec, lengths: tuple[float, float], profile: CapacityProfile | None,
