@@ -1,0 +1,146 @@
+"""Helpers for the control-plane tests: API clients, server-side apply, polling, identities.
+
+A uniquely named module (not conftest) so `from cluster_harness import ...` never picks up another
+directory's conftest."""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import yaml
+from kubernetes import client, config, dynamic
+
+ROOT_DIR = Path(__file__).resolve().parents[2]
+GROUP, VERSION, PLURAL = "sloserve.io", "v1alpha1", "modelservices"
+FIELD_MANAGER = "sloserve-tests"
+
+# The quickstart spec sized for tests: CPU only, one serving and one warm replica.
+QUICKSTART_SPEC: dict[str, Any] = {
+    "model": {"name": "smollm2-135m-instruct"},
+    "engine": "bundled",
+    "runtime": {"maxBatchSize": 16, "maxBatchedTokens": 512, "maxModelLen": 2048, "threads": 1},
+    "resources": {"gpus": 0, "cpu": "1", "memory": "2Gi"},
+    "slo": {"ttft": {"p95": "1s"}, "itl": {"p95": "100ms"}},
+    "scaling": {"mode": "slo", "minReplicas": 1, "maxReplicas": 3, "warmPool": {"size": 1}},
+}
+
+
+def api_client(kubeconfig: Path) -> client.ApiClient:
+    return config.new_client_from_config(config_file=str(kubeconfig))
+
+
+def model_service(name: str, spec: dict[str, Any] | None = None, namespace: str = "default") -> dict[str, Any]:
+    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "ModelService",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": copy.deepcopy(spec if spec is not None else QUICKSTART_SPEC)}
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, interval: float = 0.2, what: str = "") -> Any:
+    """Poll until predicate() is truthy; fail naming `what` and the last value after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}; last value: {last!r}")
+
+
+def load_yaml(path: Path) -> list[dict[str, Any]]:
+    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+
+
+def apply(api: client.ApiClient, objects: Iterable[dict[str, Any]]) -> None:
+    """Server-side apply each object, as `kubectl apply --server-side` does."""
+    dyn = dynamic.DynamicClient(api)
+    for obj in objects:
+        resource = dyn.resources.get(api_version=obj["apiVersion"], kind=obj["kind"])
+        namespace = obj["metadata"].get("namespace") if resource.namespaced else None
+        resource.server_side_apply(body=obj, name=obj["metadata"]["name"], namespace=namespace,
+                                   field_manager=FIELD_MANAGER, force_conflicts=True)
+
+
+def ensure_namespace(api: client.ApiClient, name: str) -> str:
+    core = client.CoreV1Api(api)
+    try:
+        core.create_namespace({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+    except client.ApiException as error:
+        if error.status != 409:
+            raise
+    # Pods are refused until the ServiceAccount controller has made the namespace's default account.
+    wait_for(lambda: _has_default_sa(core, name), timeout=30, what=f"default ServiceAccount in {name}")
+    return name
+
+
+def _has_default_sa(core: client.CoreV1Api, namespace: str) -> bool:
+    try:
+        core.read_namespaced_service_account("default", namespace)
+        return True
+    except client.ApiException:
+        return False
+
+
+def service_account_token(api: client.ApiClient, name: str, namespace: str, seconds: int = 7200) -> str:
+    """A bound token for the ServiceAccount (the TokenRequest API, as a pod's projected token)."""
+    request = client.AuthenticationV1TokenRequest(spec=client.V1TokenRequestSpec(
+        audiences=[], expiration_seconds=seconds))
+    answer = client.CoreV1Api(api).create_namespaced_service_account_token(name, namespace, request)
+    return answer.status.token
+
+
+class Cluster:
+    """Typed reads and writes on the control plane for the tests (admin identity)."""
+
+    def __init__(self, api: client.ApiClient) -> None:
+        self.api = api
+        self.core = client.CoreV1Api(api)
+        self.apps = client.AppsV1Api(api)
+        self.policy = client.PolicyV1Api(api)
+        self.custom = client.CustomObjectsApi(api)
+        self.discovery = client.DiscoveryV1Api(api)
+
+    # ModelServices
+    def create_msvc(self, name: str, namespace: str, spec: dict[str, Any] | None = None) -> dict[str, Any]:
+        return self.custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL,
+                                                           model_service(name, spec, namespace))
+
+    def msvc(self, name: str, namespace: str) -> dict[str, Any] | None:
+        try:
+            return self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+        except client.ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+
+    def patch_msvc(self, name: str, namespace: str, patch: dict[str, Any]) -> dict[str, Any]:
+        return self.custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name, patch)
+
+    def condition(self, name: str, namespace: str, kind: str) -> dict[str, Any] | None:
+        status = (self.msvc(name, namespace) or {}).get("status") or {}
+        return next((c for c in status.get("conditions") or [] if c["type"] == kind), None)
+
+    # children
+    def deployments(self, namespace: str) -> list[client.V1Deployment]:
+        return self.apps.list_namespaced_deployment(namespace).items
+
+    def pods(self, namespace: str, selector: str = "") -> list[client.V1Pod]:
+        return self.core.list_namespaced_pod(namespace, label_selector=selector).items
+
+    def live_pods(self, namespace: str, selector: str = "") -> list[client.V1Pod]:
+        return [p for p in self.pods(namespace, selector) if p.metadata.deletion_timestamp is None]
+
+    def ready_pods(self, namespace: str, selector: str = "") -> list[client.V1Pod]:
+        return [p for p in self.live_pods(namespace, selector)
+                if any(c.type == "Ready" and c.status == "True" for c in p.status.conditions or [])]
+
+    def endpoint_ips(self, namespace: str, service: str) -> set[str]:
+        """Ready addresses of the Service, from its EndpointSlices (what kube-proxy would route to)."""
+        slices = self.discovery.list_namespaced_endpoint_slice(
+            namespace, label_selector=f"kubernetes.io/service-name={service}").items
+        return {address for s in slices for e in s.endpoints or []
+                if e.conditions is None or e.conditions.ready for address in e.addresses}
