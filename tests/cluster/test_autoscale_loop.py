@@ -1,0 +1,93 @@
+"""The autoscale loop end to end: synthetic runtime metrics scraped by the real Prometheus, the real
+operator querying it, and a TTFT breach turning into a larger Deployment on the real API server."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+
+import httpx
+import pytest
+from cluster_harness import ROOT_DIR, wait_for
+
+# The shared Prometheus and exporter helpers (tests/autoscaler/observe since the layout change).
+for folder in ("tests/autoscaler/observe", "tests/metrics"):
+    if (ROOT_DIR / folder / "prometheus_server.py").exists():
+        sys.path.insert(0, str(ROOT_DIR / folder))
+        break
+from prometheus_server import PROMETHEUS, PrometheusServer, Target  # noqa: E402
+from synthetic_exporter import SyntheticRuntime  # noqa: E402
+
+INTERVAL = 2.0  # --autoscale-interval
+
+
+@pytest.fixture
+def breaching_runtime():
+    """One serving replica's /metrics, answering within budget until `breach` is set."""
+    runtime = SyntheticRuntime(model_name="smollm2-135m-instruct")
+    runtime.serve()
+    breach = threading.Event()
+    stop = threading.Event()
+
+    def traffic() -> None:
+        while not stop.is_set():
+            runtime.record(4, ttft=3.0 if breach.is_set() else 0.1, itl=0.02)
+            runtime.set_load(running=8 if breach.is_set() else 1, waiting=12 if breach.is_set() else 0,
+                             kv_usage=0.5)
+            stop.wait(0.25)
+
+    thread = threading.Thread(target=traffic, daemon=True)
+    thread.start()
+    yield runtime, breach
+    stop.set()
+    thread.join(timeout=5)
+    runtime.close()
+
+
+@pytest.mark.skipif(PROMETHEUS is None, reason="prometheus binary not installed (make system-deps)")
+def test_breach_scales_the_deployment_within_two_intervals(cluster, namespace, operator_factory, tmp_path,
+                                                          breaching_runtime):
+    runtime, breach = breaching_runtime
+    labels = {"namespace": namespace, "model_service": "chat", "region": "default", "role": "serving",
+              "pod": "chat-synthetic"}
+    prometheus = PrometheusServer(tmp_path, [Target(runtime.url, labels)])
+    prometheus.start()
+    try:
+        operator = operator_factory("--all-namespaces", "--drift-interval=5", f"--autoscale-interval={INTERVAL}",
+                                    "--metrics-window=10", f"--prometheus-url={prometheus.url}")
+        cluster.create_msvc("chat", namespace)  # quickstart sizing: min 1, max 3, warm pool 1
+        wait_for(lambda: _replicas(cluster, namespace) == 2, timeout=60, what="1 serving + 1 warm")
+        wait_for(lambda: _condition_true(cluster, namespace, "MetricsAvailable"), timeout=60,
+                 what=f"MetricsAvailable (operator log: {operator.log_path})")
+
+        breach.set()
+        wait_for(lambda: _prometheus_ttft_p95(prometheus.url, namespace) > 1.0, timeout=30,
+                 what="Prometheus sees p95 TTFT above the 1 s budget")
+        seen = time.monotonic()
+        wait_for(lambda: _replicas(cluster, namespace) > 2, timeout=2 * INTERVAL + 3, interval=0.1,
+                 what="Deployment scaled up within two autoscale intervals")
+        assert time.monotonic() - seen <= 2 * INTERVAL + 3
+        status = cluster.msvc("chat", namespace)["status"]
+        assert status["desiredReplicas"] >= 2, status
+        assert any(c["type"] == "SLOMet" and c["status"] == "False" for c in status["conditions"]), status
+    finally:
+        prometheus.stop()
+
+
+def _replicas(cluster, namespace: str) -> int | None:
+    deployments = {d.metadata.name: d for d in cluster.deployments(namespace)}
+    return deployments["chat"].spec.replicas if "chat" in deployments else None
+
+
+def _condition_true(cluster, namespace: str, kind: str) -> bool:
+    found = cluster.condition("chat", namespace, kind)
+    return bool(found and found["status"] == "True")
+
+
+def _prometheus_ttft_p95(url: str, namespace: str) -> float:
+    query = (f'histogram_quantile(0.95, sum by (le) (rate(sloserve:time_to_first_token_seconds_bucket'
+             f'{{namespace="{namespace}"}}[10s])))')
+    answer = httpx.get(f"{url}/api/v1/query", params={"query": query}, timeout=5).json()
+    result = answer.get("data", {}).get("result") or []
+    return float(result[0]["value"][1]) if result else 0.0

@@ -1,0 +1,114 @@
+"""Drift, restarts and leader election with real processes: a child edited by hand is put back; an operator
+killed with SIGKILL and started again converges without duplicates; of two replicas only one acts."""
+
+from __future__ import annotations
+
+import re
+
+from cluster_harness import QUICKSTART_SPEC, wait_for
+from kubernetes.client.rest import ApiException
+
+# A short peering lifetime: a SIGKILLed replica's record counts as alive for this long.
+ARGS = ("--all-namespaces", "--drift-interval=2", "--autoscale-interval=2", "--peering-lifetime=5")
+MANUAL = {**QUICKSTART_SPEC, "scaling": {"mode": "manual", "minReplicas": 1, "maxReplicas": 4,
+                                         "warmPool": {"size": 0}}, "replicas": 1}
+
+
+def _image(cluster, namespace: str) -> str:
+    return cluster.apps.read_namespaced_deployment("chat", namespace).spec.template.spec.containers[0].image
+
+
+def _service_ports(cluster, namespace: str):
+    try:
+        return [p.port for p in cluster.core.read_namespaced_service("chat", namespace).spec.ports]
+    except ApiException as error:
+        if error.status == 404:
+            return None
+        raise
+
+
+def test_hand_edits_are_put_back(cluster, namespace, operator_factory):
+    operator = operator_factory(*ARGS)
+    try:
+        cluster.create_msvc("chat", namespace, MANUAL)
+        original = wait_for(lambda: _image_or_none(cluster, namespace), timeout=60, what="Deployment chat")
+        ports = wait_for(lambda: _service_ports(cluster, namespace), timeout=30, what="Service chat")
+
+        cluster.apps.patch_namespaced_deployment("chat", namespace, {"spec": {"template": {"spec": {
+            "containers": [{"name": "runtime", "image": "example.invalid/hand-edited:1"}]}}}})
+        cluster.core.delete_namespaced_service("chat", namespace)
+        wait_for(lambda: _image(cluster, namespace) == original, timeout=30, what="image put back")
+        wait_for(lambda: _service_ports(cluster, namespace) == ports, timeout=30, what="Service recreated")
+    finally:
+        operator.stop()
+
+
+def _image_or_none(cluster, namespace: str):
+    try:
+        return _image(cluster, namespace)
+    except ApiException as error:
+        if error.status == 404:
+            return None
+        raise
+
+
+def test_killed_operator_restarts_and_converges_without_duplicates(cluster, namespace, operator_factory):
+    first = operator_factory(*ARGS)
+    cluster.create_msvc("chat", namespace, MANUAL)
+    wait_for(lambda: len(cluster.ready_pods(namespace, "sloserve.io/model-service=chat")) == 1, timeout=60,
+             what="1 ready pod")
+    first.kill()
+
+    # Changed while no operator runs; the next one must pick it up on resume.
+    cluster.patch_msvc("chat", namespace, {"spec": {"replicas": 3}})
+    second = operator_factory(*ARGS)
+    try:
+        wait_for(lambda: len(cluster.ready_pods(namespace, "sloserve.io/model-service=chat")) == 3, timeout=90,
+                 what="3 ready pods after the restart")
+        wait_for(lambda: (cluster.msvc("chat", namespace).get("status") or {}).get("serving") == 3, timeout=30,
+                 what="status serving=3")
+        assert [d.metadata.name for d in cluster.deployments(namespace)] == ["chat"]
+        services = cluster.core.list_namespaced_service(namespace).items
+        assert [s.metadata.name for s in services] == ["chat"]
+        pdbs = cluster.policy.list_namespaced_pod_disruption_budget(namespace).items
+        assert [p.metadata.name for p in pdbs] == ["chat"]
+        replica_sets = [rs for rs in cluster.apps.list_namespaced_replica_set(namespace).items if rs.spec.replicas]
+        assert len(replica_sets) == 1
+        assert len(cluster.live_pods(namespace, "sloserve.io/model-service=chat")) == 3
+    finally:
+        second.stop()
+
+
+HANDLED = re.compile(r"Handler 'reconcile-on-(create|update|resume)' succeeded")
+
+
+def test_two_replicas_only_one_acts(cluster, namespace, operator_factory):
+    a = operator_factory(*ARGS, name="replica-a")
+    b = operator_factory(*ARGS, name="replica-b")
+    try:
+        paused = wait_for(lambda: _paused(a, b), timeout=30, what="one replica paused by peering")
+        active = b if paused is a else a
+        cluster.create_msvc("chat", namespace, MANUAL)
+        wait_for(lambda: _handled(active, namespace), timeout=60, what="the active replica reconciled")
+        assert not _handled(paused, namespace), paused.log()[-2000:]
+
+        # The active one dies: after the peering lifetime the standby takes over and reconciles.
+        active.kill()
+        cluster.patch_msvc("chat", namespace, {"spec": {"replicas": 2}})
+        wait_for(lambda: len(cluster.ready_pods(namespace, "sloserve.io/model-service=chat")) == 2, timeout=90,
+                 what="the standby took over and scaled to 2")
+        assert _handled(paused, namespace)
+    finally:
+        a.stop()
+        b.stop()
+
+
+def _paused(a, b):
+    for process in (a, b):
+        if "Pausing operations in favour of" in process.log():
+            return process
+    return None
+
+
+def _handled(process, namespace: str) -> bool:
+    return any(namespace in line and HANDLED.search(line) for line in process.log().splitlines())

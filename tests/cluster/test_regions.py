@@ -1,0 +1,48 @@
+"""Regions on a real scheduler: the nodes are all in us-east-1 (conftest.NODES), so pods placed in
+eu-west-1 stay Pending (Unschedulable); after placement.pendingTimeout the operator moves that region's
+deficit to us-east-1 and says so in the Degraded condition."""
+
+from __future__ import annotations
+
+import pytest
+from cluster_harness import QUICKSTART_SPEC, wait_for
+
+pytestmark = pytest.mark.usefixtures("operator")
+
+
+def test_region_without_nodes_stays_pending_then_spills(cluster, namespace):
+    spec = {**QUICKSTART_SPEC,
+            "scaling": {"mode": "slo", "minReplicas": 2, "maxReplicas": 4, "warmPool": {"size": 0}},
+            "placement": {"regions": [{"name": "us-east-1"}, {"name": "eu-west-1"}], "pendingTimeout": "4s"}}
+    cluster.create_msvc("chat", namespace, spec)
+
+    def pending_in_eu():
+        pods = cluster.live_pods(namespace, "sloserve.io/model-service=chat,sloserve.io/region=eu-west-1")
+        if pods and all(p.spec.node_name is None for p in pods):
+            return pods
+        return None
+
+    pods = wait_for(pending_in_eu, timeout=60, what="eu-west-1 pods Pending")
+    scheduled = wait_for(lambda: _refresh(cluster, pods[0]), timeout=30, what="PodScheduled condition")
+    assert scheduled.status == "False" and scheduled.reason == "Unschedulable", scheduled
+    us_pods = cluster.ready_pods(namespace, "sloserve.io/model-service=chat,sloserve.io/region=us-east-1")
+    assert us_pods and all(p.spec.node_name in ("node-a", "node-b") for p in us_pods)
+
+    degraded = wait_for(lambda: _degraded(cluster, namespace), timeout=60, what="Degraded=True naming eu-west-1")
+    assert "eu-west-1" in degraded["message"] and "us-east-1" in degraded["message"], degraded
+    # The deficit went to the region with nodes: both serving replicas now run there.
+    wait_for(lambda: cluster.apps.read_namespaced_deployment("chat-us-east-1", namespace).spec.replicas >= 2,
+             timeout=30, what="us-east-1 Deployment scaled to 2")
+    wait_for(lambda: len(cluster.ready_pods(
+        namespace, "sloserve.io/model-service=chat,sloserve.io/region=us-east-1")) >= 2, timeout=30,
+        what="2 ready pods in us-east-1")
+
+
+def _refresh(cluster, pod):
+    current = cluster.core.read_namespaced_pod(pod.metadata.name, pod.metadata.namespace)
+    return next((c for c in current.status.conditions or [] if c.type == "PodScheduled"), None)
+
+
+def _degraded(cluster, namespace: str):
+    found = cluster.condition("chat", namespace, "Degraded")
+    return found if found and found["status"] == "True" and "eu-west-1" in (found.get("message") or "") else None
