@@ -8,6 +8,7 @@ time gives bit-identical results (the same oneDNN kernel runs) and works for any
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import torch
@@ -26,10 +27,22 @@ class PackedWeight:
 
 
 def can_prepack(device: torch.device, dtype: torch.dtype) -> bool:
-    """Only CPU low-precision weights: fp32 stays on MKL (and exact for parity tests), CUDA needs nothing."""
+    """Only CPU low-precision weights: fp32 stays on MKL (and exact for parity tests), CUDA needs nothing;
+    and only where this CPU's oneDNN has the kernel (its bf16 path needs AVX-512 or AVX-NE-CONVERT)."""
     return (device.type == "cpu" and dtype in (torch.bfloat16, torch.float16)
             and torch.backends.mkldnn.is_available()
-            and hasattr(torch.ops.mkldnn, "_reorder_linear_weight"))
+            and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
+            and _cpu_supports(dtype))
+
+
+@functools.cache
+def _cpu_supports(dtype: torch.dtype) -> bool:
+    """Pack and multiply a tiny weight once: oneDNN refuses at run time on CPUs without the ISA."""
+    try:
+        PackedWeight(torch.zeros(16, 16, dtype=dtype)).matmul(torch.zeros(1, 16, dtype=dtype))
+    except RuntimeError:
+        return False
+    return True
 
 
 def prepack(weight: Any) -> Any:
