@@ -53,10 +53,10 @@ run: setup ## local mode: serve the quickstart ModelService on 127.0.0.1:8000 (R
 
 crds: $(STAMP) ## regenerate crds/ and docs/reference.md from api.py
 	$(VENV)/bin/sloserve crd > crds/modelservices.sloserve.io.yaml
-	$(PY) -m sloserve_operator.reference > docs/reference.md
+	$(PY) -m sloserve_operator.api.reference > docs/reference.md
 
 manifests: $(STAMP) ## render manifests/install.yaml and the Grafana dashboard from the chart and their sources
-	$(PY) -m sloserve_operator.manifests
+	$(PY) -m sloserve_operator.kube.manifests
 
 bench-runtime: setup ## runtime vs naive server and peers (prints ratios)
 	$(PY) bench/runtime.py

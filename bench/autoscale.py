@@ -71,7 +71,7 @@ CHECK_RATES = (0.8, 0.9, 1.0, 1.1, 1.2)
 def check_model(name: str, out: Path) -> None:
     """Steady load on a fixed fleet: share of requests within both budgets per rate, next to the model's
     capacity (at the budgets' p95, the quantile the policy sizes with)."""
-    from sloserve_operator.capacity import load_profile
+    from sloserve_operator.autoscaler.decide.capacity import load_profile
     from sloserve_operator.simulate.autoscalers import StaticPeak
     from sloserve_operator.simulate.run import simulate
     from sloserve_operator.simulate.traces import Request

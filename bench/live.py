@@ -90,7 +90,7 @@ def load_slice(args: argparse.Namespace):
 async def measure_profile(args: argparse.Namespace, spec_file: Path, workdir: Path, requests) -> tuple[Path, float]:
     """Start one replica exactly as local mode would, sweep it with `sloserve profile`, stop it."""
     import aiohttp
-    from sloserve_operator.api import validate_document
+    from sloserve_operator.api.spec import validate_document
     from sloserve_operator.local.replicas import (
         DEFAULT_RUNTIME_COMMAND,
         free_port,
@@ -179,13 +179,13 @@ async def replay(args: argparse.Namespace, spec_file: Path, name: str, workdir: 
 
 
 def _seconds(text: str) -> float:
-    from sloserve_operator.units import parse_duration
+    from sloserve_operator.api.units import parse_duration
 
     return parse_duration(text)
 
 
 def simulated(args: argparse.Namespace, spec_file: Path, requests, profile, cold_start: float, *, fixed: bool) -> dict:
-    from sloserve_operator.api import validate_document
+    from sloserve_operator.api.spec import validate_document
     from sloserve_operator.simulate.autoscalers import SloservePolicy, StaticPeak
     from sloserve_operator.simulate.run import simulate
 
@@ -211,7 +211,7 @@ def table(rows: list[tuple[str, dict, dict]], budgets: str) -> str:
 
 async def main() -> int:
     args = parse_args()
-    from sloserve_operator.capacity import CapacityProfile, load_profile
+    from sloserve_operator.autoscaler.decide.capacity import CapacityProfile, load_profile
 
     requests, rate_scale = load_slice(args)
     span = requests[-1].arrival

@@ -27,7 +27,7 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from sloserve_runtime.model.loader import load_model
-from sloserve_runtime.model_files import resolve_model_path
+from sloserve_runtime.model.model_files import resolve_model_path
 from transformers import AutoConfig, LlamaForCausalLM
 from transformers.generation.streamers import BaseStreamer
 

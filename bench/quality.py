@@ -12,7 +12,7 @@ Per scheme (none, int8, int4), all measured in this run on the same weights:
     .venv/bin/python bench/quality.py [--dtype auto|float32|bfloat16] [--gen-tokens 48]
 
 `none` is SmolLM2's GGUF dequantized (its tensors are Q4_1 already); int4 with groups of 32 re-encodes
-those blocks almost exactly, see runtime/sloserve_runtime/quantization.py.
+those blocks almost exactly, see runtime/sloserve_runtime/model/quantization.py.
 """
 
 from __future__ import annotations
@@ -25,14 +25,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import torch
-from sloserve_runtime.config import EngineConfig
-from sloserve_runtime.device import pick_dtype
-from sloserve_runtime.engine import AsyncEngine
+from sloserve_runtime.engine.config import EngineConfig
+from sloserve_runtime.engine.core import AsyncEngine
+from sloserve_runtime.engine.device import pick_dtype
+from sloserve_runtime.engine.sampling import SamplingParams
 from sloserve_runtime.model import LoadedModel, load_model
 from sloserve_runtime.model.llama import PagedLlama, PrefillSlice, StepInput
-from sloserve_runtime.model_files import default_model_path
-from sloserve_runtime.quantization import quantize_model
-from sloserve_runtime.sampling import SamplingParams
+from sloserve_runtime.model.model_files import default_model_path
+from sloserve_runtime.model.quantization import quantize_model
 
 TEXT = Path(__file__).resolve().parent / "data" / "quality_text.txt"
 SCHEMES = ("none", "int8", "int4")

@@ -83,7 +83,7 @@ def make_prompts(n: int, seed: int = 1234) -> tuple[list[str], int]:
     """n distinct prompts of PROMPT_TOKENS tokens (random whole words) and the EOS id to ban."""
     sys.path.insert(0, str(ROOT / "runtime"))
     from sloserve_runtime.model.gguf_loader import load_gguf_tokenizer
-    from sloserve_runtime.model_files import default_model_path
+    from sloserve_runtime.model.model_files import default_model_path
 
     tok = load_gguf_tokenizer(default_model_path())
     words = sorted(t for t, i in tok.backend.get_vocab().items()

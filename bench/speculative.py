@@ -36,12 +36,12 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
-from sloserve_runtime.config import EngineConfig
-from sloserve_runtime.engine import AsyncEngine
+from sloserve_runtime.engine.config import EngineConfig
+from sloserve_runtime.engine.core import AsyncEngine
+from sloserve_runtime.engine.observer import EngineObserver
+from sloserve_runtime.engine.sampling import SamplingParams
 from sloserve_runtime.model import LoadedModel, load_model
-from sloserve_runtime.model_files import default_model_path
-from sloserve_runtime.observer import EngineObserver
-from sloserve_runtime.sampling import SamplingParams
+from sloserve_runtime.model.model_files import default_model_path
 
 TEXT = Path(__file__).resolve().parent / "data" / "quality_text.txt"
 FREE_PROMPTS = (

@@ -36,7 +36,7 @@ def _reachable() -> str | None:
     """None when the cluster in KUBECONFIG answers, else why not."""
     try:
         from kubernetes import client
-        from sloserve_operator.kube import load_configuration
+        from sloserve_operator.kube.client import load_configuration
 
         configuration = load_configuration()
         api = client.ApiClient(configuration)
@@ -82,6 +82,6 @@ def cluster() -> str:
 
 @pytest.fixture(scope="session")
 def kube(cluster: str) -> Any:
-    from sloserve_operator.kube import Kube
+    from sloserve_operator.kube.client import Kube
 
     return Kube()

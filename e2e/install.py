@@ -6,7 +6,7 @@ import os
 import sys
 
 import yaml
-from sloserve_operator import manifests
+from sloserve_operator.kube import manifests
 
 E2E_VALUES = {
     "image": {"repository": "sloserve/operator", "tag": "e2e", "pullPolicy": "Never"},

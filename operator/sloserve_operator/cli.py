@@ -13,10 +13,10 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "validate": ("sloserve_operator.commands.validate", "check ModelService files; exit 1 listing every problem"),
     "render": ("sloserve_operator.commands.render", "print the Kubernetes objects a ModelService becomes"),
-    "crd": ("sloserve_operator.crd", "print the ModelService CustomResourceDefinition"),
+    "crd": ("sloserve_operator.api.crd", "print the ModelService CustomResourceDefinition"),
     "operator": ("sloserve_operator.commands.operator", "run the Kubernetes operator (kopf)"),
     "simulate": ("sloserve_operator.simulate.cli", "replay a trace through the autoscaler and baselines"),
-    "profile": ("sloserve_operator.profile", "measure a runtime's capacity profile with a load sweep"),
+    "profile": ("sloserve_operator.autoscaler.decide.profile", "measure a runtime's capacity profile with a load sweep"),
     "up": ("sloserve_operator.local.up", "run a ModelService locally: replicas, router, autoscaler"),
     "status": ("sloserve_operator.local.status", "show a local ModelService like `kubectl get msvc`"),
     "load": ("sloserve_operator.local.load", "drive streaming load at an endpoint and report TTFT/ITL"),

@@ -7,8 +7,8 @@ import asyncio
 import logging
 import sys
 
-from sloserve_runtime.config import EngineConfig
-from sloserve_runtime.frontend import ServerOptions
+from sloserve_runtime.engine.config import EngineConfig
+from sloserve_runtime.server.frontend import ServerOptions
 
 QUANTIZATIONS = ("none", "int8", "int4", "fp8")
 SPECULATIVE_METHODS = ("none", "ngram", "draft")
@@ -104,7 +104,9 @@ def main(argv: list[str] | None = None) -> int:
 
     # One series per histogram bucket is plenty; `_created` samples would double the series count.
     prometheus_client.disable_created_metrics()
-    from sloserve_runtime.server import Runtime  # FastAPI/uvicorn only once the flags are known to be good
+    from sloserve_runtime.server.app import (
+        Runtime,  # FastAPI/uvicorn only once the flags are known to be good
+    )
 
     async def serve() -> int:
         return await Runtime(config, options).run()

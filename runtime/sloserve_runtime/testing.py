@@ -12,8 +12,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from .model.config import ModelArgs
-from .model_files import default_model_path
+from sloserve_runtime.model.config import ModelArgs
+from sloserve_runtime.model.model_files import default_model_path
 
 
 def tiny_args(vocab_size: int, *, attention_bias: bool = False) -> ModelArgs:
@@ -53,7 +53,7 @@ def random_state(args: ModelArgs, seed: int = 0) -> dict[str, torch.Tensor]:
 
 def make_tiny_model(directory: str | Path, *, seed: int = 0, attention_bias: bool = False) -> Path:
     """Write config.json, model.safetensors, tokenizer.json and tokenizer_config.json; return the dir."""
-    from .model.gguf_loader import load_gguf_tokenizer
+    from sloserve_runtime.model.gguf_loader import load_gguf_tokenizer
 
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sloserve_operator.api import parse_spec
-from sloserve_operator.capacity import CapacityProfile, load_profile
-from sloserve_operator.observation import Observation, RegionObservation
+from sloserve_operator.api.spec import parse_spec
+from sloserve_operator.autoscaler.decide.capacity import CapacityProfile, load_profile
+from sloserve_operator.autoscaler.observe.observation import Observation, RegionObservation
 
 FIXTURE_PROFILE_PATH = Path(__file__).parent / "fixtures" / "cpu-test-profile.json"
 

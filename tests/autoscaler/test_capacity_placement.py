@@ -6,8 +6,13 @@ import dataclasses
 import json
 
 import pytest
-from sloserve_operator.capacity import CapacityProfile, load_profile, load_shipped, shipped_names
-from sloserve_operator.placement import fit_to_bounds, split_plain
+from sloserve_operator.autoscaler.decide.capacity import (
+    CapacityProfile,
+    load_profile,
+    load_shipped,
+    shipped_names,
+)
+from sloserve_operator.autoscaler.decide.placement import fit_to_bounds, split_plain
 
 from .helpers import make_spec
 

@@ -1,6 +1,6 @@
 """The demand forecast: follows ramps, ignores short or flat history, never forecasts downwards."""
 
-from sloserve_operator.forecast import MAX_GROWTH, forecast_rate, trend_slope
+from sloserve_operator.autoscaler.decide.forecast import MAX_GROWTH, forecast_rate, trend_slope
 
 
 def _series(rate_at, seconds: int, step: int = 10) -> list[tuple[float, float]]:

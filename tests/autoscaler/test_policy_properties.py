@@ -6,7 +6,7 @@ import os
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sloserve_operator.policy import PolicyState, decide
+from sloserve_operator.autoscaler.decide.policy import PolicyState, decide
 
 from .helpers import fixture_profile, make_spec, observation, region_obs
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from sloserve_operator.policy import PolicyState, decide
+from sloserve_operator.autoscaler.decide.policy import PolicyState, decide
 
 from .helpers import fixture_profile, make_spec, observation, region_obs
 
@@ -124,7 +124,7 @@ def test_state_round_trips_through_json():
 
 
 def test_profile_that_cannot_meet_the_budgets_falls_back_to_learned_capacity():
-    from sloserve_operator.capacity import CapacityProfile
+    from sloserve_operator.autoscaler.decide.capacity import CapacityProfile
 
     slow = CapacityProfile.from_json({"step": {"baseSeconds": 0.5, "perPrefillTokenSeconds": 0.01,
                                                "perDecodeSeqSeconds": 0.01}})
@@ -151,7 +151,7 @@ def run_ticks(spec, state, serving, times, **obs_kwargs):
 
 
 def test_a_short_prompt_phase_does_not_shrink_a_fleet_sized_for_long_prompts_until_the_memory_passes():
-    from sloserve_operator.policy import LENGTH_MEMORY_SECONDS
+    from sloserve_operator.autoscaler.decide.policy import LENGTH_MEMORY_SECONDS
 
     spec = make_spec(max_replicas=30, window="1m", max_step=10)
     state = PolicyState()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sloserve_operator.warmpool import COST_SERVING, COST_VICTIM, PodInfo, plan_roles
+from sloserve_operator.autoscaler.act.warmpool import COST_SERVING, COST_VICTIM, PodInfo, plan_roles
 
 
 def pod(name: str, role: str, ready: bool = True, created: float = 0.0) -> PodInfo:

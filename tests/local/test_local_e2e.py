@@ -59,7 +59,7 @@ spec:
 
 def _bundled_model_available() -> bool:
     try:
-        from sloserve_runtime.model_files import default_model_path
+        from sloserve_runtime.model.model_files import default_model_path
 
         return default_model_path().is_file()
     except Exception:

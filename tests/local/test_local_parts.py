@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from sloserve_operator.api import validate_document
+from sloserve_operator.api.spec import validate_document
 from sloserve_operator.cli import main
 from sloserve_operator.local.loadgen import RequestResult, percentile
 from sloserve_operator.local.prometheus import file_sd_entries, prometheus_config
@@ -43,7 +43,7 @@ def test_set_flag_replaces_both_spellings_adds_and_removes() -> None:
 
 
 def test_replica_flags_are_the_containers_bound_to_loopback() -> None:
-    from sloserve_operator.render import container_args
+    from sloserve_operator.kube.render import container_args
 
     service = quickstart()
     args = runtime_args(service, 41000, threads=2, model=None)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from sloserve_operator.api import validate_document
+from sloserve_operator.api.spec import validate_document
 from sloserve_operator.local.prometheus import MetricsBackend
 from sloserve_operator.local.replicas import SERVING, WARM, ReplicaSet, process_alive
 from sloserve_operator.local.rundir import RunDir

@@ -42,8 +42,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import kopf
 
-    from .. import operator_metrics
-    from ..handlers import OperatorConfig, register
+    from sloserve_operator.kube import operator_metrics
+    from sloserve_operator.kube.handlers import OperatorConfig, register
 
     log_format = kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.PLAIN
     kopf.configure(verbose=args.verbose, log_format=log_format)

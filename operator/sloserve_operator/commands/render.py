@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..api import validate_document
-from ..manifest_io import dump_objects, load_documents
+from sloserve_operator.api.manifest_io import dump_objects, load_documents
+from sloserve_operator.api.spec import validate_document
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,8 +27,8 @@ def default_serving(service) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..placement import split_by_weight
-    from ..render import render_objects
+    from sloserve_operator.autoscaler.decide.placement import split_by_weight
+    from sloserve_operator.kube.render import render_objects
 
     objects = []
     for document in load_documents(args.filename):

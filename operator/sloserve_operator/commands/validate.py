@@ -13,8 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..api import API_VERSION, GROUP, KIND, validate_document
-from ..manifest_io import load_documents
+from sloserve_operator.api.manifest_io import load_documents
+from sloserve_operator.api.spec import API_VERSION, GROUP, KIND, validate_document
 
 YAML_SUFFIXES = (".yaml", ".yml")
 

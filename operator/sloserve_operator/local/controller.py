@@ -17,12 +17,17 @@ from collections import deque
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from ..api import ModelService
-from ..placement import region_names, region_weights, split_by_weight, split_plain
-from .prometheus import MetricsBackend
-from .replicas import SERVING, WARM, Replica, ReplicaSet
-from .router import Router
-from .rundir import RunDir, write_json_atomic
+from sloserve_operator.api.spec import ModelService
+from sloserve_operator.autoscaler.decide.placement import (
+    region_names,
+    region_weights,
+    split_by_weight,
+    split_plain,
+)
+from sloserve_operator.local.prometheus import MetricsBackend
+from sloserve_operator.local.replicas import SERVING, WARM, Replica, ReplicaSet
+from sloserve_operator.local.router import Router
+from sloserve_operator.local.rundir import RunDir, write_json_atomic
 
 log = logging.getLogger("sloserve.local")
 
@@ -56,7 +61,7 @@ class Controller:
 
     def __init__(self, service: ModelService, replicas: ReplicaSet, router: Router, metrics: MetricsBackend,
                  run_dir: RunDir, *, interval: float, endpoint: str, profile: Any = None) -> None:
-        from ..policy import PolicyState
+        from sloserve_operator.autoscaler.decide.policy import PolicyState
 
         self.service = service
         self.spec = service.spec
@@ -109,7 +114,7 @@ class Controller:
 
     def reconcile(self) -> None:
         """Make processes and roles match desired_serving / desired_warm (idempotent, no waiting)."""
-        from ..warmpool import PodInfo, plan_roles
+        from sloserve_operator.autoscaler.act.warmpool import PodInfo, plan_roles
 
         changed = False
         for region in region_names(self.spec):
@@ -184,13 +189,13 @@ class Controller:
 
     async def tick(self) -> None:
         """One observe -> decide -> act round."""
-        from ..policy import decide
+        from sloserve_operator.autoscaler.decide.policy import decide
 
         now = time.time()
         try:
             observation = await asyncio.to_thread(self.metrics.observe, now)
         except Exception as error:  # a metrics outage must not stop serving: the policy holds on no data
-            from ..observation import Observation
+            from sloserve_operator.autoscaler.observe.observation import Observation
 
             log.warning("observing failed: %s", error)
             observation = Observation(time=now, problems=(f"metrics source error: {error}",))

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .replicas import free_port, process_alive
+from sloserve_operator.local.replicas import free_port, process_alive
 
 
 @dataclass

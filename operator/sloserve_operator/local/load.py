@@ -48,7 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def build_arrivals(args: argparse.Namespace) -> list:
-    from .workload import parse_steps, ramp_steps, step_schedule, trace_schedule
+    from sloserve_operator.local.workload import parse_steps, ramp_steps, step_schedule, trace_schedule
 
     if args.trace:
         return trace_schedule(args.trace, start=args.trace_start, duration=args.duration, speedup=args.speedup,
@@ -67,14 +67,14 @@ def build_arrivals(args: argparse.Namespace) -> list:
 
 def _budgets(args: argparse.Namespace) -> tuple[float | None, float | None, str | None]:
     """(ttft budget, itl budget, model name) from -f and/or --slo-* flags."""
-    from ..units import parse_duration
+    from sloserve_operator.api.units import parse_duration
 
     ttft = parse_duration(args.slo_ttft) if args.slo_ttft else None
     itl = parse_duration(args.slo_itl) if args.slo_itl else None
     model = None
     if args.filename:
-        from ..api import validate_document
-        from ..manifest_io import load_documents
+        from sloserve_operator.api.manifest_io import load_documents
+        from sloserve_operator.api.spec import validate_document
 
         service, problems = validate_document((load_documents(args.filename) or [None])[0])
         if service is None:
@@ -90,7 +90,7 @@ def _ms(value: float | None) -> str:
 
 
 def progress_line(elapsed: float, results: list, window: float) -> str:
-    from .loadgen import percentile
+    from sloserve_operator.local.loadgen import percentile
 
     recent = [r for r in results if r.sent_at >= elapsed - window]
     done = [r for r in results if r.e2e is not None or r.error]
@@ -124,7 +124,7 @@ def format_summary(summary: dict, ttft_budget: float | None, itl_budget: float |
 def run(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
-    from .loadgen import run_load, served_model
+    from sloserve_operator.local.loadgen import run_load, served_model
 
     try:
         ttft_budget, itl_budget, spec_model = _budgets(args)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
-from .workload import Arrival, make_prompt
+from sloserve_operator.local.workload import Arrival, make_prompt
 
 
 @dataclass

@@ -20,9 +20,9 @@ from typing import Any
 import aiohttp
 import yaml
 
-from ..api import ModelService
-from .replicas import SERVING, Replica, die_with_parent, free_port, terminate_process
-from .rundir import RunDir, write_json_atomic
+from sloserve_operator.api.spec import ModelService
+from sloserve_operator.local.replicas import SERVING, Replica, die_with_parent, free_port, terminate_process
+from sloserve_operator.local.rundir import RunDir, write_json_atomic
 
 log = logging.getLogger("sloserve.local")
 
@@ -65,7 +65,7 @@ def prometheus_config(run_dir: RunDir, scrape_interval: float, rule_files: list[
 
 def write_rule_file(service: ModelService, run_dir: RunDir) -> list[str]:
     """The SLO recording rules and alerts render gives a cluster's PrometheusRule, when render provides them."""
-    from ..slo_rules import rule_groups
+    from sloserve_operator.kube.slo_rules import rule_groups
 
     try:
         groups = rule_groups(service)
@@ -166,7 +166,7 @@ class MetricsBackend:
                 f"{self.window_seconds:.0f}s window)")
 
     async def start(self) -> None:
-        from ..metrics import PrometheusSource, ScrapeSource
+        from sloserve_operator.autoscaler.observe.sources import PrometheusSource, ScrapeSource
 
         if self.prometheus is not None:
             self.prometheus.start(self.service, self.scrape_interval)

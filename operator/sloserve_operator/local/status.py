@@ -9,8 +9,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .replicas import process_alive
-from .rundir import DEFAULT_BASE, RunDir, find_run_dirs
+from sloserve_operator.local.replicas import process_alive
+from sloserve_operator.local.rundir import DEFAULT_BASE, RunDir, find_run_dirs
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

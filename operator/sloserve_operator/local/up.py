@@ -15,7 +15,7 @@ import shlex
 import signal
 import sys
 
-from .rundir import DEFAULT_BASE
+from sloserve_operator.local.rundir import DEFAULT_BASE
 
 log = logging.getLogger("sloserve.local")
 
@@ -49,8 +49,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _load_service(args: argparse.Namespace):
-    from ..api import validate_document
-    from ..manifest_io import load_documents
+    from sloserve_operator.api.manifest_io import load_documents
+    from sloserve_operator.api.spec import validate_document
 
     documents = load_documents(args.filename)
     if not documents:
@@ -79,7 +79,7 @@ def _already_running(run_dir) -> int | None:
     import json
     import os
 
-    from .replicas import process_alive
+    from sloserve_operator.local.replicas import process_alive
 
     try:
         state = json.loads(run_dir.state_file.read_text())
@@ -92,12 +92,12 @@ def _already_running(run_dir) -> int | None:
 
 
 async def serve(args: argparse.Namespace, service) -> int:
-    from ..capacity import load_profile
-    from .controller import Controller
-    from .prometheus import MetricsBackend
-    from .replicas import DEFAULT_RUNTIME_COMMAND, ReplicaSet
-    from .router import Router
-    from .rundir import RunDir
+    from sloserve_operator.autoscaler.decide.capacity import load_profile
+    from sloserve_operator.local.controller import Controller
+    from sloserve_operator.local.prometheus import MetricsBackend
+    from sloserve_operator.local.replicas import DEFAULT_RUNTIME_COMMAND, ReplicaSet
+    from sloserve_operator.local.router import Router
+    from sloserve_operator.local.rundir import RunDir
 
     run_dir = RunDir.for_service(service.metadata.name, args.run_dir)
     running = _already_running(run_dir)
@@ -174,7 +174,7 @@ async def serve(args: argparse.Namespace, service) -> int:
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(message)s",
                         datefmt="%H:%M:%S")
-    from .replicas import LocalModeError
+    from sloserve_operator.local.replicas import LocalModeError
 
     try:
         service = _load_service(args)

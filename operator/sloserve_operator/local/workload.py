@@ -94,7 +94,7 @@ def trace_requests(path: Path | str, *, start: float, duration: float, speedup: 
     """The slice as simulator Requests (arrival seconds after the slice start, on the replay clock)."""
     from dataclasses import replace
 
-    from ..simulate.traces import load_trace, scale_rate, scale_tokens, time_slice
+    from sloserve_operator.simulate.traces import load_trace, scale_rate, scale_tokens, time_slice
 
     requests = time_slice(load_trace(path, seed=seed), start, start + duration)
     if rate_scale != 1.0:

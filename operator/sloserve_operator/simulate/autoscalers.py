@@ -22,13 +22,13 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from ..api import ModelServiceSpec
-from ..capacity import CapacityProfile
-from ..observation import Observation
-from ..placement import region_bounds
-from ..policy import PolicyState, decide
-from .fleet import Fleet
-from .recorder import Recorder
+from sloserve_operator.api.spec import ModelServiceSpec
+from sloserve_operator.autoscaler.decide.capacity import CapacityProfile
+from sloserve_operator.autoscaler.decide.placement import region_bounds
+from sloserve_operator.autoscaler.decide.policy import PolicyState, decide
+from sloserve_operator.autoscaler.observe.observation import Observation
+from sloserve_operator.simulate.fleet import Fleet
+from sloserve_operator.simulate.recorder import Recorder
 
 
 @dataclass

@@ -46,8 +46,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def make_spec(args: argparse.Namespace):
-    from ..api import parse_spec
-    from ..manifest_io import load_documents
+    from sloserve_operator.api.manifest_io import load_documents
+    from sloserve_operator.api.spec import parse_spec
 
     if args.filename:
         documents = [d for d in load_documents(args.filename) if isinstance(d, dict) and d.get("kind") == "ModelService"]
@@ -66,7 +66,7 @@ def make_spec(args: argparse.Namespace):
 
 
 def load_requests(args: argparse.Namespace):
-    from . import traces
+    from sloserve_operator.simulate import traces
 
     if args.trace in ("synthetic", "synthetic-bursty"):
         minutes = args.minutes or 60.0
@@ -88,9 +88,9 @@ def load_requests(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..capacity import load_profile
-    from .compare import compare
-    from .report import markdown_table, plot, to_json, verdict
+    from sloserve_operator.autoscaler.decide.capacity import load_profile
+    from sloserve_operator.simulate.compare import compare
+    from sloserve_operator.simulate.report import markdown_table, plot, to_json, verdict
 
     try:
         profile = load_profile(args.profile)

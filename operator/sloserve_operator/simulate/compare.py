@@ -11,11 +11,18 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ..api import ModelServiceSpec
-from ..capacity import CapacityProfile
-from .autoscalers import Autoscaler, KedaHpa, KnativeKpa, LlmdSloRatio, SloservePolicy, StaticPeak
-from .run import SimResult, simulate
-from .traces import Request, per_minute_rates
+from sloserve_operator.api.spec import ModelServiceSpec
+from sloserve_operator.autoscaler.decide.capacity import CapacityProfile
+from sloserve_operator.simulate.autoscalers import (
+    Autoscaler,
+    KedaHpa,
+    KnativeKpa,
+    LlmdSloRatio,
+    SloservePolicy,
+    StaticPeak,
+)
+from sloserve_operator.simulate.run import SimResult, simulate
+from sloserve_operator.simulate.traces import Request, per_minute_rates
 
 KPA_TARGETS = (1, 2, 3, 4, 6, 8, 12, 16, 24)
 KEDA_FRACTIONS = (0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.2)

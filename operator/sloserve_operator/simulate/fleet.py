@@ -18,10 +18,10 @@ import itertools
 from collections import deque
 from dataclasses import dataclass, field
 
-from ..capacity import CapacityProfile
-from .recorder import Recorder
-from .replica import ReplicaEngine
-from .traces import Request
+from sloserve_operator.autoscaler.decide.capacity import CapacityProfile
+from sloserve_operator.simulate.recorder import Recorder
+from sloserve_operator.simulate.replica import ReplicaEngine
+from sloserve_operator.simulate.traces import Request
 
 STARTING, WARM, PROMOTING, SERVING, DRAINING = "starting", "warm", "promoting", "serving", "draining"
 

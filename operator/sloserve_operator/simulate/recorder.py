@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..observation import RegionObservation
-from .traces import Request
+from sloserve_operator.autoscaler.observe.observation import RegionObservation
+from sloserve_operator.simulate.traces import Request
 
 BREACH_FRACTION = 0.95  # a p95 is within budget iff at least 95% of samples are
 

@@ -24,8 +24,8 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Protocol
 
-from ..capacity import CapacityProfile
-from .traces import Request
+from sloserve_operator.autoscaler.decide.capacity import CapacityProfile
+from sloserve_operator.simulate.traces import Request
 
 
 @dataclass(eq=False)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from .compare import Comparison, Entry
+from sloserve_operator.simulate.compare import Comparison, Entry
 
 # The target: sloserve's replica-hours at most this share of static peak provisioning, i.e. the fleet
 # a platform team sizes for the peak minute from the measured profile (the "static peak, defaults" row).

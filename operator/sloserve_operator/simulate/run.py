@@ -13,13 +13,18 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from ..api import ModelServiceSpec
-from ..capacity import CapacityProfile
-from ..placement import region_names, region_weights, split_by_weight, split_plain
-from .autoscalers import Autoscaler, SloservePolicy, StaticPeak, View
-from .fleet import Fleet
-from .recorder import Recorder
-from .traces import Request
+from sloserve_operator.api.spec import ModelServiceSpec
+from sloserve_operator.autoscaler.decide.capacity import CapacityProfile
+from sloserve_operator.autoscaler.decide.placement import (
+    region_names,
+    region_weights,
+    split_by_weight,
+    split_plain,
+)
+from sloserve_operator.simulate.autoscalers import Autoscaler, SloservePolicy, StaticPeak, View
+from sloserve_operator.simulate.fleet import Fleet
+from sloserve_operator.simulate.recorder import Recorder
+from sloserve_operator.simulate.traces import Request
 
 DRAIN_SECONDS = 1800.0
 TIMELINE_STEP = 10

@@ -3,7 +3,7 @@
 import logging
 import sys
 
-from . import build_directory, cpu_kernels_available
+from sloserve_runtime.kernels import build_directory, cpu_kernels_available
 
 logging.basicConfig(level=logging.INFO, format="%(message)s")
 if cpu_kernels_available():

@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..tokenizer import Tokenizer
-from .config import ModelArgs
+from sloserve_runtime.model.config import ModelArgs
+from sloserve_runtime.model.tokenizer import Tokenizer
 
 _LAYER_NAMES = {
     "attn_norm.weight": "input_layernorm.weight",

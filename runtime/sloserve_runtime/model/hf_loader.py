@@ -8,8 +8,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from ..tokenizer import Tokenizer
-from .config import ModelArgs
+from sloserve_runtime.model.config import ModelArgs
+from sloserve_runtime.model.tokenizer import Tokenizer
 
 
 def load_hf_dir(path: Path) -> tuple[ModelArgs, dict[str, torch.Tensor], Tokenizer]:

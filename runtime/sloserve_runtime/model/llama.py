@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from ..kernels import cpu_kernels_available
-from ..quantization import linear
-from .config import ModelArgs
-from .packed import can_prepack, prepack
-from .rope import rope_tables
+from sloserve_runtime.kernels import cpu_kernels_available
+from sloserve_runtime.model.config import ModelArgs
+from sloserve_runtime.model.packed import can_prepack, prepack
+from sloserve_runtime.model.quantization import linear
+from sloserve_runtime.model.rope import rope_tables
 
 
 @dataclass

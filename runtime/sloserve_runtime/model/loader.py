@@ -8,8 +8,8 @@ from pathlib import Path
 
 import torch
 
-from ..tokenizer import Tokenizer
-from .config import ModelArgs
+from sloserve_runtime.model.config import ModelArgs
+from sloserve_runtime.model.tokenizer import Tokenizer
 
 
 @dataclass
@@ -22,12 +22,12 @@ class LoadedModel:
 
 def load_model(path: Path) -> LoadedModel:
     if path.is_dir():
-        from .hf_loader import load_hf_dir
+        from sloserve_runtime.model.hf_loader import load_hf_dir
 
         args, state, tokenizer = load_hf_dir(path)
         name = path.name
     else:
-        from .gguf_loader import load_gguf
+        from sloserve_runtime.model.gguf_loader import load_gguf
 
         args, state, tokenizer = load_gguf(path)
         # "SmolLM2-135M-Instruct.Q4_1.gguf" -> "SmolLM2-135M-Instruct": the quantization is not the model's name

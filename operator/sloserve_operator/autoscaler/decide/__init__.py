@@ -1,0 +1,1 @@
+"""Decide: the pure policy and what it sizes with (capacity model, forecast, placement, profiles)."""

@@ -1,0 +1,437 @@
+"""The autoscaling decision: observations + spec + remembered state -> serving and warm replicas per region.
+
+Pure (no I/O, no clock): the operator, local mode and the simulator call the same `decide`.
+
+How a region is sized, in order:
+1. Model: per-replica capacity within the budgets from the capacity profile at the observed prompt/output
+   lengths, with the profile calibrated online (latency factors = observed p95 / modelled p95 at the
+   observed load, smoothed); with no profile, capacity is learned from observed rate per replica vs
+   latency. The fleet is sized by square-root staffing: R + HEADROOM * sqrt(R) replicas for an offered
+   load of R = rate / capacity, so small fleets keep relatively more headroom than large ones (one margin,
+   on a model whose p95 point was checked against the simulated fleet's 99%-of-requests point).
+2. Forecast: the rate is extrapolated over the cold-start horizon (forecast.py) so capacity is ready when
+   the load arrives.
+3. Feedback: a breach (exact within-budget fraction below 95%, i.e. p95 over budget, or p95 over budget)
+   scales up at once by at least one replica or 10% of the ready ones (the actuator promotes warm pods
+   first), and the factors it moves make the model ask for more from then on. While our own pods are
+   still starting, a breach does not stack more cold pods: they would not arrive sooner.
+4. Scale down only when every recommendation over the stabilization window was below the current size, the
+   load is not rising and there is no breach; at most maxStep per decision. The window remembers what the
+   current rate needs: the forecast scales up ahead of a ramp, but a forecast that did not come true does
+   not hold its extra replicas for a whole window.
+5. Bounds per region, then the fleet's min/max. Missing or stale metrics: hold (never scale down).
+6. A region whose new pods stay Pending past pendingTimeout is held at its running size for a timeout and
+   its deficit spills to the other regions by weight; `degraded` says so.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sloserve_operator.api.spec import ModelServiceSpec
+from sloserve_operator.api.units import format_ms, parse_duration
+from sloserve_operator.autoscaler.decide.capacity import DEFAULT_COLD_START_SECONDS, CapacityProfile
+from sloserve_operator.autoscaler.decide.forecast import forecast_rate
+from sloserve_operator.autoscaler.decide.placement import (
+    fit_to_bounds,
+    region_names,
+    region_weights,
+    split_plain,
+)
+from sloserve_operator.autoscaler.observe.observation import Observation, RegionObservation
+
+# Square-root staffing: serve R + HEADROOM * sqrt(R) replicas for an offered load of R = rate / capacity.
+# The one safety margin on top of the capacity model (0.5: 88% utilisation at R = 20, 78% at R = 3).
+HEADROOM = 0.5
+# The budgets are p95s: the model's queueing waits are sized at that quantile. Checked against steady
+# simulated load, the model's p95 point is where the fleet serves ~99% of requests within budget.
+MODEL_QUANTILE = 0.95
+TAIL_CALIBRATION_FROM = 0.9  # calibrate TTFT at the budget's observed quantile when it is at least this
+BREACH_WITHIN = 0.95  # a p95 budget is breached when fewer than 95% of samples are within it
+HISTORY_SECONDS = 900.0
+LENGTH_MEMORY_SECONDS = 600.0  # size for the longest mean prompt seen this long (see _sizing_lengths)
+FACTOR_MIN, FACTOR_MAX = 0.5, 4.0  # bounds of the learned latency factors (observed / modelled p95)
+FACTOR_SMOOTHING = 0.3  # weight of the newest observation in the factors' moving average
+BREACH_STEP = 0.1  # on a breach, add at least this share of the ready replicas (and at least one)
+MIN_REQUESTS_FOR_LEARNING = 20
+MIN_CAPACITY = 1e-6  # req/s per replica; below this the model is treated as absent
+
+
+@dataclass
+class PolicyState:
+    """What the policy remembers between calls; the operator persists it (to_dict/from_dict, JSON-safe)."""
+
+    rates: dict[str, list[tuple[float, float]]] = field(default_factory=dict)  # region -> (time, rate)
+    recommendations: dict[str, list[tuple[float, int]]] = field(default_factory=dict)  # region -> (time, n)
+    latency_factor: dict[str, list[float]] = field(default_factory=dict)  # region -> [ttft, itl] observed/model
+    learned_capacity: dict[str, float] = field(default_factory=dict)  # req/s per replica, when no profile
+    blocked_until: dict[str, float] = field(default_factory=dict)  # region -> time its spill ends
+    prompt_tokens: dict[str, list[tuple[float, float]]] = field(default_factory=dict)  # region -> (time, mean)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "rates": {k: [list(p) for p in v] for k, v in self.rates.items()},
+            "recommendations": {k: [list(p) for p in v] for k, v in self.recommendations.items()},
+            "latencyFactor": {k: list(v) for k, v in self.latency_factor.items()},
+            "learnedCapacity": dict(self.learned_capacity),
+            "blockedUntil": dict(self.blocked_until),
+            "promptTokens": {k: [list(p) for p in v] for k, v in self.prompt_tokens.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> PolicyState:
+        """Tolerant: a missing or malformed field starts empty (a lost state only costs some memory)."""
+        data = data or {}
+
+        def pairs(raw: Any, cast) -> dict[str, list[tuple[float, Any]]]:
+            if not isinstance(raw, dict):
+                return {}
+            return {str(k): [(float(p[0]), cast(p[1])) for p in v if isinstance(p, list | tuple) and len(p) == 2]
+                    for k, v in raw.items() if isinstance(v, list)}
+
+        def floats(raw: Any) -> dict[str, float]:
+            return {str(k): float(v) for k, v in raw.items()} if isinstance(raw, dict) else {}
+
+        def factors(raw: Any) -> dict[str, list[float]]:
+            if not isinstance(raw, dict):
+                return {}
+            return {str(k): [float(v[0]), float(v[1])] for k, v in raw.items()
+                    if isinstance(v, list | tuple) and len(v) == 2}
+
+        return cls(
+            rates=pairs(data.get("rates"), float),
+            recommendations=pairs(data.get("recommendations"), int),
+            latency_factor=factors(data.get("latencyFactor")),
+            learned_capacity=floats(data.get("learnedCapacity")),
+            blocked_until=floats(data.get("blockedUntil")),
+            prompt_tokens=pairs(data.get("promptTokens"), float),
+        )
+
+
+@dataclass
+class ScalingDecision:
+    serving: dict[str, int]  # desired serving replicas per region
+    warm: dict[str, int]  # desired warm-pool pods per region
+    reason: str  # one line, human readable
+    metrics_available: bool
+    degraded: str | None
+    state: PolicyState
+
+    @property
+    def total_serving(self) -> int:
+        return sum(self.serving.values())
+
+
+@dataclass
+class _RegionPlan:
+    desired: int
+    reason: str
+    breach: bool = False
+
+
+def _latency_ratio(obs: RegionObservation, ttft_budget: float, itl_budget: float) -> float | None:
+    """max(p95 / budget) over TTFT and ITL, or None when neither p95 was measured."""
+    ratios = [p95 / budget for p95, budget in ((obs.ttft_p95, ttft_budget), (obs.itl_p95, itl_budget))
+              if p95 is not None and budget > 0]
+    return max(ratios) if ratios else None
+
+
+def _is_breach(obs: RegionObservation, ratio: float | None) -> bool:
+    fractions = [f for f in (obs.ttft_within_budget, obs.itl_within_budget) if f is not None]
+    if fractions:
+        return min(fractions) < BREACH_WITHIN
+    return ratio is not None and ratio > 1.0
+
+
+def _mean_lengths(obs: RegionObservation, profile: CapacityProfile | None) -> tuple[float, float]:
+    prompt = obs.mean_prompt_tokens or (profile and profile.workload_prompt_tokens) or 256
+    output = obs.mean_output_tokens or (profile and profile.workload_output_tokens) or 128
+    return float(prompt), float(output)
+
+
+def _update_factors(factors: list[float], obs: RegionObservation, profile: CapacityProfile,
+                    ttft_budget: float, objective: float) -> list[float]:
+    """Calibrate the profile to what is observed, smoothed: factor = observed p95 / modelled p95 at the
+    observed load. The model's shape (queueing, chunked prefill) stays; its scale follows reality.
+
+    TTFT also looks at the tail the objective is about. When the window misses the objective (a share w of
+    requests within the budget, TAIL_CALIBRATION_FROM <= w < objective), the budget *is* the observed
+    w-quantile, read from the histogram bucket at the budget with no interpolation; budget / modelled
+    w-quantile is then the sample if it is the larger. Prompt-length tails make the real TTFT tail heavier
+    than the model's exponential one, so the objective can be missed while the p95 looks healthy. Only
+    upwards: taken at every w, a factor learned deep in the tail keeps growing with the fleet, because a
+    long prompt's own prefill does not shrink with load while the model's TTFT does."""
+    if not obs.ready_replicas or (obs.requests_observed or 0) < MIN_REQUESTS_FOR_LEARNING:
+        return factors
+    prompt, output = _mean_lengths(obs, profile)
+    state = profile.steady_state((obs.request_rate or 0.0) / obs.ready_replicas, prompt, output, MODEL_QUANTILE,
+                                 obs.ready_replicas)
+    if state is None:
+        samples = [FACTOR_MAX if obs.ttft_p95 is not None else None, FACTOR_MAX if obs.itl_p95 is not None else None]
+    else:
+        samples = [_ratio(obs.ttft_p95, state.ttft_quantile(MODEL_QUANTILE)), _ratio(obs.itl_p95, state.itl_p95)]
+        within = obs.ttft_within_budget
+        if within is not None and TAIL_CALIBRATION_FROM <= within < objective:
+            tail = _ratio(ttft_budget, state.ttft_quantile(within))
+            samples[0] = tail if samples[0] is None else max(samples[0], tail)
+    updated = list(factors)
+    for index, sample in enumerate(samples):
+        if sample is not None:
+            updated[index] = (1 - FACTOR_SMOOTHING) * updated[index] + FACTOR_SMOOTHING * sample
+    return updated
+
+
+def _ratio(seen: float | None, modelled: float) -> float | None:
+    if seen is None:
+        return None
+    return FACTOR_MAX if not math.isfinite(modelled) else min(max(seen / modelled, FACTOR_MIN), FACTOR_MAX)
+
+
+def _remember(history: list[tuple[float, float]], now: float, value: float | None) -> float | None:
+    """Record `value` and return the largest one of the last LENGTH_MEMORY_SECONDS (None if none was seen)."""
+    if value is not None:
+        history.append((now, value))
+    del history[: sum(1 for t, _ in history if t < now - LENGTH_MEMORY_SECONDS)]
+    return max((v for _, v in history), default=None)
+
+
+def _sizing_lengths(state: PolicyState, region: str, obs: RegionObservation, profile: CapacityProfile | None,
+                    now: float) -> tuple[float, float]:
+    """Mean prompt and output lengths to size with: the longest mean prompt of the last
+    LENGTH_MEMORY_SECONDS, the current mean output. The mix of prompts shifts (a trace's long-prompt phase
+    comes back minutes later), and a fleet shrunk for the short-prompt phase meets the long one with a cold
+    start to wait for. (Remembering outputs too cost replica-hours and bought nothing in the benchmark.)"""
+    longest = _remember(state.prompt_tokens.setdefault(region, []), now, obs.mean_prompt_tokens)
+    prompt, output = _mean_lengths(obs, profile)
+    return (longest or prompt), output
+
+
+def _capacity_per_replica(spec: ModelServiceSpec, lengths: tuple[float, float], profile: CapacityProfile | None,
+                          factors: list[float], learned: float | None, fleet_size: int) -> float | None:
+    if profile is not None:
+        prompt, output = lengths
+        capacity = profile.max_rate_within_budget(
+            spec.slo.ttft.p95_seconds / factors[0], spec.slo.itl.p95_seconds / factors[1], prompt, output,
+            MODEL_QUANTILE, max(fleet_size, 1))
+        if capacity > MIN_CAPACITY:
+            return capacity
+    return learned if learned is not None and learned > MIN_CAPACITY else None
+
+
+def _fleet_for(rate: float, capacity_at: Callable[[int], float | None], start: int) -> tuple[int, float | None]:
+    """Smallest fleet whose per-replica capacity (which grows with the fleet: pooled batch slots) carries
+    `rate` with square-root-staffing headroom; a few fixed-point rounds from `start` settle it."""
+    size = max(start, 1)
+    capacity = capacity_at(size)
+    for _ in range(6):
+        if capacity is None:
+            return size, None
+        load = rate / capacity
+        wanted = max(math.ceil(load + HEADROOM * math.sqrt(load) - 1e-9), 1)
+        if wanted == size:
+            break
+        size = wanted
+        capacity = capacity_at(size)
+    return size, capacity
+
+
+def _learn_capacity(previous: float | None, obs: RegionObservation, ratio: float | None, breach: bool) -> float | None:
+    """Online estimate of req/s one replica carries within budget: a lower bound raised by healthy
+    observations near the budget, an upper bound cut by breaches."""
+    if not obs.ready_replicas or obs.request_rate is None or ratio is None:
+        return previous
+    if (obs.requests_observed or 0) < MIN_REQUESTS_FOR_LEARNING:
+        return previous
+    per_replica = obs.request_rate / obs.ready_replicas
+    if per_replica <= MIN_CAPACITY:
+        return previous
+    if breach:
+        return per_replica * 0.9 if previous is None else min(previous, per_replica * 0.9)
+    if ratio >= 0.5:
+        estimate = per_replica / max(ratio, 0.8)
+        return estimate if previous is None else max(previous, 0.8 * previous + 0.2 * estimate)
+    return previous
+
+
+def _plan_region(spec: ModelServiceSpec, region: str, obs: RegionObservation, state: PolicyState, now: float,
+                 current: int, profile: CapacityProfile | None) -> _RegionPlan:
+    ttft_budget, itl_budget = spec.slo.ttft.p95_seconds, spec.slo.itl.p95_seconds
+    # New pods help after a cold start, and the windowed rate lags the true one by about half a window.
+    horizon = (profile.cold_start_seconds if profile else DEFAULT_COLD_START_SECONDS) + obs.window_seconds / 2
+    rate = max(obs.request_rate or 0.0, 0.0)
+    history = state.rates.setdefault(region, [])
+    previous_rate = history[-1][1] if history else None
+    history.append((now, rate))
+    del history[: max(0, len(history) - 1 - sum(1 for t, _ in history if t >= now - HISTORY_SECONDS))]
+
+    ratio = _latency_ratio(obs, ttft_budget, itl_budget)
+    breach = _is_breach(obs, ratio)
+    ready = obs.ready_replicas if obs.ready_replicas is not None else current
+    settled = ready >= current  # no pods of ours still starting or being promoted
+    factors = state.latency_factor.get(region, [1.0, 1.0])
+    # Always learn online: it is the fallback when there is no profile, or when the profile says one replica
+    # cannot meet these budgets at all (a profile from other hardware, or budgets tighter than its physics).
+    learned = _learn_capacity(state.learned_capacity.get(region), obs, ratio, breach)
+    if learned is not None:
+        state.learned_capacity[region] = learned
+    if profile is not None and settled:
+        factors = state.latency_factor[region] = _update_factors(factors, obs, profile, ttft_budget,
+                                                                 spec.slo.objective_fraction)
+    planned_rate = forecast_rate(history, now, horizon)
+    lengths = _sizing_lengths(state, region, obs, profile, now)
+
+    def capacity_at(size: int) -> float | None:
+        return _capacity_per_replica(spec, lengths, profile, factors, state.learned_capacity.get(region), size)
+
+    need, capacity = _fleet_for(planned_rate, capacity_at, max(current, 1))
+    # What the current rate needs: the stabilization window remembers this, not the forecast's need.
+    need_now = _fleet_for(rate, capacity_at, max(current, 1))[0] if planned_rate > rate else need
+
+    if capacity is not None:
+        need = need if planned_rate > 0 else 0
+        model_text = f"rate {rate:.2f}/s (plan {planned_rate:.2f}/s) / {capacity:.2f}/s per replica"
+    else:
+        # Nothing to model with yet: feedback alone, proportional to how far latency is from budget.
+        need = current if ratio is None else max(1, math.ceil(current * ratio / 0.7)) if current else 1
+        model_text = "no capacity model yet"
+        need_now = need
+    if rate > 0:
+        need, need_now = max(need, 1), max(need_now, 1)
+
+    p95_text = (f"ttft p95 {format_ms(obs.ttft_p95) if obs.ttft_p95 is not None else '-'}"
+                f"/{format_ms(ttft_budget)}, itl p95 {format_ms(obs.itl_p95) if obs.itl_p95 is not None else '-'}"
+                f"/{format_ms(itl_budget)}")
+    if breach:
+        if settled:
+            # Add to what is up now; more cold pods while others start would not come sooner.
+            need = max(need, ready + max(1, math.ceil(ready * BREACH_STEP)))
+        else:
+            need = max(need, current)
+
+    recommendations = state.recommendations.setdefault(region, [])
+    recommendations.append((now, need if breach else min(need, need_now)))
+    window = spec.scaling.scale_down.stabilization_seconds
+    observed_since = recommendations[0][0]
+    del recommendations[: max(0, len(recommendations) - 1 - sum(1 for t, _ in recommendations
+                                                              if t >= now - max(window, HISTORY_SECONDS)))]
+
+    if need >= current:
+        verb = "breach: scale up" if breach and need > current else "scale up" if need > current else "hold"
+        return _RegionPlan(need, f"{region}: {p95_text}; {model_text}; {verb} {current} -> {need}", breach)
+    # Headroom: remove capacity only after a whole stabilization window of it, load not rising.
+    in_window = [n for t, n in recommendations if t >= now - window]
+    rising = previous_rate is not None and rate > previous_rate
+    if now - observed_since < window or rising or not in_window:
+        why = "load rising" if rising else "headroom not yet sustained"
+        return _RegionPlan(current, f"{region}: {p95_text}; {model_text}; hold {current} ({why})")
+    target = max(max(in_window), current - spec.scaling.scale_down.max_step)
+    if target >= current:
+        return _RegionPlan(current, f"{region}: {p95_text}; {model_text}; hold {current} (headroom not sustained)")
+    return _RegionPlan(target, f"{region}: {p95_text}; {model_text}; headroom for {window:.0f}s: scale down "
+                               f"{current} -> {target}")
+
+
+def decide(spec: ModelServiceSpec, observation: Observation, state: PolicyState, now: float, *,
+           current_serving: dict[str, int], pending_age: dict[str, float] | None = None,
+           profile: CapacityProfile | None = None) -> ScalingDecision:
+    """Desired serving and warm replicas per region, with the reason; see the module docstring.
+
+    current_serving: the serving replicas currently asked for per region (including pods still starting or
+    being promoted), not only the ready ones; the ready count comes from observation.ready_replicas. The
+    difference tells the policy that capacity is on its way. Returns serving + warm per region; the
+    Deployment's replicas are their sum (warmpool.plan_roles turns them into promotions and demotions).
+    """
+    regions = region_names(spec)
+    pending_age = pending_age or {}
+    plans: dict[str, _RegionPlan] = {}
+    missing: list[str] = []
+    for region in regions:
+        current = max(current_serving.get(region, 0), 0)
+        obs = observation.regions.get(region)
+        if obs is None or not obs.complete:
+            missing.append(region)
+            plans[region] = _RegionPlan(current, f"{region}: metrics missing or stale: hold {current}")
+            continue
+        plans[region] = _plan_region(spec, region, obs, state, now, current, profile)
+
+    desired = {region: plan.desired for region, plan in plans.items()}
+    degraded = _spill_pending(spec, desired, current_serving, pending_age, state, now)
+    fitted = fit_to_bounds(spec, desired)
+    # Bounds may raise a held region (to its minimum) but never lower one whose metrics are missing,
+    # unless it is above its maximum.
+    for region in missing:
+        fitted[region] = max(fitted[region], min(desired[region], _region_cap(spec, region)))
+    _trim_to_max(spec, fitted, keep_last=missing)
+
+    weights = region_weights(spec)
+    blocked = {region for region, until in state.blocked_until.items() if until > now and region in weights}
+    warm_weights = {r: w for r, w in weights.items() if r not in blocked} or weights
+    warm = split_plain(spec.scaling.warm_pool.size, warm_weights)
+    warm = {region: warm.get(region, 0) for region in regions}
+
+    before, after = sum(max(current_serving.get(r, 0), 0) for r in regions), sum(fitted.values())
+    for region in regions:
+        if fitted[region] != plans[region].desired:
+            plans[region].reason += f" (bounds: {fitted[region]})"
+    changed = [plans[r].reason for r in regions if fitted[r] != max(current_serving.get(r, 0), 0)]
+    detail = "; ".join(changed or [plans[r].reason for r in regions])
+    if missing and len(missing) == len(regions):
+        reason = f"metrics unavailable ({', '.join(observation.problems) or 'no data'}): hold {before}"
+    else:
+        reason = f"{before} -> {after}: {detail}" if after != before else f"hold {after}: {detail}"
+    if degraded:
+        reason += f" [{degraded}]"
+    return ScalingDecision(serving=fitted, warm=warm, reason=reason, metrics_available=not missing,
+                           degraded=degraded, state=state)
+
+
+def _trim_to_max(spec: ModelServiceSpec, counts: dict[str, int], keep_last: list[str]) -> None:
+    """Enforce the fleet maximum, taking from regions with fresh data before those holding on missing data."""
+    floors = {r.name: r.min_replicas for r in spec.placement.regions}
+    for _ in range(sum(counts.values())):
+        excess = sum(counts.values()) - spec.scaling.max_replicas
+        if excess <= 0:
+            return
+        candidates = [r for r in counts if counts[r] > floors.get(r, 0)]
+        if not candidates:
+            return
+        fresh = [r for r in candidates if r not in keep_last]
+        pick = max(fresh or candidates, key=lambda r: counts[r])
+        counts[pick] -= 1
+
+
+def _region_cap(spec: ModelServiceSpec, region: str) -> int:
+    for item in spec.placement.regions:
+        if item.name == region and item.max_replicas is not None:
+            return min(item.max_replicas, spec.scaling.max_replicas)
+    return spec.scaling.max_replicas
+
+
+def _spill_pending(spec: ModelServiceSpec, desired: dict[str, int], current: dict[str, int],
+                   pending_age: dict[str, float], state: PolicyState, now: float) -> str | None:
+    """Hold regions whose pods stay Pending at their running size; move their deficit to the others."""
+    timeout = parse_duration(spec.placement.pending_timeout)
+    for region, age in pending_age.items():
+        if region in desired and age is not None and age > timeout:
+            state.blocked_until[region] = now + timeout
+    state.blocked_until = {r: t for r, t in state.blocked_until.items() if t > now}
+    blocked = [r for r in desired if r in state.blocked_until]
+    if not blocked or len(desired) < 2:
+        return None
+    notes = []
+    others = {r: w for r, w in region_weights(spec).items() if r not in blocked}
+    for region in blocked:
+        running = max(current.get(region, 0), 0)
+        deficit = desired[region] - running
+        if deficit <= 0 or not others:
+            continue
+        desired[region] = running
+        for other, extra in split_plain(deficit, others).items():
+            desired[other] += extra
+        age = pending_age.get(region)
+        age_text = f" > {format_ms(timeout)}" if age is None else f" {format_ms(age)}"
+        notes.append(f"{region}: pods pending{age_text}, deficit {deficit} moved to {', '.join(others)}")
+    return "; ".join(notes) or None

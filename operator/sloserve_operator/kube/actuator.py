@@ -1,0 +1,100 @@
+"""The Kubernetes actuator: turn serving/warm targets per region into pod roles and Deployment replicas.
+
+warmpool.plan_roles decides (pure); this module only reads pods and writes the plan: pod label
+`sloserve.io/role` patches for promotion/demotion (seconds, no cold start), the
+`controller.kubernetes.io/pod-deletion-cost` annotation so the ReplicaSet removes the pods we demoted, and
+Deployment replicas = serving + warm.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sloserve_operator.autoscaler.decide.placement import DEFAULT_REGION
+from sloserve_operator.kube.client import Kube
+from sloserve_operator.kube.reconcile import MODEL_SERVICE_LABEL, REGION_LABEL, ROLE_LABEL, Event, pod_ready
+
+DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"
+
+
+@dataclass
+class Actuation:
+    """What one call changed, for Events, status and /metrics."""
+
+    promoted: list[str] = field(default_factory=list)
+    demoted: list[str] = field(default_factory=list)
+    replicas: dict[str, int] = field(default_factory=dict)  # region -> Deployment replicas written
+    events: list[Event] = field(default_factory=list)
+
+
+def deployment_name(service: str, region: str) -> str:
+    """One Deployment per (ModelService, region); the default region keeps the bare name."""
+    return service if region == DEFAULT_REGION else f"{service}-{region}"
+
+
+def created_at(pod: dict[str, Any]) -> float:
+    stamp = pod.get("metadata", {}).get("creationTimestamp")
+    if not stamp:
+        return 0.0
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+
+
+def pod_infos(pods: list[dict[str, Any]], region: str) -> list[Any]:
+    from sloserve_operator.autoscaler.act.warmpool import PodInfo
+
+    infos = []
+    for pod in pods:
+        meta = pod.get("metadata", {})
+        labels = meta.get("labels") or {}
+        if meta.get("deletionTimestamp") or labels.get(REGION_LABEL, DEFAULT_REGION) != region:
+            continue
+        infos.append(PodInfo(name=meta["name"], region=region, role=labels.get(ROLE_LABEL, "serving"),
+                             ready=pod_ready(pod), created_at=created_at(pod)))
+    return infos
+
+
+class KubernetesActuator:
+    """Applies serving/warm targets to the pods and Deployments of one ModelService."""
+
+    def __init__(self, kube: Kube) -> None:
+        self.kube = kube
+
+    def apply(self, body: dict[str, Any], serving: dict[str, int], warm: dict[str, int]) -> Actuation:
+        from sloserve_operator.autoscaler.act.warmpool import plan_roles
+
+        meta = body["metadata"]
+        namespace, name = meta.get("namespace", "default"), meta["name"]
+        pods = self.kube.list("Pod", namespace, {MODEL_SERVICE_LABEL: name})
+        by_name = {pod["metadata"]["name"]: pod for pod in pods}
+        result = Actuation()
+        for region in serving:
+            plan = plan_roles(pod_infos(pods, region), serving[region], warm.get(region, 0))
+            for pod_name in plan.promote:
+                self._set_role(namespace, pod_name, "serving")
+                result.promoted.append(pod_name)
+                result.events.append(Event("Normal", "Promoted", f"pod {pod_name} promoted from warm to serving"))
+            for pod_name in plan.demote:
+                self._set_role(namespace, pod_name, "warm")
+                result.demoted.append(pod_name)
+                result.events.append(Event("Normal", "Demoted", f"pod {pod_name} demoted from serving to warm"))
+            for pod_name, cost in plan.deletion_cost.items():
+                current = (by_name.get(pod_name, {}).get("metadata", {}).get("annotations") or {}).get(DELETION_COST)
+                if current != str(cost):
+                    self.kube.patch("Pod", namespace, pod_name, {"metadata": {"annotations": {DELETION_COST: str(cost)}}})
+            result.replicas[region] = plan.replicas
+            self._scale(namespace, deployment_name(name, region), plan.replicas, result)
+        return result
+
+    def _set_role(self, namespace: str, pod: str, role: str) -> None:
+        self.kube.patch("Pod", namespace, pod, {"metadata": {"labels": {ROLE_LABEL: role}}})
+
+    def _scale(self, namespace: str, deployment: str, replicas: int, result: Actuation) -> None:
+        current = self.kube.get("Deployment", namespace, deployment)
+        if current is None:
+            return  # reconcile creates it with the same replicas on its next pass
+        before = (current.get("spec") or {}).get("replicas")
+        if before != replicas:
+            self.kube.patch("Deployment", namespace, deployment, {"spec": {"replicas": replicas}})
+            result.events.append(Event("Normal", "Scaled", f"deployment {deployment} replicas {before} -> {replicas}"))

@@ -1,0 +1,210 @@
+"""One autoscaler tick for one ModelService in the cluster: observe, decide, act, report.
+
+The kopf timer in handlers.py calls `autoscale_once` every --autoscale-interval seconds. Observation comes
+from a metrics.MetricsSource (PrometheusSource in-cluster), the decision from policy.decide (pure, shared
+with local mode and the simulator), the action from actuator.KubernetesActuator. What it returns is written
+by the handler: status fields, the remembered policy state (autoscaler_memory.py, so an operator restart
+or a leader change keeps the stabilization windows), and Events for every change.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from sloserve_operator.api.spec import ModelService, ModelServiceSpec, ScalingMode, parse_spec
+from sloserve_operator.api.units import format_ms
+from sloserve_operator.autoscaler.decide.placement import split_by_weight
+from sloserve_operator.autoscaler.observe.observation import Observation
+from sloserve_operator.kube import conditions as cond
+from sloserve_operator.kube.actuator import Actuation, KubernetesActuator
+from sloserve_operator.kube.autoscaler_memory import read_memory
+from sloserve_operator.kube.client import Kube
+from sloserve_operator.kube.reconcile import (
+    MODEL_SERVICE_LABEL,
+    REGION_LABEL,
+    Event,
+    count_pods,
+    degraded_condition,
+    pod_ready,
+    serving_targets,
+    warm_targets,
+)
+
+
+@dataclass
+class Tick:
+    """The outcome of one tick: what to write and what to tell."""
+
+    status: dict[str, Any]
+    memory: dict[str, Any]  # persisted by autoscaler_memory.write_memory
+    previous_memory: dict[str, Any] = field(default_factory=dict)
+    events: list[Event] = field(default_factory=list)
+    serving: dict[str, int] = field(default_factory=dict)
+    warm: dict[str, int] = field(default_factory=dict)
+    direction: str = "hold"  # up | down | hold
+    metrics_available: bool = False
+    observation: Observation | None = None
+    actuation: Actuation | None = None
+    spec: ModelServiceSpec | None = None
+
+
+def service_of(body: dict[str, Any], spec: ModelServiceSpec) -> ModelService:
+    meta = body["metadata"]
+    return ModelService.model_validate({
+        "metadata": {"name": meta["name"], "namespace": meta.get("namespace", "default"), "uid": meta.get("uid")},
+        "spec": spec.model_dump(by_alias=True, exclude_none=True),
+    })
+
+
+def pending_ages(pods: list[dict[str, Any]], now: float) -> dict[str, float]:
+    """Region -> age in seconds of its oldest pod that is not ready (the policy's spill signal)."""
+    ages: dict[str, float] = {}
+    for pod in pods:
+        meta = pod.get("metadata", {})
+        if pod_ready(pod) or meta.get("deletionTimestamp") or not meta.get("creationTimestamp"):
+            continue
+        created = datetime.fromisoformat(meta["creationTimestamp"].replace("Z", "+00:00")).timestamp()
+        region = (meta.get("labels") or {}).get(REGION_LABEL, "default")
+        ages[region] = max(ages.get(region, 0.0), now - created)
+    return ages
+
+
+def observe_safely(source: Any, service: ModelService, now: float) -> Observation:
+    """A metrics outage is an observation with problems, never an exception that stops the timer."""
+    try:
+        return source.observe(service, now)
+    except Exception as error:  # noqa: BLE001 - any failure of the source means "not measured"
+        return Observation(time=now, problems=(f"metrics source failed: {error}",))
+
+
+def load_profile(kube: Kube, namespace: str, spec: ModelServiceSpec) -> Any:
+    """The capacity profile a spec references (ConfigMap), or None; a broken reference is not fatal."""
+    if spec.scaling.profile is None:
+        return None
+    from sloserve_operator.autoscaler.decide.capacity import CapacityProfile
+
+    config_map = kube.get("ConfigMap", namespace, spec.scaling.profile.config_map)
+    text = ((config_map or {}).get("data") or {}).get(spec.scaling.profile.key)
+    if not text:
+        return None
+    try:
+        return CapacityProfile.from_json(text)
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def summarize(observation: Observation) -> dict[str, Any]:
+    """status.observed: worst region's p95s, total request rate, lowest within-budget fraction."""
+    regions = list(observation.regions.values())
+    ttft = [r.ttft_p95 for r in regions if r.ttft_p95 is not None]
+    itl = [r.itl_p95 for r in regions if r.itl_p95 is not None]
+    rates = [r.request_rate for r in regions if r.request_rate is not None]
+    within = [min(v for v in (r.ttft_within_budget, r.itl_within_budget) if v is not None) for r in regions
+              if r.ttft_within_budget is not None or r.itl_within_budget is not None]
+    return {
+        "ttftP95": format_ms(max(ttft)) if ttft else None,
+        "itlP95": format_ms(max(itl)) if itl else None,
+        "requestRate": round(sum(rates), 4) if rates else None,
+        "withinBudget": round(min(within), 4) if within else None,
+    }
+
+
+def slo_condition(spec: ModelServiceSpec, observation: Observation) -> dict[str, Any]:
+    ttft_budget, itl_budget = spec.slo.ttft.p95_seconds, spec.slo.itl.p95_seconds
+    measured = [r for r in observation.regions.values() if r.ttft_p95 is not None and r.itl_p95 is not None]
+    if not measured:
+        return cond.condition("SLOMet", None, "NotMeasured", "no latency observed in the window")
+    breaches = []
+    for region in measured:
+        if region.ttft_p95 > ttft_budget:
+            breaches.append(f"{region.region}: ttft p95 {format_ms(region.ttft_p95)} > {spec.slo.ttft.p95}")
+        if region.itl_p95 > itl_budget:
+            breaches.append(f"{region.region}: itl p95 {format_ms(region.itl_p95)} > {spec.slo.itl.p95}")
+    if breaches:
+        return cond.condition("SLOMet", False, "BudgetExceeded", "; ".join(breaches))
+    return cond.condition("SLOMet", True, "WithinBudget", "p95 TTFT and ITL within budget in every region")
+
+
+def metrics_condition(observation: Observation) -> dict[str, Any]:
+    if observation.available:
+        return cond.condition("MetricsAvailable", True, "Observed", "latency and load observed in every region")
+    detail = "; ".join(observation.problems) or "no complete observation"
+    return cond.condition("MetricsAvailable", False, "MetricsMissing", f"holding replicas: {detail}")
+
+
+def decide(spec: ModelServiceSpec, service: ModelService, observation: Observation, memory: dict[str, Any],
+           now: float, current: dict[str, int], pending: dict[str, float], profile: Any
+           ) -> tuple[dict[str, int], dict[str, int], str, str | None, dict[str, Any]]:
+    """(serving, warm, reason, degraded, policy state) from policy.decide, or spec.replicas in manual mode."""
+    if spec.scaling.mode == ScalingMode.manual and spec.replicas is not None:
+        serving = split_by_weight(spec, spec.replicas)
+        return serving, warm_targets(spec, {}), f"manual: spec.replicas = {spec.replicas}", None, \
+            memory.get("state") or {}
+    from sloserve_operator.autoscaler.decide.policy import PolicyState
+    from sloserve_operator.autoscaler.decide.policy import decide as policy_decide
+
+    state = PolicyState.from_dict(memory["state"]) if memory.get("state") else PolicyState()
+    decision = policy_decide(spec, observation, state, now, current_serving=current, pending_age=pending,
+                             profile=profile)
+    return dict(decision.serving), dict(decision.warm), decision.reason, decision.degraded, decision.state.to_dict()
+
+
+def autoscale_once(kube: Kube, source: Any, body: dict[str, Any], now: float,
+                   actuator: KubernetesActuator | None = None) -> Tick | None:
+    """Observe, decide, act for one ModelService. None when its spec is invalid (reconcile reports that)."""
+    try:
+        spec = parse_spec(body.get("spec") or {})
+    except ValidationError:
+        return None
+    meta = body["metadata"]
+    namespace, name = meta.get("namespace", "default"), meta["name"]
+    status = body.get("status") or {}
+    service = service_of(body, spec)
+    memory = read_memory(kube, namespace, name)
+    current = serving_targets(spec, status)
+    pods = kube.list("Pod", namespace, {MODEL_SERVICE_LABEL: name})
+    observation = observe_safely(source, service, now)
+    profile = load_profile(kube, namespace, spec)
+
+    serving, warm, reason, degraded, state = decide(spec, service, observation, memory, now, current,
+                                                    pending_ages(pods, now), profile)
+    actuation = (actuator or KubernetesActuator(kube)).apply(body, serving, warm)
+
+    before, after = sum(current.values()), sum(serving.values())
+    direction = "up" if after > before else "down" if after < before else "hold"
+    events = list(actuation.events)
+    if direction != "hold" or serving != current:
+        kind = {"up": "ScaledUp", "down": "ScaledDown"}.get(direction, "Rebalanced")
+        events.append(Event("Normal", kind, f"serving {before} -> {after}: {reason}"))
+
+    counts = count_pods(kube.list("Pod", namespace, {MODEL_SERVICE_LABEL: name}), list(serving))
+    updates = [slo_condition(spec, observation), metrics_condition(observation),
+               degraded_condition(kube.serves("monitoring.coreos.com/v1"), degraded)]
+    for item in cond.changed(status.get("conditions"), updates):
+        if item["type"] in ("MetricsAvailable", "Degraded", "SLOMet"):
+            kind = "Normal" if (item["status"] == "True") != (item["type"] == "Degraded") else "Warning"
+            events.append(Event(kind, item["reason"], item["message"] or item["type"]))
+    new_status: dict[str, Any] = {
+        "desiredReplicas": after,
+        "serving": sum(counts[r]["serving"] for r in counts),
+        "warm": sum(counts[r]["warm"] for r in counts),
+        "replicas": sum(counts[r]["total"] for r in counts),
+        "regions": [{"name": region, "desired": serving[region], "serving": counts[region]["serving"],
+                     "warm": counts[region]["warm"], "pending": counts[region]["pending"]} for region in serving],
+        "observed": summarize(observation),
+        "conditions": cond.set_conditions(status.get("conditions"), updates, now=now,
+                                          generation=meta.get("generation")),
+    }
+    last = status.get("lastDecision") or {}
+    if direction != "hold" or last.get("reason") != reason or not last:
+        new_status["lastDecision"] = {"reason": reason, "from": before, "to": after, "time": cond.rfc3339(now)}
+    if after != before:
+        new_status["lastScaleTime"] = cond.rfc3339(now)
+    new_memory = {"state": state, "warm": warm, "degraded": degraded}
+    return Tick(status=new_status, memory=new_memory, previous_memory=memory, events=events, serving=serving, warm=warm,
+                direction=direction, metrics_available=observation.available, observation=observation,
+                actuation=actuation, spec=spec)

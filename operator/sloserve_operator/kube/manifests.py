@@ -1,0 +1,105 @@
+"""`make manifests`: the files derived from the Helm chart and the dashboard, rendered offline.
+
+Writes (or, with --check, verifies that these are up to date):
+- charts/sloserve/dashboards/sloserve.json             the Grafana dashboard (dashboard.py)
+- manifests/grafana-dashboard.json                     the same dashboard, for importing by hand
+- manifests/install.yaml                               the chart rendered with default values into the
+                                                       namespace sloserve-system, CRDs and Namespace first
+
+The chart's crds/modelservices.sloserve.io.yaml is a symlink to crds/ (generated from api.py by `make crds`;
+Helm reads the linked file), so only install.yaml needs re-rendering after a CRD change.
+Helm runs in-process (helm-python-sdk, Helm v4's Go SDK through its C ABI): no helm binary is needed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sloserve_operator.kube.dashboard import dashboard_json
+
+ROOT = Path(__file__).resolve().parents[3]
+CHART = ROOT / "charts" / "sloserve"
+NAMESPACE = "sloserve-system"
+RELEASE = "sloserve"
+# Install order, as Helm applies kinds (CRDs and namespaces before what lives in them).
+KIND_ORDER = ["Namespace", "CustomResourceDefinition", "ServiceAccount", "ClusterRole", "ClusterRoleBinding",
+              "Role", "RoleBinding", "ConfigMap", "NetworkPolicy", "Service", "ClusterKopfPeering", "KopfPeering", "Deployment"]
+
+
+def render_chart(values: dict[str, Any] | None = None, *, chart: Path = CHART, namespace: str = NAMESPACE,
+                 release: str = RELEASE) -> list[dict[str, Any]]:
+    """The chart's objects for `values` (templates only, in install order; CRDs are in crds_of)."""
+    import helm_python as helm
+
+    loaded = helm.Chart.load(chart)
+    try:
+        rendered = loaded.render(values or {}, name=release, namespace=namespace, is_install=True)
+    finally:
+        loaded.close()
+    objects = [obj for path, text in sorted(rendered.items()) if not path.endswith("NOTES.txt")
+               for obj in yaml.safe_load_all(text) if obj]
+    return sorted(objects, key=lambda obj: KIND_ORDER.index(obj["kind"]) if obj["kind"] in KIND_ORDER
+                  else len(KIND_ORDER))
+
+
+def crds_of(chart: Path = CHART) -> list[dict[str, Any]]:
+    return [obj for path in sorted((chart / "crds").glob("*.yaml"))
+            for obj in yaml.safe_load_all(path.read_text()) if obj]
+
+
+def install_yaml(chart: Path = CHART) -> str:
+    namespace = {"apiVersion": "v1", "kind": "Namespace",
+                 "metadata": {"name": NAMESPACE, "labels": {
+                     "pod-security.kubernetes.io/enforce": "restricted",
+                     "app.kubernetes.io/part-of": "sloserve"}}}
+    objects = [namespace, *crds_of(chart), *render_chart(chart=chart)]
+    header = ("# sloserve operator: rendered from charts/sloserve by `make manifests` (do not edit).\n"
+              "# kubectl apply --server-side -f manifests/install.yaml\n")
+    return header + "".join("---\n" + yaml.safe_dump(obj, sort_keys=False) for obj in objects)
+
+
+def expected_files(root: Path = ROOT) -> dict[Path, str]:
+    """The dashboard files and the content they must have (install.yaml is rendered after them, from the
+    chart that embeds the dashboard)."""
+    chart = root / "charts" / "sloserve"
+    dashboard = dashboard_json()
+    files = {
+        chart / "dashboards" / "sloserve.json": dashboard,
+        root / "manifests" / "grafana-dashboard.json": dashboard,
+    }
+    return files
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m sloserve_operator.kube.manifests", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--check", action="store_true", help="exit 1 listing files that are out of date")
+    args = parser.parse_args(argv)
+    files = expected_files()
+    stale = [path for path, text in files.items() if not path.exists() or path.read_text() != text]
+    if not args.check:
+        for path in stale:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(files[path])
+    install = ROOT / "manifests" / "install.yaml"
+    text = install_yaml()
+    if not install.exists() or install.read_text() != text:
+        stale.append(install)
+        if not args.check:
+            install.write_text(text)
+    if args.check and stale:
+        for path in stale:
+            print(f"{path.relative_to(ROOT)} is out of date: run `make manifests`", file=sys.stderr)
+        return 1
+    for path in stale:
+        print(f"wrote {path.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The HTTP and gRPC front of the runtime: FastAPI app, OpenAI API, KServe v2 / Triton, metrics."""

@@ -1,0 +1,66 @@
+"""The autoscale timer wired end to end in the real operator: observe -> policy.decide -> act -> status.
+
+The metrics source is the MetricsSource contract fed with a fixed breach (PrometheusSource itself is tested
+against a real Prometheus in tests/autoscaler/observe); everything after it is the real code: the policy, the
+actuator's pod-label promotion and Deployment scaling through kmock, status, Events and /metrics.
+"""
+
+from __future__ import annotations
+
+import pytest
+from operator_harness import fake_pod, wait_for
+from prometheus_client import generate_latest
+from sloserve_operator.autoscaler.observe.observation import Observation, RegionObservation
+from sloserve_operator.kube.operator_metrics import REGISTRY
+
+
+class BreachingSource:
+    """Every region of every ModelService reports p95 TTFT at 3x its 1 s budget under steady load."""
+
+    def observe(self, service, now: float) -> Observation:
+        region = RegionObservation(
+            region="default", window_seconds=60.0, ready_replicas=1, request_rate=4.0, ttft_p95=3.0,
+            itl_p95=0.05, ttft_within_budget=0.5, itl_within_budget=0.99, mean_prompt_tokens=200.0,
+            mean_output_tokens=100.0, running=8.0, waiting=12.0, kv_usage=0.5, requests_observed=240.0,
+        )
+        return Observation(time=now, regions={"default": region})
+
+
+@pytest.fixture(scope="module")
+def op(operator_factory):
+    operator = operator_factory(monitoring=True, drift_interval=2.0, autoscale_interval=0.5,
+                                source=BreachingSource())
+    yield operator
+    operator.cleanup()
+
+
+def test_breach_scales_up_promotes_the_warm_pod_and_reports(op):
+    op.create("hot")  # quickstart sizing: min 1, max 3, warm pool 1
+    deployment = wait_for(lambda: op.cluster.objects("apps/v1/deployments").get("hot"), what="Deployment hot")
+    for index in range(2):
+        op.kube.create(fake_pod(deployment, index))
+
+    status = wait_for(lambda: ((op.msvc("hot").get("status") or {}).get("desiredReplicas") or 0) >= 2
+                      and op.msvc("hot")["status"], what="a scale-up decision")
+    assert status["lastDecision"]["to"] >= 2 and status["lastDecision"]["from"] >= 1
+    assert "ttft" in status["lastDecision"]["reason"].lower()
+    assert status["observed"]["ttftP95"] == "3000ms" and status["observed"]["withinBudget"] == 0.5
+    assert op.condition("hot", "SLOMet")["reason"] == "BudgetExceeded"
+    assert op.condition("hot", "MetricsAvailable")["status"] == "True"
+    # serving target + the warm pool: the Deployment grows beyond the two pods that exist.
+    wait_for(lambda: op.cluster.objects("apps/v1/deployments")["hot"]["spec"]["replicas"] >= 3,
+             what="Deployment scaled to serving + warm")
+
+    # Roles are label patches on the existing ready pods (no cold start): both pods now serve.
+    def roles() -> list[str]:
+        return sorted(pod["metadata"]["labels"]["sloserve.io/role"]
+                      for name, pod in op.cluster.objects("v1/pods").items() if name.startswith("hot-pod-"))
+
+    wait_for(lambda: roles() == ["serving", "serving"], what="both pods serving")
+    wait_for(lambda: {"ScaledUp", "BudgetExceeded"} <= op.reasons("hot"), what="ScaledUp and SLO Events")
+
+    exposition = generate_latest(REGISTRY).decode()
+    assert 'sloserve_operator_scaling_decisions_total{direction="up",metrics_available="true",' \
+           'model_service="hot",namespace="default"}' in exposition
+    assert 'sloserve_operator_desired_replicas{model_service="hot",namespace="default",region="default",' \
+           'role="serving"}' in exposition

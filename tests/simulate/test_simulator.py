@@ -1,0 +1,266 @@
+"""The simulator's parts: replica physics, fleet lifecycle, recorder statistics, trace loaders, a full run."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+from autoscaler.helpers import fixture_profile, make_spec
+from sloserve_operator.autoscaler.decide.capacity import load_shipped
+from sloserve_operator.simulate import traces
+from sloserve_operator.simulate.autoscalers import (
+    KedaHpa,
+    KnativeKpa,
+    LlmdSloRatio,
+    SloservePolicy,
+    StaticPeak,
+)
+from sloserve_operator.simulate.fleet import SERVING, WARM, Fleet
+from sloserve_operator.simulate.recorder import Recorder, histogram_quantile
+from sloserve_operator.simulate.replica import ReplicaEngine
+from sloserve_operator.simulate.run import simulate, with_preroll
+from sloserve_operator.simulate.traces import Request
+
+H100 = load_shipped("llama-8b-h100")
+CPU = fixture_profile()
+SHARED = Path("/work/shared/traces")
+
+
+def run_engine(profile, requests, until=1000.0, itl_budget=1.0):
+    recorder = Recorder(["default"], until + 10, 1.0, itl_budget)
+    engine = ReplicaEngine(profile, "default", itl_budget, recorder)
+    for request in requests:
+        engine.submit(request, request.arrival)
+    engine.advance(until)
+    return recorder, engine
+
+
+def test_lone_request_latency_is_the_step_model():
+    step = H100.step
+    recorder, _ = run_engine(H100, [Request(0.0, 1000, 50)])
+    (outcome,) = recorder.outcomes
+    ttft = 2 * step.base_seconds + 1000 * step.per_prefill_token_seconds  # two chunks: 512 + 488
+    assert outcome.ttft == pytest.approx(ttft)
+    decode = step.base_seconds + step.per_decode_seq_seconds
+    assert outcome.finished_at == pytest.approx(ttft + 49 * decode)
+    assert (outcome.gaps, outcome.slow_gaps) == (49, 0)
+
+
+def with_attention(profile, per_attended):
+    return dataclasses.replace(profile, step=dataclasses.replace(profile.step, per_attended_token_seconds=per_attended))
+
+
+def test_attention_makes_later_chunks_and_longer_contexts_slower():
+    c = 1e-7
+    profile = with_attention(H100, c)
+    step = profile.step
+    recorder, _ = run_engine(profile, [Request(0.0, 1000, 50)])
+    (outcome,) = recorder.outcomes
+    # Chunks 512 + 488; token p attends to p + 1 tokens.
+    attended = sum(p + 1 for p in range(1000))
+    ttft = 2 * step.base_seconds + 1000 * step.per_prefill_token_seconds + c * attended
+    assert outcome.ttft == pytest.approx(ttft)
+    # The j-th decode step attends to the prompt plus the j tokens generated before it.
+    decode = sum(step.base_seconds + step.per_decode_seq_seconds + c * (1000 + j) for j in range(49))
+    assert outcome.finished_at == pytest.approx(ttft + decode, rel=1e-6)
+
+
+def test_decode_steps_that_outgrow_the_itl_budget_are_counted_slow():
+    c = 2e-6
+    profile = with_attention(H100, c)
+    first = profile.step.seconds(0, 1, 1000)  # the first decode step of a 1000-token prompt
+    budget = first + c * 100.5  # steps 0..100 are within, the rest of the 300 gaps are over
+    recorder = Recorder(["default"], 100, 1.0, budget)
+    engine = ReplicaEngine(profile, "default", budget, recorder)
+    engine.submit(Request(0.0, 1000, 301), 0.0)
+    engine.advance(100.0)
+    (outcome,) = recorder.outcomes
+    assert (outcome.gaps, outcome.slow_gaps) == (300, 199)
+
+
+def step_by_step(profile, requests, itl_budget):
+    """The replica's rules applied one engine step at a time, with nothing batched into runs: the reference
+    the event-by-event engine must reproduce. Returns {arrival: (ttft, finished_at, slow_gaps)}."""
+    step = profile.step
+    waiting, prefilling, decoding, results = list(requests), [], [], {}
+    clock, steps, slow = 0.0, 0, 0
+    done_prefill = {id(r): 0 for r in requests}
+    while waiting or prefilling or decoding:
+        while waiting and len(prefilling) + len(decoding) < profile.max_batch_size:
+            prefilling.append(waiting.pop(0))
+        budget = max(profile.max_batched_tokens - len(decoding), 0)
+        chunks = []
+        for request in prefilling:
+            if budget <= 0:
+                break
+            chunk = min(request.prompt_tokens - done_prefill[id(request)], budget)
+            chunks.append((request, chunk))
+            budget -= chunk
+        attended = sum(r.prompt_tokens + steps - joined for r, joined, _, _ in decoding)
+        attended += sum(c * (done_prefill[id(r)] + (c + 1) / 2) for r, c in chunks)
+        duration = step.seconds(sum(c for _, c in chunks), len(decoding), attended)
+        clock, steps = clock + duration, steps + 1
+        slow += duration > itl_budget
+        for entry in [e for e in decoding if e[1] + e[0].output_tokens - 1 <= steps]:
+            decoding.remove(entry)
+            request, _, first, joined_slow = entry
+            results[request.arrival] = (first - request.arrival, clock, slow - joined_slow)
+        for request, chunk in chunks:
+            done_prefill[id(request)] += chunk
+            if done_prefill[id(request)] >= request.prompt_tokens:
+                prefilling.remove(request)
+                if request.output_tokens <= 1:
+                    results[request.arrival] = (clock - request.arrival, clock, 0)
+                else:
+                    decoding.append((request, steps, clock, slow))
+    return results
+
+
+@pytest.mark.parametrize("per_attended", [0.0, 3e-7])
+def test_event_by_event_engine_matches_a_step_by_step_replay(per_attended):
+    rng = np.random.default_rng(7)
+    profile = with_attention(CPU, per_attended)
+    requests = [Request(i * 1e-6, int(rng.integers(1, 1500)), int(rng.integers(1, 120))) for i in range(40)]
+    budget = profile.step.seconds(profile.max_batched_tokens / 2, 8, 4000)  # some steps over, some under
+    recorder, _ = run_engine(profile, requests, until=1e4, itl_budget=budget)
+    expected = step_by_step(profile, requests, budget)
+    assert len(recorder.outcomes) == len(requests)
+    assert sum(slow for _, _, slow in expected.values()) > 0  # the budget splits the steps
+    for outcome in recorder.outcomes:
+        ttft, finished_at, slow_gaps = expected[outcome.arrival]
+        assert outcome.ttft == pytest.approx(ttft, rel=1e-9)
+        assert outcome.finished_at == pytest.approx(finished_at, rel=1e-9)
+        assert outcome.slow_gaps == slow_gaps
+
+
+def test_concurrent_requests_share_steps_and_chunks_slow_the_decoders():
+    # The second prompt's 512-token chunks run while the first decodes: those gaps exceed a tight ITL budget.
+    budget = H100.step.seconds(0, 1) * 1.5
+    recorder = Recorder(["default"], 100, 1.0, budget)
+    engine = ReplicaEngine(H100, "default", budget, recorder)
+    engine.submit(Request(0.0, 10, 200), 0.0)
+    engine.advance(0.05)
+    engine.submit(Request(0.05, 2000, 5), 0.05)
+    engine.advance(100.0)
+    first = next(o for o in recorder.outcomes if o.gaps == 199)
+    assert first.slow_gaps == 4  # 2000 tokens in chunks of 511 (512 less the decode token): 4 slow steps
+    itl_counts = recorder.series["default"].itl.sum(axis=0)
+    assert itl_counts.sum() == 199 + 4
+
+
+def test_batch_size_bounds_admission():
+    recorder = Recorder(["default"], 100, 1.0, 1.0)
+    engine = ReplicaEngine(CPU, "default", 1.0, recorder)
+    for _ in range(CPU.max_batch_size + 4):
+        engine.submit(Request(0.0, 10, 1000), 0.0)
+    engine.advance(1.0)
+    assert engine.running == CPU.max_batch_size
+    assert len(engine.waiting) == 4
+
+
+def test_histogram_quantile_and_exact_within_budget():
+    bounds = [0.1, 0.5, 1.0, 2.0]
+    counts = np.array([50, 40, 10, 0, 0])
+    assert histogram_quantile(0.5, bounds, counts) == pytest.approx(0.1)
+    assert histogram_quantile(0.95, bounds, counts) == pytest.approx(0.5 + 0.5 * 5 / 10)
+    assert histogram_quantile(0.95, bounds, np.zeros(5)) is None
+    recorder = Recorder(["default"], 100, ttft_budget=0.7, itl_budget=0.05)
+    for value in [0.1] * 94 + [0.7] + [0.71] * 5:  # exactly at the budget counts as within
+        recorder.ttft("default", 10.0, value)
+    *_, ttft_within, _, samples = recorder.latency("default", 60.0, 60.0)
+    assert ttft_within == pytest.approx(0.95) and samples == 100
+
+
+def test_fleet_cold_start_promotion_and_gateway_queue():
+    recorder = Recorder(["default"], 1000, 1.0, 1.0)
+    fleet = Fleet(CPU, ["default"], recorder, 1.0, cold_start=100.0, promotion=2.0)
+    fleet.apply("default", 1, 1, 0.0)  # nothing exists: two cold starts
+    fleet.dispatch(Request(1.0, 10, 5), 1.0)
+    assert len(fleet.gateway["default"]) == 1  # no serving pod yet: waits at the gateway
+    fleet.on_time(100.0)
+    assert sorted(p.state for p in fleet.pods) == ["promoting", WARM]
+    fleet.on_time(102.0)
+    assert fleet.serving_count("default") == 1 and not fleet.gateway["default"]
+    fleet.apply("default", 2, 1, 110.0)  # the warm pod is promoted, a cold start refills the pool
+    fleet.on_time(112.0)
+    assert fleet.serving_count("default") == 2
+    assert len(fleet.pods) == 3
+    fleet.apply("default", 1, 0, 120.0)
+    fleet.advance(200.0)
+    fleet.on_time(200.0)
+    assert [p.state for p in fleet.pods] == [SERVING]
+    assert fleet.pod_seconds(0.0, 200.0) > 200.0 + 100.0  # warm and starting pods cost too
+
+
+def test_azure_loader_and_errors(tmp_path):
+    path = tmp_path / "azure.csv"
+    path.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n"
+                    "2023-11-16 18:15:46.6805900,374,44\n2023-11-16 18:15:50.9951690,396,109\n")
+    requests = traces.load_azure(path)
+    assert [r.prompt_tokens for r in requests] == [374, 396]
+    assert requests[1].arrival == pytest.approx(4.3145790, abs=1e-5)
+    bad = tmp_path / "bad.csv"
+    bad.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46,x,1\n")
+    with pytest.raises(traces.TraceError, match="bad.csv:2"):
+        traces.load_azure(bad)
+    with pytest.raises(traces.TraceError, match="unknown trace format"):
+        traces.load_trace(tmp_path / "x.parquet")
+
+
+def test_mooncake_loader_spreads_each_tick(tmp_path):
+    path = tmp_path / "m.jsonl"
+    lines = [f'{{"timestamp": {t}, "input_length": 100, "output_length": 10, "hash_ids": [1]}}'
+             for t in [0, 0, 0, 3000, 3000, 6000]]
+    path.write_text("\n".join(lines) + "\n")
+    requests = traces.load_mooncake(path)
+    assert len(requests) == 6
+    assert all(0 <= r.arrival < 9.0 for r in requests)
+    assert len({round(r.arrival, 6) for r in requests}) == 6  # no two arrive in lockstep
+    (tmp_path / "broken.jsonl").write_text('{"timestamp": 1}\n')
+    with pytest.raises(traces.TraceError, match="broken.jsonl:1"):
+        traces.load_mooncake(tmp_path / "broken.jsonl")
+
+
+def test_rate_token_scaling_and_synthetic_bursts():
+    base = [Request(float(i), 100, 20) for i in range(1000)]
+    assert 2800 < len(traces.scale_rate(base, 3.0)) <= 3000
+    assert 400 < len(traces.scale_rate(base, 0.5)) < 600
+    clipped = traces.scale_tokens([Request(0.0, 10000, 400)], 1.0, max_model_len=2048)[0]
+    assert clipped.prompt_tokens + clipped.output_tokens <= 2048
+    bursty = traces.synthetic_bursty(1200.0, base_rate=1.0, burst_rate=10.0, seed=1)
+    per_minute = traces.per_minute_rates(bursty)
+    assert max(per_minute) > 4 * min(per_minute[:8])
+
+
+def test_preroll_mirrors_the_opening():
+    requests = [Request(0.0, 1, 1), Request(10.0, 2, 2), Request(400.0, 3, 3)]
+    rolled = with_preroll(requests, 300.0)
+    assert [r.prompt_tokens for r in rolled] == [2, 1, 1, 2, 3]
+    assert [r.arrival for r in rolled][2:] == [300.0, 310.0, 700.0]
+
+
+@pytest.mark.skipif(not SHARED.exists(), reason="shared traces not present (../shared/traces)")
+def test_shared_traces_load_completely():
+    assert len(traces.load_azure(SHARED / "AzureLLMInferenceTrace_conv.csv")) == 19366
+    mooncake = traces.load_mooncake(SHARED / "conversation_trace.jsonl")
+    assert len(mooncake) == 12031 and mooncake[-1].arrival < 3600
+
+
+def test_full_runs_are_deterministic_and_respond_to_fleet_size():
+    spec = make_spec(min_replicas=1, max_replicas=30, warm=1, ttft="2s", itl="150ms")
+    requests = traces.synthetic_bursty(900.0, base_rate=1.0, burst_rate=5.0, burst_every=450.0,
+                                       burst_length=120.0, prompt_tokens=400, output_tokens=60, seed=3)
+    small = simulate(requests, CPU, spec, StaticPeak(1), cold_start=60.0)
+    big = simulate(requests, CPU, spec, StaticPeak(8), cold_start=60.0)
+    assert small.within_both < big.within_both
+    assert big.replica_hours == pytest.approx(8 * requests[-1].arrival / 3600, rel=0.01)
+    ours = simulate(requests, CPU, spec, SloservePolicy(CPU), cold_start=60.0)
+    again = simulate(requests, CPU, spec, SloservePolicy(CPU), cold_start=60.0)
+    assert ours.row() == again.row()
+    assert ours.within_both >= 0.95
+    assert ours.replica_hours < big.replica_hours
+    for baseline in (KedaHpa(target_rate=1.0), KnativeKpa(target_concurrency=4), LlmdSloRatio()):
+        result = simulate(requests, CPU, spec, baseline, cold_start=60.0)
+        assert 0.0 <= result.within_both <= 1.0 and result.replica_hours > 0
