@@ -10,8 +10,9 @@ Optional fields (`X | None`, default None) become plain optional properties, *no
 is false exactly when pydantic sees None. With `nullable` a stored null would make `has()` true and every
 rule would need its own null checks, which cannot be tested without an API server.
 
-Objects whose fields all have defaults get `default: {}`, so the API server fills in nested defaults the way
-pydantic does; the CEL rules rely on that (they read e.g. `self.scaling.mode` without `has()`).
+Objects whose fields all have defaults get a default (the object with those defaults filled in), so the API
+server fills in nested defaults the way pydantic does; the CEL rules rely on that (they read e.g.
+`self.scaling.mode` without `has()`).
 """
 
 from __future__ import annotations
@@ -130,8 +131,12 @@ def _ordered(node: dict[str, Any]) -> dict[str, Any]:
 
 
 def _default_empty_objects(node: dict[str, Any], required: bool = True) -> None:
-    """`default: {}` on optional objects with no required fields, so their fields' defaults apply.
+    """A default on optional objects with no required fields, so their fields' defaults apply.
 
+    The default is the object with its fields' defaults filled in, not `{}`: kube-apiserver checks each
+    default against the object's CEL rules when the CRD is created, without defaulting inside it first, so
+    `{}` made `self.method` / `self.minReplicas` "no such key" and the CRD was refused (seen on a real
+    apiserver in tests/cluster; schema-only checks accepted it).
     (An optional object with required fields, such as scaling.profile, stays absent until written.)"""
     for name, child in node.get("properties", {}).items():
         _default_empty_objects(child, name in node.get("required", ()))
@@ -139,7 +144,7 @@ def _default_empty_objects(node: dict[str, Any], required: bool = True) -> None:
         _default_empty_objects(node["items"])
     is_object = node.get("type") == "object" and "properties" in node
     if is_object and not required and not node.get("required") and "default" not in node:
-        node["default"] = {}
+        node["default"] = prune_nulls_and_default(node, {})
         ordered = _ordered(node)
         node.clear()
         node.update(ordered)

@@ -47,8 +47,8 @@ def _default_of(node: dict[str, Any], required: bool) -> str:
     value = node["default"]
     if isinstance(value, bool):
         return f"`{str(value).lower()}`"
-    if value == {}:
-        return ""  # an object whose own fields carry the defaults
+    if isinstance(value, dict):
+        return ""  # an object whose own fields carry (and list) the defaults
     return f'`"{value}"`' if value == "" else f"`{value}`"
 
 
