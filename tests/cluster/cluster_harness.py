@@ -6,6 +6,7 @@ directory's conftest."""
 from __future__ import annotations
 
 import copy
+import json
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -39,8 +40,9 @@ def model_service(name: str, spec: dict[str, Any] | None = None, namespace: str 
             "spec": copy.deepcopy(spec if spec is not None else QUICKSTART_SPEC)}
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, interval: float = 0.2, what: str = "") -> Any:
-    """Poll until predicate() is truthy; fail naming `what` and the last value after `timeout` seconds."""
+def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, interval: float = 0.2, what: str = "",
+             explain: Callable[[], str] | None = None) -> Any:
+    """Poll until predicate() is truthy; fail naming `what`, the last value and `explain()` after `timeout`."""
     deadline = time.monotonic() + timeout
     last: Any = None
     while time.monotonic() < deadline:
@@ -48,7 +50,8 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, interval: floa
         if last:
             return last
         time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}; last value: {last!r}")
+    detail = f"\n{explain()}" if explain else ""
+    raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}; last value: {last!r}{detail}")
 
 
 def load_yaml(path: Path) -> list[dict[str, Any]]:
@@ -137,6 +140,32 @@ class Cluster:
     def ready_pods(self, namespace: str, selector: str = "") -> list[client.V1Pod]:
         return [p for p in self.live_pods(namespace, selector)
                 if any(c.type == "Ready" and c.status == "True" for c in p.status.conditions or [])]
+
+    def describe(self, namespace: str) -> str:
+        """What a failed wait needs to explain itself: workloads, pods and the namespace's recent Events."""
+        lines = [f"deployment {d.metadata.name}: replicas={d.spec.replicas} ready={d.status.ready_replicas} "
+                 f"conditions={[(c.type, c.status, c.reason) for c in d.status.conditions or []]}"
+                 for d in self.deployments(namespace)]
+        lines += [f"replicaset {r.metadata.name}: replicas={r.spec.replicas} ready={r.status.ready_replicas}"
+                  for r in self.apps.list_namespaced_replica_set(namespace).items]
+        lines += [f"pod {p.metadata.name}: node={p.spec.node_name} phase={p.status.phase} "
+                  f"labels={p.metadata.labels} deleting={bool(p.metadata.deletion_timestamp)}"
+                  for p in self.pods(namespace)]
+        events = sorted(self.core.list_namespaced_event(namespace).items,
+                        key=lambda e: str(e.last_timestamp or e.event_time or ""))
+        lines += [f"event {e.involved_object.kind}/{e.involved_object.name}: {e.reason}: {e.message}"
+                  for e in events[-25:]]
+        return "\n".join(lines)
+
+    def table(self, namespace: str) -> dict[str, Any]:
+        """ModelServices as the server's Table (what `kubectl get msvc` prints: the printer columns)."""
+        method, url, headers, body, post = self.api.param_serialize(
+            "GET", f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}",
+            header_params={"Accept": "application/json;as=Table;v=v1;g=meta.k8s.io"},
+            auth_settings=["BearerToken"])
+        response = self.api.call_api(method, url, header_params=headers, body=body, post_params=post)
+        response.read()
+        return json.loads(response.data)
 
     def endpoint_ips(self, namespace: str, service: str) -> set[str]:
         """Ready addresses of the Service, from its EndpointSlices (what kube-proxy would route to)."""

@@ -3,6 +3,7 @@ chart's RBAC and CRDs, and the real operator run as the chart's ServiceAccount."
 
 from __future__ import annotations
 
+import os
 import sys
 import uuid
 from collections.abc import Callable, Iterator
@@ -57,10 +58,12 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlP
         for index, (name, region, zone) in enumerate(NODES):
             create_node(api, name, region=region, zone=zone, ip=f"192.0.2.{index + 1}")
         kubelet = FakeKubelet(api_client(plane.admin_kubeconfig)).start()
+        # The chart's objects, except its copy of the ModelService CRD: the generated one in crds/ is applied.
         install = [doc for doc in load_yaml(ROOT_DIR / "manifests" / "install.yaml")
-                   if doc["kind"] in INSTALLED_KINDS and doc["kind"] != "ClusterKopfPeering"]
+                   if doc["kind"] in INSTALLED_KINDS and doc["kind"] != "ClusterKopfPeering"
+                   and doc["metadata"]["name"] != "modelservices.sloserve.io"]
         apply(api, install)
-        apply(api, load_yaml(ROOT_DIR / "crds" / "modelservices.sloserve.io.yaml"))
+        apply(api, load_yaml(Path(os.environ.get("SLOSERVE_TEST_CRD", ROOT_DIR / "crds" / "modelservices.sloserve.io.yaml"))))
         wait_for(lambda: _crds_established(api), timeout=30, what="CRDs Established")
         apply(api, [doc for doc in load_yaml(ROOT_DIR / "manifests" / "install.yaml")
                     if doc["kind"] == "ClusterKopfPeering"])

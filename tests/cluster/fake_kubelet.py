@@ -52,6 +52,10 @@ def create_node(api: client.ApiClient, name: str, *, region: str, zone: str, gpu
                      "machineID": name, "systemUUID": name, "bootID": name, "kernelVersion": "fake",
                      "osImage": "fake", "containerRuntimeVersion": "fake://1", "kubeProxyVersion": "v1.36.3"},
     }})
+    # The TaintNodesByCondition admission plugin taints every new Node not-ready; on a real cluster the
+    # node lifecycle controller lifts it once the kubelet reports Ready. That controller is off here (no
+    # heartbeats would come), so the fake node lifts it itself.
+    core.patch_node(name, {"spec": {"taints": None}})
 
 
 class FakeKubelet:

@@ -57,16 +57,16 @@ def test_breach_scales_the_deployment_within_two_intervals(cluster, namespace, o
         operator = operator_factory("--all-namespaces", "--drift-interval=5", f"--autoscale-interval={INTERVAL}",
                                     "--metrics-window=10", f"--prometheus-url={prometheus.url}")
         cluster.create_msvc("chat", namespace)  # quickstart sizing: min 1, max 3, warm pool 1
-        wait_for(lambda: _replicas(cluster, namespace) == 2, timeout=60, what="1 serving + 1 warm")
+        wait_for(lambda: _replicas(cluster, namespace) == 2, timeout=60, what="1 serving + 1 warm", explain=lambda: cluster.describe(namespace))
         wait_for(lambda: _condition_true(cluster, namespace, "MetricsAvailable"), timeout=60,
-                 what=f"MetricsAvailable (operator log: {operator.log_path})")
+                 what=f"MetricsAvailable (operator log: {operator.log_path})", explain=lambda: cluster.describe(namespace))
 
         breach.set()
         wait_for(lambda: _prometheus_ttft_p95(prometheus.url, namespace) > 1.0, timeout=30,
-                 what="Prometheus sees p95 TTFT above the 1 s budget")
+                 what="Prometheus sees p95 TTFT above the 1 s budget", explain=lambda: cluster.describe(namespace))
         seen = time.monotonic()
         wait_for(lambda: _replicas(cluster, namespace) > 2, timeout=2 * INTERVAL + 3, interval=0.1,
-                 what="Deployment scaled up within two autoscale intervals")
+                 what="Deployment scaled up within two autoscale intervals", explain=lambda: cluster.describe(namespace))
         assert time.monotonic() - seen <= 2 * INTERVAL + 3
         status = cluster.msvc("chat", namespace)["status"]
         assert status["desiredReplicas"] >= 2, status

@@ -31,14 +31,14 @@ def test_hand_edits_are_put_back(cluster, namespace, operator_factory):
     operator = operator_factory(*ARGS)
     try:
         cluster.create_msvc("chat", namespace, MANUAL)
-        original = wait_for(lambda: _image_or_none(cluster, namespace), timeout=60, what="Deployment chat")
-        ports = wait_for(lambda: _service_ports(cluster, namespace), timeout=30, what="Service chat")
+        original = wait_for(lambda: _image_or_none(cluster, namespace), timeout=60, what="Deployment chat", explain=lambda: cluster.describe(namespace))
+        ports = wait_for(lambda: _service_ports(cluster, namespace), timeout=30, what="Service chat", explain=lambda: cluster.describe(namespace))
 
         cluster.apps.patch_namespaced_deployment("chat", namespace, {"spec": {"template": {"spec": {
             "containers": [{"name": "runtime", "image": "example.invalid/hand-edited:1"}]}}}})
         cluster.core.delete_namespaced_service("chat", namespace)
-        wait_for(lambda: _image(cluster, namespace) == original, timeout=30, what="image put back")
-        wait_for(lambda: _service_ports(cluster, namespace) == ports, timeout=30, what="Service recreated")
+        wait_for(lambda: _image(cluster, namespace) == original, timeout=30, what="image put back", explain=lambda: cluster.describe(namespace))
+        wait_for(lambda: _service_ports(cluster, namespace) == ports, timeout=30, what="Service recreated", explain=lambda: cluster.describe(namespace))
     finally:
         operator.stop()
 
@@ -56,7 +56,7 @@ def test_killed_operator_restarts_and_converges_without_duplicates(cluster, name
     first = operator_factory(*ARGS)
     cluster.create_msvc("chat", namespace, MANUAL)
     wait_for(lambda: len(cluster.ready_pods(namespace, "sloserve.io/model-service=chat")) == 1, timeout=60,
-             what="1 ready pod")
+             what="1 ready pod", explain=lambda: cluster.describe(namespace))
     first.kill()
 
     # Changed while no operator runs; the next one must pick it up on resume.
@@ -64,9 +64,9 @@ def test_killed_operator_restarts_and_converges_without_duplicates(cluster, name
     second = operator_factory(*ARGS)
     try:
         wait_for(lambda: len(cluster.ready_pods(namespace, "sloserve.io/model-service=chat")) == 3, timeout=90,
-                 what="3 ready pods after the restart")
+                 what="3 ready pods after the restart", explain=lambda: cluster.describe(namespace))
         wait_for(lambda: (cluster.msvc("chat", namespace).get("status") or {}).get("serving") == 3, timeout=30,
-                 what="status serving=3")
+                 what="status serving=3", explain=lambda: cluster.describe(namespace))
         assert [d.metadata.name for d in cluster.deployments(namespace)] == ["chat"]
         services = cluster.core.list_namespaced_service(namespace).items
         assert [s.metadata.name for s in services] == ["chat"]
@@ -86,17 +86,17 @@ def test_two_replicas_only_one_acts(cluster, namespace, operator_factory):
     a = operator_factory(*ARGS, name="replica-a")
     b = operator_factory(*ARGS, name="replica-b")
     try:
-        paused = wait_for(lambda: _paused(a, b), timeout=30, what="one replica paused by peering")
+        paused = wait_for(lambda: _paused(a, b), timeout=30, what="one replica paused by peering", explain=lambda: cluster.describe(namespace))
         active = b if paused is a else a
         cluster.create_msvc("chat", namespace, MANUAL)
-        wait_for(lambda: _handled(active, namespace), timeout=60, what="the active replica reconciled")
+        wait_for(lambda: _handled(active, namespace), timeout=60, what="the active replica reconciled", explain=lambda: cluster.describe(namespace))
         assert not _handled(paused, namespace), paused.log()[-2000:]
 
         # The active one dies: after the peering lifetime the standby takes over and reconciles.
         active.kill()
         cluster.patch_msvc("chat", namespace, {"spec": {"replicas": 2}})
         wait_for(lambda: len(cluster.ready_pods(namespace, "sloserve.io/model-service=chat")) == 2, timeout=90,
-                 what="the standby took over and scaled to 2")
+                 what="the standby took over and scaled to 2", explain=lambda: cluster.describe(namespace))
         assert _handled(paused, namespace)
     finally:
         a.stop()

@@ -29,43 +29,40 @@ def test_children_status_and_garbage_collection(cluster, namespace):
     uid = created["metadata"]["uid"]
 
     deployment = wait_for(lambda: _get(cluster.apps.read_namespaced_deployment, "chat", namespace),
-                          what="Deployment chat")
-    service = wait_for(lambda: _get(cluster.core.read_namespaced_service, "chat", namespace), what="Service")
+                          what="Deployment chat", explain=lambda: cluster.describe(namespace))
+    service = wait_for(lambda: _get(cluster.core.read_namespaced_service, "chat", namespace), what="Service", explain=lambda: cluster.describe(namespace))
     pdb = wait_for(lambda: _get(cluster.policy.read_namespaced_pod_disruption_budget, "chat", namespace),
-                   what="PodDisruptionBudget")
+                   what="PodDisruptionBudget", explain=lambda: cluster.describe(namespace))
     for child in (deployment, service, pdb):
         assert owned_by(child, uid), child.metadata
     assert deployment.spec.replicas == 2  # one serving + one warm
 
     # Real ReplicaSet, scheduler and (fake) kubelet: two Ready pods, one serving, one warm.
     wait_for(lambda: len(cluster.ready_pods(namespace, "sloserve.io/model-service=chat")) == 2, timeout=60,
-             what="2 ready pods")
-    status = wait_for(lambda: _settled(cluster, namespace), timeout=60, what="status serving=1 warm=1")
+             what="2 ready pods", explain=lambda: cluster.describe(namespace))
+    status = wait_for(lambda: _settled(cluster, namespace), timeout=60, what="status serving=1 warm=1", explain=lambda: cluster.describe(namespace))
     assert status["observedGeneration"] == created["metadata"]["generation"]
     ready = next(c for c in status["conditions"] if c["type"] == "Ready")
     assert ready["status"] == "True" and ready.get("observedGeneration") == created["metadata"]["generation"]
     assert status["selector"] == "sloserve.io/model-service=chat,sloserve.io/role=serving"
 
     config_map = wait_for(lambda: _get(cluster.core.read_namespaced_config_map, "chat-autoscaler", namespace),
-                          timeout=30, what="autoscaler ConfigMap")
+                          timeout=30, what="autoscaler ConfigMap", explain=lambda: cluster.describe(namespace))
     assert owned_by(config_map, uid) or any(r.uid == uid for r in config_map.metadata.owner_references or [])
 
     # The printer columns `kubectl get msvc` shows are filled from this status.
-    table = cluster.api.call_api(
-        f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}", "GET",
-        header_params={"Accept": "application/json;as=Table;v=v1;g=meta.k8s.io"},
-        response_type="object", _return_http_data_only=True)
+    table = cluster.table(namespace)
     columns = [c["name"] for c in table["columnDefinitions"]]
     cells = dict(zip(columns, table["rows"][0]["cells"], strict=True))
     assert cells["Ready"] == "True" and cells["Serving"] == 1 and cells["Warm"] == 1, cells
 
     # Deleting the ModelService: kopf lifts its finalizer, the garbage collector removes every child.
     cluster.custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "chat")
-    wait_for(lambda: cluster.msvc("chat", namespace) is None, timeout=30, what="ModelService gone")
+    wait_for(lambda: cluster.msvc("chat", namespace) is None, timeout=30, what="ModelService gone", explain=lambda: cluster.describe(namespace))
     wait_for(lambda: not cluster.deployments(namespace) and not cluster.pods(namespace)
              and _get(cluster.core.read_namespaced_config_map, "chat-autoscaler", namespace) is None
              and _get(cluster.core.read_namespaced_service, "chat", namespace) is None,
-             timeout=60, what="children garbage-collected")
+             timeout=60, what="children garbage-collected", explain=lambda: cluster.describe(namespace))
 
 
 def _settled(cluster, namespace: str, name: str = "chat", serving: int = 1, warm: int = 1):
@@ -81,12 +78,12 @@ def test_scale_subresource_in_manual_mode(cluster, namespace):
     spec = {**QUICKSTART_SPEC, "scaling": {"mode": "manual", "minReplicas": 1, "maxReplicas": 4,
                                            "warmPool": {"size": 0}}, "replicas": 1}
     cluster.create_msvc("chat", namespace, spec)
-    wait_for(lambda: _settled(cluster, namespace, serving=1, warm=0), timeout=60, what="1 serving")
+    wait_for(lambda: _settled(cluster, namespace, serving=1, warm=0), timeout=60, what="1 serving", explain=lambda: cluster.describe(namespace))
 
     cluster.custom.patch_namespaced_custom_object_scale(GROUP, VERSION, namespace, PLURAL, "chat",
                                                         {"spec": {"replicas": 3}})
     assert cluster.msvc("chat", namespace)["spec"]["replicas"] == 3
-    wait_for(lambda: _settled(cluster, namespace, serving=3, warm=0), timeout=60, what="3 serving")
+    wait_for(lambda: _settled(cluster, namespace, serving=3, warm=0), timeout=60, what="3 serving", explain=lambda: cluster.describe(namespace))
     scale = cluster.custom.get_namespaced_custom_object_scale(GROUP, VERSION, namespace, PLURAL, "chat")
     assert scale["status"]["replicas"] == 3
     assert scale["status"]["selector"] == "sloserve.io/model-service=chat,sloserve.io/role=serving"

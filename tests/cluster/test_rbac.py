@@ -61,8 +61,8 @@ def test_a_full_reconcile_meets_no_forbidden(cluster, namespace, operator):
     cluster.create_msvc("chat", namespace)
     wait_for(lambda: (cluster.msvc("chat", namespace).get("status") or {}).get("warm") == 1
              and (cluster.msvc("chat", namespace).get("status") or {}).get("serving") == 1,
-             timeout=60, what="1 serving + 1 warm")
-    wait_for(lambda: _exists_config_map(cluster, namespace), timeout=30, what="autoscaler ConfigMap")
+             timeout=60, what="1 serving + 1 warm", explain=lambda: cluster.describe(namespace))
+    wait_for(lambda: _exists_config_map(cluster, namespace), timeout=30, what="autoscaler ConfigMap", explain=lambda: cluster.describe(namespace))
     events = cluster.core.list_namespaced_event(namespace).items
     assert any(e.involved_object.kind == "ModelService" for e in events), "the operator posted no Event"
     lines = [line for line in operator.log().splitlines() if "403" in line or "Forbidden" in line

@@ -22,20 +22,20 @@ def test_region_without_nodes_stays_pending_then_spills(cluster, namespace):
             return pods
         return None
 
-    pods = wait_for(pending_in_eu, timeout=60, what="eu-west-1 pods Pending")
-    scheduled = wait_for(lambda: _refresh(cluster, pods[0]), timeout=30, what="PodScheduled condition")
+    pods = wait_for(pending_in_eu, timeout=60, what="eu-west-1 pods Pending", explain=lambda: cluster.describe(namespace))
+    scheduled = wait_for(lambda: _refresh(cluster, pods[0]), timeout=30, what="PodScheduled condition", explain=lambda: cluster.describe(namespace))
     assert scheduled.status == "False" and scheduled.reason == "Unschedulable", scheduled
     us_pods = cluster.ready_pods(namespace, "sloserve.io/model-service=chat,sloserve.io/region=us-east-1")
     assert us_pods and all(p.spec.node_name in ("node-a", "node-b") for p in us_pods)
 
-    degraded = wait_for(lambda: _degraded(cluster, namespace), timeout=60, what="Degraded=True naming eu-west-1")
+    degraded = wait_for(lambda: _degraded(cluster, namespace), timeout=60, what="Degraded=True naming eu-west-1", explain=lambda: cluster.describe(namespace))
     assert "eu-west-1" in degraded["message"] and "us-east-1" in degraded["message"], degraded
     # The deficit went to the region with nodes: both serving replicas now run there.
     wait_for(lambda: cluster.apps.read_namespaced_deployment("chat-us-east-1", namespace).spec.replicas >= 2,
-             timeout=30, what="us-east-1 Deployment scaled to 2")
+             timeout=30, what="us-east-1 Deployment scaled to 2", explain=lambda: cluster.describe(namespace))
     wait_for(lambda: len(cluster.ready_pods(
         namespace, "sloserve.io/model-service=chat,sloserve.io/region=us-east-1")) >= 2, timeout=30,
-        what="2 ready pods in us-east-1")
+        what="2 ready pods in us-east-1", explain=lambda: cluster.describe(namespace))
 
 
 def _refresh(cluster, pod):

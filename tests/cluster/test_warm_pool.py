@@ -38,7 +38,7 @@ def replica_set_of(pod) -> str:
 
 def test_promotion_keeps_the_pod_in_its_replica_set_and_moves_it_behind_the_service(cluster, namespace):
     cluster.create_msvc("chat", namespace)
-    before = wait_for(lambda: settled(cluster, namespace, 1, 1), timeout=60, what="1 serving + 1 warm")
+    before = wait_for(lambda: settled(cluster, namespace, 1, 1), timeout=60, what="1 serving + 1 warm", explain=lambda: cluster.describe(namespace))
     serving = next(name for name, role in before.items() if role == "serving")
     warm = next(name for name, role in before.items() if role == "warm")
     warm_pod = cluster.core.read_namespaced_pod(warm, namespace)
@@ -49,7 +49,7 @@ def test_promotion_keeps_the_pod_in_its_replica_set_and_moves_it_behind_the_serv
     cluster.core.delete_namespaced_pod(serving, namespace)
     started = time.monotonic()
     wait_for(lambda: warm_pod.status.pod_ip in cluster.endpoint_ips(namespace, "chat"), timeout=20,
-             interval=0.1, what="promoted pod in the Service's EndpointSlices")
+             interval=0.1, what="promoted pod in the Service's EndpointSlices", explain=lambda: cluster.describe(namespace))
     promoted_after = time.monotonic() - started
     promoted = cluster.core.read_namespaced_pod(warm, namespace)
     assert promoted.metadata.uid == warm_pod.metadata.uid  # the same pod, not a new one
@@ -58,7 +58,7 @@ def test_promotion_keeps_the_pod_in_its_replica_set_and_moves_it_behind_the_serv
     assert promoted_after < 10, promoted_after
 
     # The ReplicaSet replaces the deleted pod and the operator makes it the new warm one.
-    after = wait_for(lambda: settled(cluster, namespace, 1, 1), timeout=60, what="pool refilled")
+    after = wait_for(lambda: settled(cluster, namespace, 1, 1), timeout=60, what="pool refilled", explain=lambda: cluster.describe(namespace))
     assert serving not in after and after[warm] == "serving"
 
 
@@ -66,7 +66,7 @@ def test_scale_down_removes_the_pods_with_the_lowest_deletion_cost(cluster, name
     spec = {**QUICKSTART_SPEC, "scaling": {"mode": "manual", "minReplicas": 1, "maxReplicas": 6,
                                            "warmPool": {"size": 1}}, "replicas": 4}
     cluster.create_msvc("chat", namespace, spec)
-    wait_for(lambda: settled(cluster, namespace, 4, 1), timeout=90, what="4 serving + 1 warm")
+    wait_for(lambda: settled(cluster, namespace, 4, 1), timeout=90, what="4 serving + 1 warm", explain=lambda: cluster.describe(namespace))
 
     deleted: dict[str, str | None] = {}
     stop = threading.Event()
@@ -85,7 +85,7 @@ def test_scale_down_removes_the_pods_with_the_lowest_deletion_cost(cluster, name
     recorder.start()
     time.sleep(0.5)
     cluster.patch_msvc("chat", namespace, {"spec": {"replicas": 1}})
-    survivors = wait_for(lambda: settled(cluster, namespace, 1, 1), timeout=60, what="1 serving + 1 warm")
+    survivors = wait_for(lambda: settled(cluster, namespace, 1, 1), timeout=60, what="1 serving + 1 warm", explain=lambda: cluster.describe(namespace))
     stop.set()
     assert len(deleted) == 3, deleted
     costs = {p.metadata.name: int((p.metadata.annotations or {}).get(DELETION_COST, "0"))
@@ -102,7 +102,7 @@ def test_rollout_keeps_the_serving_count(cluster, namespace):
     spec = {**QUICKSTART_SPEC, "scaling": {"mode": "manual", "minReplicas": 1, "maxReplicas": 4,
                                            "warmPool": {"size": 1}}, "replicas": 2}
     cluster.create_msvc("chat", namespace, spec)
-    before = wait_for(lambda: settled(cluster, namespace, 2, 1), timeout=90, what="2 serving + 1 warm")
+    before = wait_for(lambda: settled(cluster, namespace, 2, 1), timeout=90, what="2 serving + 1 warm", explain=lambda: cluster.describe(namespace))
     old_sets = {replica_set_of(cluster.core.read_namespaced_pod(name, namespace)) for name in before}
 
     lowest = [10**6]
@@ -125,7 +125,7 @@ def test_rollout_keeps_the_serving_count(cluster, namespace):
         pods = [cluster.core.read_namespaced_pod(name, namespace) for name in current]
         return current if all(replica_set_of(p) not in old_sets for p in pods) else None
 
-    after = wait_for(rolled_out, timeout=120, what="rolled out: 2 serving + 1 warm, all from the new ReplicaSet")
+    after = wait_for(rolled_out, timeout=120, what="rolled out: 2 serving + 1 warm, all from the new ReplicaSet", explain=lambda: cluster.describe(namespace))
     stop.set()
     sampler.join(timeout=5)
     assert lowest[0] >= 2, f"serving endpoints dropped to {lowest[0]} during the rollout"

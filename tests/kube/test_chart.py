@@ -144,7 +144,7 @@ def test_namespaced_mode_uses_roles_per_namespace():
     assert sorted(p["metadata"]["namespace"] for p in by_kind(objects, "KopfPeering")) == ["team-a", "team-b"]
     (cluster_role,) = by_kind(objects, "ClusterRole")
     assert {resource for rule in cluster_role["rules"] for resource in rule["resources"]} == {
-        "namespaces", "clusterkopfpeerings"}
+        "namespaces", "customresourcedefinitions", "clusterkopfpeerings"}
     (deployment,) = by_kind(objects, "Deployment")
     args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "--namespace=team-a" in args and "--all-namespaces" not in args

@@ -28,6 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="seconds between drift checks of each ModelService's children (default 60)")
     parser.add_argument("--runtime-image", default=os.environ.get("SLOSERVE_RUNTIME_IMAGE"),
                         help="image for the bundled engine (default: render.py's default)")
+    parser.add_argument("--bind-address", default="0.0.0.0",
+                        help="address the health and metrics endpoints listen on (default 0.0.0.0; tests: 127.0.0.1)")
     parser.add_argument("--health-port", type=int, default=8080, help="liveness/readiness port (/healthz)")
     parser.add_argument("--metrics-port", type=int, default=9090, help="operator /metrics port (0: off)")
     parser.add_argument("--peering", default="sloserve",
@@ -55,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
                             peering_lifetime=args.peering_lifetime, images=images)
     registry = register(kopf.OperatorRegistry(), config)
     if args.metrics_port:
-        operator_metrics.serve(args.metrics_port)
+        operator_metrics.serve(args.metrics_port, addr=args.bind_address)
     kopf.run(
         registry=registry,
         clusterwide=not args.namespace,
@@ -63,6 +65,6 @@ def run(args: argparse.Namespace) -> int:
         standalone=args.standalone,
         peering_name=None if args.standalone else args.peering,
         priority=random.randint(1, 1_000_000),
-        liveness_endpoint=f"http://0.0.0.0:{args.health_port}/healthz",
+        liveness_endpoint=f"http://{args.bind_address}:{args.health_port}/healthz",
     )
     return 0

@@ -142,8 +142,11 @@ class Kube:
         answer = self.request("GET", KINDS[kind].collection_path(namespace), query={"labelSelector": selector})
         items = (answer or {}).get("items") or []
         wanted = labels or {}
+        # A real API server leaves kind and apiVersion out of a list's items (only the List carries them);
+        # callers key children by kind, so put them back.
+        known = KINDS[kind]
         return [
-            item for item in items
+            {"apiVersion": known.api_version, "kind": known.kind, **item} for item in items
             if all((item.get("metadata", {}).get("labels") or {}).get(k) == v for k, v in wanted.items())
             and (namespace is None or item.get("metadata", {}).get("namespace") in (None, namespace))
         ]
