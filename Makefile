@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: help setup system-deps kernels test lint run crds manifests bench-runtime bench-autoscale bench-live bench-quality bench-speculative e2e clean
+.PHONY: help setup system-deps kernels controlplane test lint run crds manifests bench-runtime bench-autoscale bench-live bench-quality bench-speculative e2e clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-18s %s\n", $$1, $$2}'
@@ -43,7 +43,10 @@ system-deps: ## install Debian packages when missing and apt is available: prome
 lint: $(STAMP) ## ruff
 	$(VENV)/bin/ruff check .
 
-test: setup ## ruff + the whole pytest suite
+controlplane: ## build etcd, kube-apiserver, -controller-manager, -scheduler from the Go module proxy (cached in .cache/controlplane)
+	bash tests/cluster/controlplane/build.sh
+
+test: setup controlplane ## ruff + the whole pytest suite, tests/cluster against a real control plane
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pytest -q
 
