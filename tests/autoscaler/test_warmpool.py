@@ -45,3 +45,21 @@ def test_no_warm_pods_means_nothing_to_promote_yet():
 def test_negative_targets_are_treated_as_zero():
     plan = plan_roles([pod("s1", "serving")], serving_target=-1, warm_target=-2)
     assert plan.replicas == 0 and plan.demote == ["s1"]
+
+
+def test_a_ready_warm_pod_replaces_an_unready_serving_one():
+    """A hung or crash-looping serving pod counts for nothing: the ready warm pod takes its place, and the
+    unready pod waits in the pool (demoted, not deleted: it may recover)."""
+    pods = [pod("s-ok", "serving", created=1), pod("s-hung", "serving", ready=False, created=2),
+            pod("w1", "warm", created=3)]
+    plan = plan_roles(pods, serving_target=2, warm_target=1)
+    assert plan.promote == ["w1"]
+    assert plan.demote == ["s-hung"]
+    assert plan.replicas == 3
+
+
+def test_unready_serving_pods_stay_while_no_warm_pod_is_ready():
+    """At a cold start nothing is ready: roles stay as the template made them (no churn of labels)."""
+    pods = [pod("s1", "serving", ready=False), pod("s2", "serving", ready=False), pod("w1", "warm", ready=False)]
+    plan = plan_roles(pods, serving_target=2, warm_target=1)
+    assert (plan.promote, plan.demote) == ([], [])

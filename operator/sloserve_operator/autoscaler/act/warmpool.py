@@ -4,8 +4,10 @@ Pure planning shared by the Kubernetes actuator (label patches, pod-deletion-cos
 replicas) and local mode's process actuator. Every pod of a (ModelService, region) Deployment is either
 serving (selected by the Service) or warm (loaded, ready, idle). Promotion is a label change, seconds, not
 a cold start. Rules:
-- only ready warm pods are promoted (a promoted pod must serve at once), oldest first;
-- a serving surplus is demoted to warm, pods that are not ready first, then the newest;
+- only ready warm pods are promoted (a promoted pod must serve at once), oldest first, until the *ready*
+  serving pods reach the target (a serving pod that is not ready serves nothing);
+- a serving surplus is demoted to warm, pods that are not ready first, then the newest: so a ready warm pod
+  takes the place of a hung serving one, which waits in the pool until it is ready again;
 - Deployment replicas = serving target + warm target, so a promotion makes the ReplicaSet start a pod that
   refills the pool;
 - when the pool holds more pods than it should, the extra ones are the deletion victims: they get the lowest
@@ -48,13 +50,15 @@ def plan_roles(pods: list[PodInfo], serving_target: int, warm_target: int) -> Ro
     warm = [pod for pod in pods if pod.role != SERVING]
     plan = RolePlan(replicas=serving_target + warm_target)
 
-    if len(serving) < serving_target:
+    ready_serving = sum(1 for pod in serving if pod.ready)
+    if ready_serving < serving_target:
+        # Count only ready serving pods: a hung or crash-looping one must not keep a ready warm pod idle.
         candidates = sorted((pod for pod in warm if pod.ready), key=lambda pod: (pod.created_at, pod.name))
-        chosen = candidates[: serving_target - len(serving)]
+        chosen = candidates[: serving_target - ready_serving]
         plan.promote = [pod.name for pod in chosen]
         serving = serving + chosen
         warm = [pod for pod in warm if pod not in chosen]
-    elif len(serving) > serving_target:
+    if len(serving) > serving_target:
         # Not-ready first (they serve nothing), then the newest (oldest pods have the warmest caches).
         order = sorted(serving, key=lambda pod: (pod.ready, -pod.created_at, pod.name))
         demoted = order[: len(serving) - serving_target]
