@@ -74,6 +74,13 @@ def test_numbers_spelled_as_strings_are_not_drift():
     assert drift({"port": 8000}, {"port": "8000"}) == []
 
 
+def test_canonicalised_quantities_are_not_drift_but_changed_ones_are():
+    """What the API server writes back for "0.5" and "1024Mi" (tests/cluster sees it on a real server)."""
+    assert drift({"cpu": "0.5", "memory": "1024Mi"}, {"cpu": "500m", "memory": "1Gi"}) == []
+    assert drift({"cpu": "0.5"}, {"cpu": "600m"}) == ["cpu"]
+    assert drift({"image": "runtime:v1"}, {"image": "runtime:v2"}) == ["image"]
+
+
 def test_plan_creates_patches_deletes_and_refuses_foreign_objects():
     wanted_new = deployment("chat-east")
     wanted_same = deployment("chat-west")

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kubernetes.client.exceptions import ApiException
+from kubernetes.utils import parse_quantity
 
 from sloserve_operator.api.spec import ModelService, ModelServiceSpec, ScalingMode, validate_spec
 from sloserve_operator.autoscaler.decide.placement import DEFAULT_REGION, region_names, split_by_weight
@@ -96,9 +97,16 @@ def drift(desired: Any, actual: Any, path: str = "") -> list[str]:
 
 
 def _same_quantity(desired: Any, actual: Any) -> bool:
-    """The API server normalises numbers written as strings ("1" vs 1); treat those as equal."""
-    return isinstance(desired, int | float | str) and isinstance(actual, int | float | str) and \
-        str(desired) == str(actual)
+    """The API server canonicalises quantities ("0.5" -> "500m", "1024Mi" -> "1Gi") and numbers written as
+    strings ("1" vs 1): equal values are not drift, or every drift check would re-patch and emit an Event."""
+    if not (isinstance(desired, int | float | str) and isinstance(actual, int | float | str)):
+        return False
+    if str(desired) == str(actual):
+        return True
+    try:
+        return parse_quantity(desired) == parse_quantity(actual)
+    except ValueError:
+        return False
 
 
 def owned_fields(obj: dict[str, Any]) -> dict[str, Any]:
