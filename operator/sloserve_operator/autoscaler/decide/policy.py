@@ -9,6 +9,8 @@ How a region is sized, in order:
    latency. The fleet is sized by square-root staffing: R + HEADROOM * sqrt(R) replicas for an offered
    load of R = rate / capacity, so small fleets keep relatively more headroom than large ones (one margin,
    on a model whose p95 point was checked against the simulated fleet's 99%-of-requests point).
+   The prompt length sized with is its uncached part: the observed prefix-cache hit rate (share of prompt
+   tokens found cached) is prefill the replicas do not do (_uncached_prompt).
 2. Forecast: the rate is extrapolated over the cold-start horizon (forecast.py) so capacity is ready when
    the load arrives.
 3. Feedback: a breach (exact within-budget fraction below 95%, i.e. p95 over budget, or p95 over budget)
@@ -52,6 +54,7 @@ MODEL_QUANTILE = 0.95
 TAIL_CALIBRATION_FROM = 0.9  # calibrate TTFT at the budget's observed quantile when it is at least this
 BREACH_WITHIN = 0.95  # a p95 budget is breached when fewer than 95% of samples are within it
 HISTORY_SECONDS = 900.0
+MAX_PREFIX_HIT_RATE = 0.9  # size for at least a tenth of the prompt, whatever the caches report
 LENGTH_MEMORY_SECONDS = 600.0  # size for the longest mean prompt seen this long (see _sizing_lengths)
 FACTOR_MIN, FACTOR_MAX = 0.5, 4.0  # bounds of the learned latency factors (observed / modelled p95)
 FACTOR_SMOOTHING = 0.3  # weight of the newest observation in the factors' moving average
@@ -146,8 +149,17 @@ def _is_breach(obs: RegionObservation, ratio: float | None) -> bool:
     return ratio is not None and ratio > 1.0
 
 
+def _uncached_prompt(obs: RegionObservation) -> float | None:
+    """The mean prompt's part that must be prefilled: what the prefix caches hold is not computed again
+    (observed hit rate of prompt tokens; none observed: the whole prompt)."""
+    if obs.mean_prompt_tokens is None:
+        return None
+    hit = min(max(obs.prefix_cache_hit_rate or 0.0, 0.0), MAX_PREFIX_HIT_RATE)
+    return obs.mean_prompt_tokens * (1.0 - hit)
+
+
 def _mean_lengths(obs: RegionObservation, profile: CapacityProfile | None) -> tuple[float, float]:
-    prompt = obs.mean_prompt_tokens or (profile and profile.workload_prompt_tokens) or 256
+    prompt = _uncached_prompt(obs) or (profile and profile.workload_prompt_tokens) or 256
     output = obs.mean_output_tokens or (profile and profile.workload_output_tokens) or 128
     return float(prompt), float(output)
 
@@ -204,7 +216,7 @@ def _sizing_lengths(state: PolicyState, region: str, obs: RegionObservation, pro
     LENGTH_MEMORY_SECONDS, the current mean output. The mix of prompts shifts (a trace's long-prompt phase
     comes back minutes later), and a fleet shrunk for the short-prompt phase meets the long one with a cold
     start to wait for. (Remembering outputs too cost replica-hours and bought nothing in the benchmark.)"""
-    longest = _remember(state.prompt_tokens.setdefault(region, []), now, obs.mean_prompt_tokens)
+    longest = _remember(state.prompt_tokens.setdefault(region, []), now, _uncached_prompt(obs))
     prompt, output = _mean_lengths(obs, profile)
     return (longest or prompt), output
 

@@ -27,6 +27,7 @@ class RegionObservation:
     running: float | None = None  # requests in the running batch, summed over replicas
     waiting: float | None = None  # requests queued, summed over replicas
     kv_usage: float | None = None  # mean KV-cache usage fraction 0..1
+    prefix_cache_hit_rate: float | None = None  # share of prompt tokens found in prefix caches (hits/queries)
     requests_observed: float | None = None  # finished requests in the window (confidence in the p95s)
     stale: bool = False  # the newest sample is older than the window: treat as missing
 
