@@ -67,6 +67,7 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlP
         wait_for(lambda: _crds_established(api), timeout=30, what="CRDs Established")
         apply(api, [doc for doc in load_yaml(ROOT_DIR / "manifests" / "install.yaml")
                     if doc["kind"] == "ClusterKopfPeering"])
+        plane.kubelet = kubelet
         yield plane
     finally:
         if kubelet is not None:
@@ -81,6 +82,16 @@ def _crds_established(api) -> bool:
     names = {c.metadata.name for c in crds if any(
         cond.type == "Established" and cond.status == "True" for cond in c.status.conditions or [])}
     return {"modelservices.sloserve.io", "kopfpeerings.kopf.dev", "clusterkopfpeerings.kopf.dev"} <= names
+
+
+@pytest.fixture
+def startup_seconds(control_plane: ControlPlane) -> Iterator[Callable[[float], None]]:
+    """Make new pods take this long to become Ready (the model load); back to instant afterwards."""
+    def set_delay(seconds: float) -> None:
+        control_plane.kubelet.startup_seconds = seconds
+
+    yield set_delay
+    control_plane.kubelet.startup_seconds = 0.0
 
 
 @pytest.fixture(scope="session")

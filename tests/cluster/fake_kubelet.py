@@ -59,10 +59,16 @@ def create_node(api: client.ApiClient, name: str, *, region: str, zone: str, gpu
 
 
 class FakeKubelet:
-    """A watch loop in a thread; start() / stop(). Pod IPs come from 10.244.0.0/16, one per pod."""
+    """A watch loop in a thread; start() / stop(). Pod IPs come from 10.244.0.0/16, one per pod.
+
+    `startup_seconds` stands in for the model load: a bound pod is Running but not Ready for that long.
+    With 0 (the default) pods are Ready at once, which hides what a warm pool is for; tests about
+    promotion and rollouts set it (a real runtime takes minutes)."""
 
     def __init__(self, api: client.ApiClient) -> None:
         self.core = client.CoreV1Api(api)
+        self.startup_seconds = 0.0
+        self._starting: set[str] = set()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="fake-kubelet", daemon=True)
         self._ips = (str(ip) for ip in itertools.islice(ipaddress.ip_network("10.244.0.0/16").hosts(), 1, None))
@@ -103,11 +109,43 @@ class FakeKubelet:
                 # The kubelet's part of graceful deletion: containers stopped, the pod object removed.
                 self.core.delete_namespaced_pod(meta.name, meta.namespace, grace_period_seconds=0)
             elif spec.node_name and not _is_ready(pod):
-                self.core.patch_namespaced_pod_status(meta.name, meta.namespace,
-                                                      self._running_status(pod, status))
+                if self.startup_seconds > 0:
+                    self._start_later(pod)
+                else:
+                    self.core.patch_namespaced_pod_status(meta.name, meta.namespace,
+                                                          self._running_status(pod, status))
         except ApiException as error:
             if error.status not in (404, 409):
                 raise
+
+    def _start_later(self, pod: client.V1Pod) -> None:
+        """Running, not Ready now; Ready after startup_seconds (a timer thread, once per pod)."""
+        meta = pod.metadata
+        with self._lock:
+            if meta.uid in self._starting:
+                return
+            self._starting.add(meta.uid)
+        starting = self._running_status(pod, pod.status)
+        for condition in starting["status"]["conditions"]:
+            if condition["type"] in ("Ready", "ContainersReady"):
+                condition["status"] = "False"
+        for container in starting["status"]["containerStatuses"]:
+            container["ready"] = False
+        self.core.patch_namespaced_pod_status(meta.name, meta.namespace, starting)
+
+        def ready() -> None:
+            try:
+                current = self.core.read_namespaced_pod(meta.name, meta.namespace)
+                if current.metadata.uid == meta.uid and current.metadata.deletion_timestamp is None:
+                    self.core.patch_namespaced_pod_status(meta.name, meta.namespace,
+                                                          self._running_status(current, current.status))
+            except ApiException as error:
+                if error.status != 404:
+                    self.errors.append(repr(error))
+
+        timer = threading.Timer(self.startup_seconds, ready)
+        timer.daemon = True
+        timer.start()
 
     def _running_status(self, pod: client.V1Pod, status: client.V1PodStatus) -> dict[str, Any]:
         now = _now()

@@ -14,6 +14,7 @@ pytestmark = pytest.mark.usefixtures("operator")
 
 SELECTOR = "sloserve.io/model-service=chat"
 DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"
+STARTUP = 8.0  # seconds a new pod takes to become Ready (the fake kubelet's stand-in for a model load)
 
 
 def roles(cluster, namespace: str) -> dict[str, str]:
@@ -36,7 +37,9 @@ def replica_set_of(pod) -> str:
     return next(ref.name for ref in pod.metadata.owner_references if ref.kind == "ReplicaSet")
 
 
-def test_promotion_keeps_the_pod_in_its_replica_set_and_moves_it_behind_the_service(cluster, namespace):
+def test_promotion_keeps_the_pod_in_its_replica_set_and_moves_it_behind_the_service(cluster, namespace,
+                                                                                    startup_seconds):
+    startup_seconds(STARTUP)
     cluster.create_msvc("chat", namespace)
     before = wait_for(lambda: settled(cluster, namespace, 1, 1), timeout=60, what="1 serving + 1 warm", explain=lambda: cluster.describe(namespace))
     serving = next(name for name, role in before.items() if role == "serving")
@@ -44,8 +47,8 @@ def test_promotion_keeps_the_pod_in_its_replica_set_and_moves_it_behind_the_serv
     warm_pod = cluster.core.read_namespaced_pod(warm, namespace)
     assert warm_pod.status.pod_ip not in cluster.endpoint_ips(namespace, "chat")
 
-    # The serving pod is deleted by hand: the warm one is promoted by a label patch, well before any
-    # replacement could have started a model.
+    # The serving pod is deleted by hand: the ReplicaSet's replacement starts as `serving` (the template's
+    # role) but is not Ready for STARTUP seconds; the ready warm pod is promoted by a label patch first.
     cluster.core.delete_namespaced_pod(serving, namespace)
     started = time.monotonic()
     wait_for(lambda: warm_pod.status.pod_ip in cluster.endpoint_ips(namespace, "chat"), timeout=20,
@@ -55,7 +58,7 @@ def test_promotion_keeps_the_pod_in_its_replica_set_and_moves_it_behind_the_serv
     assert promoted.metadata.uid == warm_pod.metadata.uid  # the same pod, not a new one
     assert promoted.metadata.labels["sloserve.io/role"] == "serving"
     assert replica_set_of(promoted) == replica_set_of(warm_pod)  # still counted by its ReplicaSet
-    assert promoted_after < 10, promoted_after
+    assert promoted_after < STARTUP, promoted_after
 
     # The ReplicaSet replaces the deleted pod and the operator makes it the new warm one.
     after = wait_for(lambda: settled(cluster, namespace, 1, 1), timeout=60, what="pool refilled", explain=lambda: cluster.describe(namespace))
@@ -95,12 +98,13 @@ def test_scale_down_removes_the_pods_with_the_lowest_deletion_cost(cluster, name
     assert max(int(cost) for cost in deleted.values()) <= min(costs.values()), (deleted, costs)
 
 
-def test_rollout_keeps_the_serving_count(cluster, namespace):
+def test_rollout_keeps_the_serving_count(cluster, namespace, startup_seconds):
     """A spec change rolls out with maxSurge 1 / maxUnavailable 0. New pods start as `serving` (the
     template's role): each is Ready before an old pod goes, so the Service never has fewer serving
     endpoints than the serving target; the operator then demotes the extra serving pod to warm."""
     spec = {**QUICKSTART_SPEC, "scaling": {"mode": "manual", "minReplicas": 1, "maxReplicas": 4,
                                            "warmPool": {"size": 1}}, "replicas": 2}
+    startup_seconds(3)
     cluster.create_msvc("chat", namespace, spec)
     before = wait_for(lambda: settled(cluster, namespace, 2, 1), timeout=90, what="2 serving + 1 warm", explain=lambda: cluster.describe(namespace))
     old_sets = {replica_set_of(cluster.core.read_namespaced_pod(name, namespace)) for name in before}

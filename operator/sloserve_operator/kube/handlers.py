@@ -20,6 +20,7 @@ from kubernetes.client.exceptions import ApiException
 from sloserve_operator.api.spec import GROUP, PLURAL, VERSION
 from sloserve_operator.autoscaler.observe.observation import Observation
 from sloserve_operator.kube import operator_metrics as metrics
+from sloserve_operator.kube.actuator import KubernetesActuator
 from sloserve_operator.kube.autoscale_tick import autoscale_once
 from sloserve_operator.kube.autoscaler_memory import write_memory
 from sloserve_operator.kube.client import Kube, connection_settings, load_configuration
@@ -150,7 +151,9 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> kopf.Op
             if current is None:
                 return
             try:
-                result = reconcile(kube, current, now=time.time(), images=config.images or None)
+                result = reconcile(kube, current, now=time.time(), images=config.images or None,
+                                   actuate=lambda body, serving, warm: KubernetesActuator(kube).apply(
+                                       body, serving, warm).events)
                 written = write(kube, current, result.status)
             except Exception:
                 metrics.RECONCILES.labels(namespace, name, "error").inc()

@@ -343,8 +343,15 @@ def desired_children(body: dict[str, Any], spec: ModelServiceSpec, serving: dict
 
 def reconcile(kube: Kube, body: dict[str, Any], *, now: float,
               images: dict[str, str] | None = None,
-              on_event: Callable[[Event], None] | None = None) -> ReconcileResult:
-    """Bring the children of one ModelService in line with its spec; return the status to write."""
+              on_event: Callable[[Event], None] | None = None,
+              actuate: Callable[[dict[str, Any], dict[str, int], dict[str, int]], list[Event]] | None = None,
+              ) -> ReconcileResult:
+    """Bring the children of one ModelService in line with its spec; return the status to write.
+
+    `actuate(body, serving, warm)` (the warm-pool actuator) runs before the children are written, so a
+    Deployment that shrinks has its victims marked with the lowest pod-deletion-cost first. Without it a
+    spec change that lowers replicas let the ReplicaSet pick serving pods and keep warm ones (seen on real
+    ReplicaSets in tests/cluster; kmock runs no ReplicaSet controller)."""
     meta = body["metadata"]
     namespace, name = meta.get("namespace", "default"), meta["name"]
     events: list[Event] = []
@@ -369,6 +376,9 @@ def reconcile(kube: Kube, body: dict[str, Any], *, now: float,
         problems = [f"spec: {error}"]
         emit(Event("Warning", "InvalidSpec", problems[0][:1000]))
         return ReconcileResult(invalid_spec_status(body, problems, now), events, valid=False)
+    if actuate is not None:
+        for event in actuate(body, serving, warm):
+            emit(event)
     kinds = sorted({obj["kind"] for obj in desired} | set(CHILD_KINDS) | (set(MONITORING_KINDS) if monitoring else set()))
     actual = [obj for kind in kinds for obj in kube.list(kind, namespace, {MODEL_SERVICE_LABEL: name})]
     plan = plan_children(desired, actual, meta["uid"])

@@ -18,6 +18,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[2]
@@ -54,6 +55,7 @@ class ControlPlane:
     admin_token: str = field(default_factory=lambda: secrets.token_hex(16))
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
     api_port: int = 0
+    kubelet: Any = None  # the test harness's FakeKubelet, set by the fixture that starts it
 
     @property
     def url(self) -> str:

@@ -1,0 +1,67 @@
+"""Day-2 behaviour on the real API server (issue 16): no finalizer that outlives the operator, canonicalised
+quantities are not drift, and the health endpoint tells how long ago the handlers last succeeded."""
+
+from __future__ import annotations
+
+import copy
+import json
+import urllib.request
+
+import pytest
+from cluster_harness import QUICKSTART_SPEC, wait_for
+
+pytestmark = pytest.mark.usefixtures("operator")
+
+
+def health(operator) -> dict:
+    with urllib.request.urlopen(f"http://127.0.0.1:{operator.health_port}/healthz", timeout=5) as answer:
+        return json.loads(answer.read())
+
+
+def msvc_events(cluster, namespace: str, name: str) -> list[str]:
+    return [e.reason for e in cluster.core.list_namespaced_event(namespace).items
+            if e.involved_object.kind == "ModelService" and e.involved_object.name == name]
+
+
+def test_no_finalizer_so_deletion_never_waits_for_the_operator(cluster, namespace):
+    cluster.create_msvc("chat", namespace)
+    wait_for(lambda: cluster.deployments(namespace), timeout=60, what="the Deployment")
+    wait_for(lambda: cluster.condition("chat", namespace, "Ready"), timeout=60, what="status written")
+    assert not cluster.msvc("chat", namespace)["metadata"].get("finalizers")
+    cluster.custom.delete_namespaced_custom_object("sloserve.io", "v1alpha1", namespace, "modelservices", "chat")
+    wait_for(lambda: cluster.msvc("chat", namespace) is None, timeout=30, what="ModelService gone")
+    # Its children go with it, by owner references (the real garbage collector).
+    wait_for(lambda: not cluster.deployments(namespace), timeout=60, what="Deployments garbage-collected")
+
+
+def test_canonicalised_quantities_are_not_patched_again_and_again(cluster, namespace, operator):
+    """The server stores "0.5" as "500m" and "1024Mi" as "1Gi"; a string diff re-patched every drift check."""
+    spec = copy.deepcopy(QUICKSTART_SPEC)
+    spec["resources"] = {"gpus": 0, "cpu": "0.5", "memory": "1024Mi"}
+    cluster.create_msvc("chat", namespace, spec)
+    deployment = wait_for(lambda: cluster.deployments(namespace), timeout=60, what="the Deployment")[0]
+    requests = deployment.spec.template.spec.containers[0].resources.requests
+    assert (requests["cpu"], requests["memory"]) == ("500m", "1Gi")  # what the server made of them
+
+    # Let several drift checks (every 2 s here) pass: each completed reconcile resets the reported age.
+    seen = []
+
+    def drift_checks_done() -> bool:
+        age = health(operator)["handlers"]["lastReconcileAgeSeconds"]
+        if age is not None and (not seen or age < seen[-1]):
+            seen.append(age)
+        elif age is not None:
+            seen[-1] = age
+        return len(seen) >= 4
+
+    wait_for(drift_checks_done, timeout=60, interval=0.5, what="four reconciles after creation")
+    reasons = msvc_events(cluster, namespace, "chat")
+    assert "Patched" not in reasons, reasons
+
+
+def test_health_reports_handler_ages(operator, cluster, namespace):
+    cluster.create_msvc("chat", namespace)
+    report = wait_for(lambda: (h := health(operator)["handlers"])["lastAutoscaleAgeSeconds"] is not None and h,
+                      timeout=60, what="an autoscale tick reported")
+    assert report["lastReconcileAgeSeconds"] is not None
+    assert report["lastAutoscaleAgeSeconds"] < 60
