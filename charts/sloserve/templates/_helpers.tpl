@@ -69,4 +69,14 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 - apiGroups: ["kopf.dev"]
   resources: ["kopfpeerings"]
   verbs: ["get", "list", "watch", "patch"]
+{{- if .Values.routing.enabled }}
+# spec.routing: the InferencePools and HTTPRoutes the operator renders (docs/routing.md); granted only when
+# enabled, like any kind the operator does not otherwise write.
+- apiGroups: ["inference.networking.k8s.io"]
+  resources: ["inferencepools"]
+  verbs: ["get", "list", "create", "patch", "delete"]
+- apiGroups: ["gateway.networking.k8s.io"]
+  resources: ["httproutes"]
+  verbs: ["get", "list", "create", "patch", "delete"]
+{{- end }}
 {{- end -}}

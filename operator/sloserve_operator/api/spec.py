@@ -386,6 +386,55 @@ class Placement(_Model):
     )
 
 
+class FailureMode(StrEnum):
+    fail_open = "FailOpen"
+    fail_close = "FailClose"
+
+
+class EndpointPicker(_Model):
+    name: str = Field(
+        description="Service of the endpoint picker (e.g. llm-d's inference scheduler) for the ModelService's "
+        "InferencePool; a per-region pool `<name>-<region>` is picked for by the Service `<this name>-<region>`.",
+        min_length=1,
+        max_length=DNS_LABEL_MAX - 9,
+        pattern=SERVICE_NAME_PATTERN,
+    )
+    port: int = Field(default=9002, ge=1, le=65535, description="The endpoint picker's gRPC (ext-proc) port.")
+    failure_mode: FailureMode = Field(
+        default=FailureMode.fail_close,
+        description="What the gateway does when the picker does not answer: FailClose refuses the request, "
+        "FailOpen forwards it to any pod of the pool.",
+    )
+
+
+class GatewayRef(_Model):
+    name: str = Field(description="Gateway (gateway.networking.k8s.io) the HTTPRoute attaches to.", min_length=1,
+                      max_length=253)
+    namespace: str | None = Field(default=None, max_length=DNS_LABEL_MAX, pattern=NAME_PATTERN,
+                                  description="The Gateway's namespace; default: the ModelService's.")
+    section_name: str | None = Field(default=None, max_length=253, pattern=NAME_PATTERN,
+                                     description="A listener of the Gateway; default: every listener.")
+
+
+Hostname = Annotated[str, Field(min_length=1, max_length=253,
+                                pattern=r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")]
+
+
+class HTTPRouteSpec(_Model):
+    gateways: list[GatewayRef] = Field(min_length=1, max_length=32,
+                                       description="Gateways whose listeners route to this ModelService.")
+    hostnames: list[Hostname] = Field(default_factory=list, max_length=16,
+                                 description="Host names the route answers for; empty: any the Gateway accepts.")
+    path: str = Field(default="/", pattern=r"^/.*$", max_length=1024,
+                      description="Path prefix routed to the InferencePool.")
+
+
+class Routing(_Model):
+    endpoint_picker: EndpointPicker = Field(description="The endpoint picker every InferencePool names.")
+    http_route: HTTPRouteSpec | None = Field(
+        default=None, description="Also render an HTTPRoute `<name>` whose backend is the InferencePool `<name>`.")
+
+
 class ModelServiceSpec(_Model):
     model: ModelRef = Field(description="The model to serve.")
     engine: Engine = Field(default=Engine.bundled, description="Inference engine: bundled, vllm or sglang.")
@@ -394,6 +443,11 @@ class ModelServiceSpec(_Model):
     slo: SLO = Field(description="Latency budgets the autoscaler keeps.")
     scaling: Scaling = Field(default_factory=Scaling, description="Autoscaling settings.")
     placement: Placement = Field(default_factory=Placement, description="Regional placement.")
+    routing: Routing | None = Field(
+        default=None,
+        description="Inference-gateway routing: render an InferencePool (inference.networking.k8s.io/v1) per "
+        "ModelService and per region, and optionally an HTTPRoute; unset: the Services alone (kube-proxy, random).",
+    )
     replicas: int | None = Field(
         default=None,
         ge=0,

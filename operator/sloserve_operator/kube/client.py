@@ -54,6 +54,8 @@ KINDS: dict[str, Kind] = {
         Kind("monitoring.coreos.com/v1", "PodMonitor", "podmonitors"),
         Kind("monitoring.coreos.com/v1", "ServiceMonitor", "servicemonitors"),
         Kind("monitoring.coreos.com/v1", "PrometheusRule", "prometheusrules"),
+        Kind("inference.networking.k8s.io/v1", "InferencePool", "inferencepools"),
+        Kind("gateway.networking.k8s.io/v1", "HTTPRoute", "httproutes"),
         Kind("sloserve.io/v1alpha1", "ModelService", "modelservices"),
     )
 }

@@ -5,6 +5,12 @@ warm pods), a Service selecting that region's serving pods and a PodDisruptionBu
 Service `<name>` selecting serving pods in every region, a PodMonitor whose relabelling gives each series
 the labels namespace, model_service, region, role and pod, and a PrometheusRule (slo_rules.py).
 
+With spec.routing (docs/routing.md): an InferencePool (inference.networking.k8s.io/v1) `<name>` over the
+serving pods of every region, one `<name>-R` per region when regions are listed, each naming its endpoint
+picker Service (`<picker>`, `<picker>-R`), and, with spec.routing.httpRoute, an HTTPRoute `<name>`
+(gateway.networking.k8s.io/v1) whose backend is the pool `<name>`. Without spec.routing nothing of the
+gateway API is rendered (the Services alone, as before).
+
 Naming: the default region (no spec.placement.regions) renders `<name>`; region R renders `<name>-R`,
 shortened with a hash suffix when longer than 63 characters (a Service name's limit). `region_children`
 lists what one region owns, so the operator can delete the children of a region removed from the spec; all
@@ -128,6 +134,8 @@ def region_children(service: ModelService, region: str) -> list[tuple[str, str, 
     owned = [("apps/v1", "Deployment", name), ("policy/v1", "PodDisruptionBudget", name)]
     if region != DEFAULT_REGION:
         owned.append(("v1", "Service", name))
+        if service.spec.routing is not None:
+            owned.append((INFERENCE_POOL_API, "InferencePool", name))
     return owned
 
 
@@ -446,6 +454,80 @@ def _pdb(service: ModelService, region: str) -> dict[str, Any]:
     }
 
 
+INFERENCE_POOL_API = "inference.networking.k8s.io/v1"
+HTTP_ROUTE_API = "gateway.networking.k8s.io/v1"
+
+
+def _inference_pool(service: ModelService, name: str, selector: dict[str, str], picker: str,
+                    extra_labels: dict[str, str]) -> dict[str, Any]:
+    """An InferencePool over serving pods: the gateway asks `picker` (an endpoint picker Service) which pod
+    of the pool takes each request, instead of kube-proxy's random choice."""
+    routing = service.spec.routing
+    assert routing is not None
+    return {
+        "apiVersion": INFERENCE_POOL_API,
+        "kind": "InferencePool",
+        "metadata": _metadata(service, name, {**common_labels(service, "routing"), **extra_labels}),
+        "spec": {
+            "selector": {"matchLabels": selector},
+            "targetPorts": [{"number": HTTP_PORT}],
+            "appProtocol": "http",
+            "endpointPickerRef": {
+                "group": "", "kind": "Service", "name": picker,
+                "port": {"number": routing.endpoint_picker.port},
+                "failureMode": routing.endpoint_picker.failure_mode.value,
+            },
+        },
+    }
+
+
+def _http_route(service: ModelService) -> dict[str, Any]:
+    """HTTPRoute `<name>`: the Gateways' traffic under the path prefix goes to the InferencePool `<name>`."""
+    routing = service.spec.routing
+    assert routing is not None and routing.http_route is not None
+    route = routing.http_route
+    parents = []
+    for gateway in route.gateways:
+        parent: dict[str, Any] = {"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": gateway.name}
+        if gateway.namespace:
+            parent["namespace"] = gateway.namespace
+        if gateway.section_name:
+            parent["sectionName"] = gateway.section_name
+        parents.append(parent)
+    spec: dict[str, Any] = {
+        "parentRefs": parents,
+        "rules": [{
+            "matches": [{"path": {"type": "PathPrefix", "value": route.path}}],
+            "backendRefs": [{"group": "inference.networking.k8s.io", "kind": "InferencePool",
+                             "name": service.metadata.name}],
+        }],
+    }
+    if route.hostnames:
+        spec["hostnames"] = list(route.hostnames)
+    return {
+        "apiVersion": HTTP_ROUTE_API,
+        "kind": "HTTPRoute",
+        "metadata": _metadata(service, service.metadata.name, common_labels(service, "routing")),
+        "spec": spec,
+    }
+
+
+def _routing_objects(service: ModelService, regions: list[str]) -> list[dict[str, Any]]:
+    routing = service.spec.routing
+    if routing is None:
+        return []
+    name, picker = service.metadata.name, routing.endpoint_picker.name
+    objects = [_inference_pool(service, name, {LABEL_SERVICE: name, LABEL_ROLE: ROLE_SERVING}, picker, {})]
+    for region in regions:
+        if region != DEFAULT_REGION:
+            objects.append(_inference_pool(service, child_name(name, region),
+                                           {**pod_selector(service, region), LABEL_ROLE: ROLE_SERVING},
+                                           child_name(picker, region), {LABEL_REGION: region}))
+    if routing.http_route is not None:
+        objects.append(_http_route(service))
+    return objects
+
+
 POD_MONITOR_RELABELINGS = (
     ("__meta_kubernetes_namespace", "namespace"),
     ("__meta_kubernetes_pod_label_sloserve_io_model_service", "model_service"),
@@ -534,6 +616,7 @@ def render_objects(service: ModelService, serving_by_region: dict[str, int], *,
                                     {**pod_selector(service, region), LABEL_ROLE: ROLE_SERVING},
                                     {LABEL_REGION: region}))
     objects.extend(_pdb(service, region) for region in regions)
+    objects.extend(_routing_objects(service, regions))
     if monitoring:
         objects.append(_pod_monitor(service))
         objects.append(_prometheus_rule(service))
