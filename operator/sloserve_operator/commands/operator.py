@@ -36,6 +36,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="kopf peering name for leader election (KopfPeering objects)")
     parser.add_argument("--peering-lifetime", type=int, default=60,
                         help="seconds a silent replica counts as alive; a standby takes over after it (default 60)")
+    parser.add_argument("--request-timeout", type=float, default=30.0,
+                        help="seconds each Kubernetes API call may take (default 30)")
+    parser.add_argument("--wedged-after", type=float, default=300.0,
+                        help="/healthz fails once a handler has been running this many seconds (default 300)")
     parser.add_argument("--standalone", action="store_true", help="no peering: a single replica")
     parser.add_argument("--log-format", choices=["json", "plain"], default="json", help="log format")
     parser.add_argument("--verbose", action="store_true", help="debug logging")
@@ -54,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
     images = {"bundled": args.runtime_image} if args.runtime_image else {}
     config = OperatorConfig(prometheus_url=args.prometheus_url, autoscale_interval=args.autoscale_interval,
                             metrics_window=args.metrics_window, drift_interval=args.drift_interval,
-                            peering_lifetime=args.peering_lifetime, images=images)
+                            peering_lifetime=args.peering_lifetime, images=images,
+                            request_timeout=args.request_timeout, wedged_after=args.wedged_after)
     registry = register(kopf.OperatorRegistry(), config)
     if args.metrics_port:
         operator_metrics.serve(args.metrics_port, addr=args.bind_address)

@@ -102,8 +102,10 @@ def connection_settings(configuration: client.Configuration) -> dict[str, Any]:
 class Kube:
     """Get, list, create, merge-patch and delete any kind in KINDS; answers are plain dicts."""
 
-    def __init__(self, api_client: client.ApiClient | None = None, *, discovery_ttl: float = 300.0) -> None:
+    def __init__(self, api_client: client.ApiClient | None = None, *, discovery_ttl: float = 300.0,
+                 request_timeout: float | None = 30.0) -> None:
         self.api = api_client or client.ApiClient(load_configuration())
+        self.request_timeout = request_timeout  # seconds per call; None waits forever (a hung call wedges)
         self._discovery_ttl = discovery_ttl
         self._discovered: dict[str, tuple[float, bool]] = {}
         self._lock = threading.Lock()
@@ -121,7 +123,8 @@ class Kube:
             method=method, resource_path=path, query_params=query_params, header_params=headers, body=body,
             auth_settings=["BearerToken"],
         )
-        response = self.api.call_api(method, url, header_params=header_params, body=serialized)
+        response = self.api.call_api(method, url, header_params=header_params, body=serialized,
+                                     _request_timeout=self.request_timeout)
         data = response.read()
         if not 200 <= response.status <= 299:
             raise ApiException(http_resp=response)

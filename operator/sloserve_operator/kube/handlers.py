@@ -8,6 +8,7 @@ the official kubernetes client they use (kube.py) is sync.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -19,12 +20,13 @@ from kubernetes.client.exceptions import ApiException
 
 from sloserve_operator.api.spec import GROUP, PLURAL, VERSION
 from sloserve_operator.autoscaler.observe.observation import Observation
-from sloserve_operator.kube import operator_metrics as metrics
+from sloserve_operator.kube import operator_metrics
 from sloserve_operator.kube.actuator import KubernetesActuator
 from sloserve_operator.kube.autoscale_tick import autoscale_once
 from sloserve_operator.kube.autoscaler_memory import write_memory
 from sloserve_operator.kube.client import Kube, connection_settings, load_configuration
-from sloserve_operator.kube.reconcile import Event, reconcile
+from sloserve_operator.kube.liveness import HandlerClock
+from sloserve_operator.kube.reconcile import KubeEvent, reconcile
 
 log = logging.getLogger("sloserve.operator")
 
@@ -38,13 +40,15 @@ class OperatorConfig:
     metrics_window: float = 60.0
     drift_interval: float = 60.0
     peering_lifetime: int = 60  # seconds a silent peer stays alive; a standby takes over after this
+    wedged_after: float = 300.0  # /healthz fails once a handler has run this long (the kubelet restarts us)
+    request_timeout: float = 30.0  # seconds per Kubernetes API call: a hung call must not hold the lock
     images: dict[str, str] = field(default_factory=dict)  # engine -> image override
     kube: Kube | None = None  # built lazily on first use (after kopf has logged in)
-    metrics_source: Any = None  # a metrics.MetricsSource; default PrometheusSource(prometheus_url)
+    metrics_source: Any = None  # a sources.MetricsSource; default PrometheusSource(prometheus_url)
 
     def client(self) -> Kube:
         if self.kube is None:
-            self.kube = Kube()
+            self.kube = Kube(request_timeout=self.request_timeout)
         return self.kube
 
     def source(self) -> Any:
@@ -66,7 +70,7 @@ class NoMetrics:
         return Observation(time=now, problems=("no Prometheus configured (--prometheus-url)",))
 
 
-def emit(body: kopf.Body | dict[str, Any], events: list[Event]) -> None:
+def emit(body: kopf.Body | dict[str, Any], events: list[KubeEvent]) -> None:
     for event in events:
         kopf.event(body, type=event.type, reason=event.reason, message=event.message)
 
@@ -126,6 +130,7 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> kopf.Op
     """Add the ModelService handlers to `registry` and return it."""
     resource = (GROUP, VERSION, PLURAL)
     locks = ObjectLocks()
+    clock = HandlerClock(config.wedged_after)
 
     @kopf.on.login(id="login", registry=registry)
     def login(**_: Any) -> kopf.ConnectionInfo:
@@ -141,12 +146,21 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> kopf.Op
         # directly for a few seconds, then re-check every 2 s rather than kopf's default minute.
         settings.background.instant_exit_timeout = 5.0
         settings.background.cancellation_polling = 2.0
+        # Watches that end by themselves: a connection the network silently dropped is re-established
+        # within minutes instead of leaving the operator deaf while its health endpoint stays green.
+        settings.watching.server_timeout = 300
+        settings.watching.client_timeout = 330
+        settings.watching.connect_timeout = 15
+
+    @kopf.on.probe(id="handlers", registry=registry)
+    def handlers_probe(**_: Any) -> dict[str, Any]:
+        return clock.check()  # raises Wedged: kopf answers /healthz with 500
 
     def run_reconcile(body: kopf.Body, retry: int, trigger: str) -> None:
         meta = body["metadata"]
         namespace, name = meta.get("namespace", "default"), meta["name"]
         kube = config.client()
-        with locks(meta["uid"]):
+        with clock.running("reconcile"), locks(meta["uid"]):
             current = fresh(kube, body)
             if current is None:
                 return
@@ -156,17 +170,17 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> kopf.Op
                                        body, serving, warm).events)
                 written = write(kube, current, result.status)
             except Exception:
-                metrics.RECONCILES.labels(namespace, name, "error").inc()
-                metrics.ERRORS.labels(namespace, name, "internal").inc()
+                operator_metrics.RECONCILES.labels(namespace, name, "error").inc()
+                operator_metrics.ERRORS.labels(namespace, name, "internal").inc()
                 raise
         emit(body, result.events)
-        metrics.RECONCILES.labels(namespace, name, "ok" if result.valid else "invalid").inc()
+        operator_metrics.RECONCILES.labels(namespace, name, "ok" if result.valid else "invalid").inc()
         if result.transient_error or written == "conflict":
-            metrics.ERRORS.labels(namespace, name, "transient").inc()
+            operator_metrics.ERRORS.labels(namespace, name, "transient").inc()
             why = result.transient_error or "status changed while reconciling"
             raise kopf.TemporaryError(f"{trigger}: {why}", delay=backoff(retry))
         if result.valid and "regions" in result.status:
-            metrics.record_replicas(namespace, name, result.status["regions"], {})
+            operator_metrics.record_replicas(namespace, name, result.status["regions"], {})
 
     @kopf.on.create(*resource, id="reconcile-on-create", registry=registry)
     def on_create(body: kopf.Body, retry: int, **_: Any) -> None:
@@ -187,7 +201,7 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> kopf.Op
 
     @kopf.on.delete(*resource, id="forget", optional=True, registry=registry)
     def on_delete(body: kopf.Body, **_: Any) -> None:
-        metrics.forget(body["metadata"].get("namespace", "default"), body["metadata"]["name"])
+        operator_metrics.forget(body["metadata"].get("namespace", "default"), body["metadata"]["name"])
         locks.forget(body["metadata"]["uid"])
 
     @kopf.timer(*resource, id="autoscale", interval=config.autoscale_interval,
@@ -196,7 +210,7 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> kopf.Op
         meta = body["metadata"]
         namespace, name = meta.get("namespace", "default"), meta["name"]
         kube = config.client()
-        with locks(meta["uid"]):
+        with clock.running("autoscale"), locks(meta["uid"]):
             current = fresh(kube, body)
             if current is None:
                 return
@@ -207,21 +221,35 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> kopf.Op
                 if write(kube, current, tick.status) == "written":
                     write_memory(kube, current, tick.memory, tick.previous_memory)
             except Exception:
-                metrics.ERRORS.labels(namespace, name, "autoscale").inc()
+                operator_metrics.ERRORS.labels(namespace, name, "autoscale").inc()
                 raise
         emit(body, tick.events)
-        metrics.DECISIONS.labels(namespace, name, tick.direction, str(tick.metrics_available).lower()).inc()
-        metrics.record_replicas(namespace, name, tick.status["regions"], tick.warm)
+        operator_metrics.DECISIONS.labels(namespace, name, tick.direction, str(tick.metrics_available).lower()).inc()
+        operator_metrics.record_replicas(namespace, name, tick.status["regions"], tick.warm)
         if tick.spec is not None:
             slo = tick.spec.slo
-            metrics.record_slo(namespace, name, slo.ttft.p95_seconds, slo.itl.p95_seconds, slo.objective_fraction)
+            operator_metrics.record_slo(namespace, name, slo.ttft.p95_seconds, slo.itl.p95_seconds, slo.objective_fraction)
         for region, observed in (tick.observation.regions.items() if tick.observation else ()):
-            metrics.record_observed(namespace, name, region, observed.ttft_p95, observed.itl_p95)
+            operator_metrics.record_observed(namespace, name, region, observed.ttft_p95, observed.itl_p95)
         if tick.actuation:
             for pod in tick.actuation.promoted:
-                metrics.PROMOTIONS.labels(namespace, name, _region_of(tick, pod)).inc()
+                operator_metrics.PROMOTIONS.labels(namespace, name, _region_of(tick, pod)).inc()
 
+    without_finalizer(registry, {"drift-check", "autoscale"})
     return registry
+
+
+def without_finalizer(registry: kopf.OperatorRegistry, handler_ids: set[str]) -> None:
+    """kopf puts a finalizer on every object a timer runs for, so that it can stop the timer before the object
+    goes. Ours re-read the object first and do nothing once it is gone, and children go by owner references,
+    so they need none; a finalizer would outlive an uninstalled operator and hang `kubectl delete msvc` and
+    namespace deletion. kopf has no public switch for timers, hence the replaced handler entries; with no
+    handler requiring it, kopf also removes the finalizer an older version put on existing objects."""
+    spawning = registry._spawning  # noqa: SLF001 - see the docstring
+    spawning._handlers = [  # noqa: SLF001
+        dataclasses.replace(handler, requires_finalizer=False) if handler.id in handler_ids else handler
+        for handler in spawning._handlers  # noqa: SLF001
+    ]
 
 
 def _region_of(tick: Any, pod: str) -> str:
