@@ -348,12 +348,16 @@ def _plan_region(spec: ModelServiceSpec, region: str, obs: RegionObservation, st
 
 def decide(spec: ModelServiceSpec, observation: Observation, state: PolicyState, now: float, *,
            current_serving: dict[str, int], pending_age: dict[str, float] | None = None,
-           profile: CapacityProfile | None = None) -> ScalingDecision:
+           profile: CapacityProfile | None = None,
+           ready_serving: dict[str, int] | None = None) -> ScalingDecision:
     """Desired serving and warm replicas per region, with the reason; see the module docstring.
 
     current_serving: the serving replicas currently asked for per region (including pods still starting or
     being promoted), not only the ready ones; the ready count comes from observation.ready_replicas. The
-    difference tells the policy that capacity is on its way. Returns serving + warm per region; the
+    difference tells the policy that capacity is on its way. ready_serving: the serving pods that are
+    Ready per region, when the caller can count them (the operator can, from its pod list): a region held
+    for Pending pods keeps that many, so a region with no nodes at all spills its whole share, not only
+    the part above what it already asked for. Returns serving + warm per region; the
     Deployment's replicas are their sum (warmpool.plan_roles turns them into promotions and demotions).
     """
     regions = region_names(spec)
@@ -370,7 +374,8 @@ def decide(spec: ModelServiceSpec, observation: Observation, state: PolicyState,
         plans[region] = _plan_region(spec, region, obs, state, now, current, profile)
 
     desired = {region: plan.desired for region, plan in plans.items()}
-    degraded = _spill_pending(spec, desired, current_serving, pending_age, state, now)
+    running = current_serving if ready_serving is None else ready_serving
+    degraded = _spill_pending(spec, desired, running, pending_age, state, now)
     fitted = fit_to_bounds(spec, desired)
     # Bounds may raise a held region (to its minimum) but never lower one whose metrics are missing,
     # unless it is above its maximum.
@@ -424,7 +429,8 @@ def _region_cap(spec: ModelServiceSpec, region: str) -> int:
 
 def _spill_pending(spec: ModelServiceSpec, desired: dict[str, int], current: dict[str, int],
                    pending_age: dict[str, float], state: PolicyState, now: float) -> str | None:
-    """Hold regions whose pods stay Pending at their running size; move their deficit to the others."""
+    """Hold regions whose pods stay Pending at their running size (`current`: ready serving pods when
+    known); move their deficit to the others."""
     timeout = parse_duration(spec.placement.pending_timeout)
     for region, age in pending_age.items():
         if region in desired and age is not None and age > timeout:
