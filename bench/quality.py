@@ -25,10 +25,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import torch
-from sloserve_runtime.engine.config import EngineConfig
 from sloserve_runtime.engine.core import AsyncEngine
 from sloserve_runtime.engine.device import pick_dtype
-from sloserve_runtime.engine.sampling import SamplingParams
+from sloserve_runtime.engine.engine_config import EngineConfig
+from sloserve_runtime.engine.sampling_params import SamplingParams
 from sloserve_runtime.model import LoadedModel, load_model
 from sloserve_runtime.model.llama import PagedLlama, PrefillSlice, StepInput
 from sloserve_runtime.model.model_files import default_model_path

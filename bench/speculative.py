@@ -36,10 +36,10 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
-from sloserve_runtime.engine.config import EngineConfig
 from sloserve_runtime.engine.core import AsyncEngine
+from sloserve_runtime.engine.engine_config import EngineConfig
 from sloserve_runtime.engine.observer import EngineObserver
-from sloserve_runtime.engine.sampling import SamplingParams
+from sloserve_runtime.engine.sampling_params import SamplingParams
 from sloserve_runtime.model import LoadedModel, load_model
 from sloserve_runtime.model.model_files import default_model_path
 

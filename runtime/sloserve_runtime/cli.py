@@ -7,7 +7,7 @@ import asyncio
 import logging
 import sys
 
-from sloserve_runtime.engine.config import EngineConfig
+from sloserve_runtime.engine.engine_config import EngineConfig
 from sloserve_runtime.server.frontend import ServerOptions
 
 QUANTIZATIONS = ("none", "int8", "int4", "fp8")

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from sloserve_runtime.model.config import ModelArgs
+from sloserve_runtime.model.model_args import ModelArgs
 from sloserve_runtime.model.model_files import default_model_path
 
 

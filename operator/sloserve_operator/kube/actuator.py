@@ -14,7 +14,13 @@ from typing import Any
 
 from sloserve_operator.autoscaler.decide.placement import DEFAULT_REGION
 from sloserve_operator.kube.client import Kube
-from sloserve_operator.kube.reconcile import MODEL_SERVICE_LABEL, REGION_LABEL, ROLE_LABEL, Event, pod_ready
+from sloserve_operator.kube.reconcile import (
+    MODEL_SERVICE_LABEL,
+    REGION_LABEL,
+    ROLE_LABEL,
+    KubeEvent,
+    pod_ready,
+)
 
 DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"
 
@@ -26,7 +32,7 @@ class Actuation:
     promoted: list[str] = field(default_factory=list)
     demoted: list[str] = field(default_factory=list)
     replicas: dict[str, int] = field(default_factory=dict)  # region -> Deployment replicas written
-    events: list[Event] = field(default_factory=list)
+    events: list[KubeEvent] = field(default_factory=list)
 
 
 def deployment_name(service: str, region: str) -> str:
@@ -74,11 +80,11 @@ class KubernetesActuator:
             for pod_name in plan.promote:
                 self._set_role(namespace, pod_name, "serving")
                 result.promoted.append(pod_name)
-                result.events.append(Event("Normal", "Promoted", f"pod {pod_name} promoted from warm to serving"))
+                result.events.append(KubeEvent("Normal", "Promoted", f"pod {pod_name} promoted from warm to serving"))
             for pod_name in plan.demote:
                 self._set_role(namespace, pod_name, "warm")
                 result.demoted.append(pod_name)
-                result.events.append(Event("Normal", "Demoted", f"pod {pod_name} demoted from serving to warm"))
+                result.events.append(KubeEvent("Normal", "Demoted", f"pod {pod_name} demoted from serving to warm"))
             for pod_name, cost in plan.deletion_cost.items():
                 current = (by_name.get(pod_name, {}).get("metadata", {}).get("annotations") or {}).get(DELETION_COST)
                 if current != str(cost):
@@ -97,4 +103,4 @@ class KubernetesActuator:
         before = (current.get("spec") or {}).get("replicas")
         if before != replicas:
             self.kube.patch("Deployment", namespace, deployment, {"spec": {"replicas": replicas}})
-            result.events.append(Event("Normal", "Scaled", f"deployment {deployment} replicas {before} -> {replicas}"))
+            result.events.append(KubeEvent("Normal", "Scaled", f"deployment {deployment} replicas {before} -> {replicas}"))

@@ -26,7 +26,7 @@ from sloserve_operator.kube.client import Kube
 from sloserve_operator.kube.reconcile import (
     MODEL_SERVICE_LABEL,
     REGION_LABEL,
-    Event,
+    KubeEvent,
     count_pods,
     degraded_condition,
     pod_ready,
@@ -42,7 +42,7 @@ class Tick:
     status: dict[str, Any]
     memory: dict[str, Any]  # persisted by autoscaler_memory.write_memory
     previous_memory: dict[str, Any] = field(default_factory=dict)
-    events: list[Event] = field(default_factory=list)
+    events: list[KubeEvent] = field(default_factory=list)
     serving: dict[str, int] = field(default_factory=dict)
     warm: dict[str, int] = field(default_factory=dict)
     direction: str = "hold"  # up | down | hold
@@ -179,7 +179,7 @@ def autoscale_once(kube: Kube, source: Any, body: dict[str, Any], now: float,
     events = list(actuation.events)
     if direction != "hold" or serving != current:
         kind = {"up": "ScaledUp", "down": "ScaledDown"}.get(direction, "Rebalanced")
-        events.append(Event("Normal", kind, f"serving {before} -> {after}: {reason}"))
+        events.append(KubeEvent("Normal", kind, f"serving {before} -> {after}: {reason}"))
 
     counts = count_pods(kube.list("Pod", namespace, {MODEL_SERVICE_LABEL: name}), list(serving))
     updates = [slo_condition(spec, observation), metrics_condition(observation),
@@ -187,7 +187,7 @@ def autoscale_once(kube: Kube, source: Any, body: dict[str, Any], now: float,
     for item in cond.changed(status.get("conditions"), updates):
         if item["type"] in ("MetricsAvailable", "Degraded", "SLOMet"):
             kind = "Normal" if (item["status"] == "True") != (item["type"] == "Degraded") else "Warning"
-            events.append(Event(kind, item["reason"], item["message"] or item["type"]))
+            events.append(KubeEvent(kind, item["reason"], item["message"] or item["type"]))
     new_status: dict[str, Any] = {
         "desiredReplicas": after,
         "serving": sum(counts[r]["serving"] for r in counts),

@@ -36,7 +36,7 @@ TRANSIENT_STATUSES = frozenset({409, 429, 500, 502, 503, 504})
 
 
 @dataclass(frozen=True)
-class Event:
+class KubeEvent:
     """A Kubernetes Event to emit about the ModelService."""
 
     type: str  # Normal | Warning
@@ -64,7 +64,7 @@ class ChildPlan:
 @dataclass
 class ReconcileResult:
     status: dict[str, Any]  # the status fields reconcile owns (merge into .status)
-    events: list[Event]
+    events: list[KubeEvent]
     valid: bool
     transient_error: str | None = None  # set when a retry with backoff should follow
 
@@ -343,8 +343,8 @@ def desired_children(body: dict[str, Any], spec: ModelServiceSpec, serving: dict
 
 def reconcile(kube: Kube, body: dict[str, Any], *, now: float,
               images: dict[str, str] | None = None,
-              on_event: Callable[[Event], None] | None = None,
-              actuate: Callable[[dict[str, Any], dict[str, int], dict[str, int]], list[Event]] | None = None,
+              on_event: Callable[[KubeEvent], None] | None = None,
+              actuate: Callable[[dict[str, Any], dict[str, int], dict[str, int]], list[KubeEvent]] | None = None,
               ) -> ReconcileResult:
     """Bring the children of one ModelService in line with its spec; return the status to write.
 
@@ -354,16 +354,16 @@ def reconcile(kube: Kube, body: dict[str, Any], *, now: float,
     ReplicaSets in tests/cluster; kmock runs no ReplicaSet controller)."""
     meta = body["metadata"]
     namespace, name = meta.get("namespace", "default"), meta["name"]
-    events: list[Event] = []
+    events: list[KubeEvent] = []
 
-    def emit(event: Event) -> None:
+    def emit(event: KubeEvent) -> None:
         events.append(event)
         if on_event is not None:
             on_event(event)
 
     spec, problems = validate_spec(body.get("spec"))
     if spec is None:
-        emit(Event("Warning", "InvalidSpec", "; ".join(problems)[:1000]))
+        emit(KubeEvent("Warning", "InvalidSpec", "; ".join(problems)[:1000]))
         return ReconcileResult(invalid_spec_status(body, problems, now), events, valid=False)
 
     monitoring = kube.serves(MONITORING_API)
@@ -374,7 +374,7 @@ def reconcile(kube: Kube, body: dict[str, Any], *, now: float,
         desired = desired_children(body, spec, serving, warm, monitoring, images)
     except ValueError as error:  # a spec the models accept but no object can express (render says why)
         problems = [f"spec: {error}"]
-        emit(Event("Warning", "InvalidSpec", problems[0][:1000]))
+        emit(KubeEvent("Warning", "InvalidSpec", problems[0][:1000]))
         return ReconcileResult(invalid_spec_status(body, problems, now), events, valid=False)
     if actuate is not None:
         for event in actuate(body, serving, warm):
@@ -397,9 +397,9 @@ def reconcile(kube: Kube, body: dict[str, Any], *, now: float,
                 transient = transient or message
             else:
                 apply_problems.append(message)
-            emit(Event("Warning", "ApplyFailed", message))
+            emit(KubeEvent("Warning", "ApplyFailed", message))
             continue
-        emit(Event("Normal", action.capitalize(), f"{action} {label}"))
+        emit(KubeEvent("Normal", action.capitalize(), f"{action} {label}"))
 
     pods = kube.list("Pod", namespace, {MODEL_SERVICE_LABEL: name})
     deployments = [obj for obj in actual if obj["kind"] == "Deployment"]

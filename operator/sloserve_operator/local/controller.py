@@ -45,7 +45,7 @@ class DecisionRecord:
 
 
 @dataclass
-class Event:
+class ReplicaEvent:
     time: float
     kind: str  # start | ready | promote | demote | stop | crash
     replica: str
@@ -80,7 +80,7 @@ class Controller:
         self.decisions: deque[DecisionRecord] = deque(maxlen=20)  # every decision whose reason changed
         self.changes: deque[DecisionRecord] = deque(maxlen=100)  # decisions that changed the desired counts
         self.scale_events = 0
-        self.events: deque[Event] = deque(maxlen=100)
+        self.events: deque[ReplicaEvent] = deque(maxlen=100)
         self.last_observation: Any = None
         self.last_reason = ""
         self.ticks = 0
@@ -104,7 +104,7 @@ class Controller:
                 for region in region_names(self.spec)}
 
     def _event(self, kind: str, replica: Replica, detail: str = "") -> None:
-        self.events.append(Event(time.time(), kind, replica.name, detail))
+        self.events.append(ReplicaEvent(time.time(), kind, replica.name, detail))
 
     # ------------------------------------------------------------ act
 
@@ -177,7 +177,7 @@ class Controller:
         self.write_state()
 
     def _on_first_request(self, name: str, at: float) -> None:
-        self.events.append(Event(at, "first-request", name))
+        self.events.append(ReplicaEvent(at, "first-request", name))
 
     def _on_crash(self, replica: Replica) -> None:
         self.router.remove(replica.name)

@@ -18,19 +18,20 @@ from collections.abc import AsyncIterator
 import torch
 
 from sloserve_runtime.engine.compute_thread import ComputeThread
-from sloserve_runtime.engine.config import EngineConfig
 from sloserve_runtime.engine.detokenizer import IncrementalDetokenizer
 from sloserve_runtime.engine.device import pick_device, pick_dtype, plan_kv_blocks
+from sloserve_runtime.engine.engine_config import EngineConfig
 from sloserve_runtime.engine.kv_cache import BlockAllocator
+from sloserve_runtime.engine.model_runner import ModelRunner
 from sloserve_runtime.engine.observer import EngineObserver
 from sloserve_runtime.engine.outputs import EngineError, RequestOutput
 from sloserve_runtime.engine.sampler import sample
-from sloserve_runtime.engine.sampling import InvalidParameter, SamplingParams
+from sloserve_runtime.engine.sampling_params import InvalidParameter, SamplingParams
 from sloserve_runtime.engine.scheduler import Scheduler, SchedulerOutput
 from sloserve_runtime.engine.sequence import Sequence, Status
 from sloserve_runtime.engine.speculative import Speculator, build_speculator
 from sloserve_runtime.model import LoadedModel, load_model
-from sloserve_runtime.model.llama import PagedLlama, PrefillSlice, StepInput
+from sloserve_runtime.model.llama import PagedLlama, StepInput
 from sloserve_runtime.model.model_files import resolve_model_path
 from sloserve_runtime.model.quantization import check_supported, quantize_model
 from sloserve_runtime.model.tokenizer import Tokenizer
@@ -58,7 +59,9 @@ class EngineCore:
         self.inbox: deque[Sequence] = deque()
         self.aborts: deque[str] = deque()
         self.steps = 0
-        self.speculator: Speculator | None = None  # speculative.py verifies drafts inside _run
+        self.runner = ModelRunner(model, config.block_size)
+        # The public hook for speculative decoding: given each step's plan first; None from it = plain step.
+        self.speculator: Speculator | None = None
 
     # ---- one step -------------------------------------------------------------------------------------
     def step(self) -> list[RequestOutput]:
@@ -102,13 +105,7 @@ class EngineCore:
                 return outputs
         step = self.build_step(plan)
         logits = self.model.forward(step)
-        sampling: list[Sequence] = []
-        for item in plan.scheduled:
-            seq = item.seq
-            seq.num_computed += item.num_new_tokens
-            self.scheduler.register_full_blocks(seq)
-            if seq.num_computed == seq.num_tokens:
-                sampling.append(seq)
+        sampling = self.scheduler.postprocess(plan.scheduled)
         if not sampling:
             return []
         tokens = sample(logits, sampling, self.eos_ids, self.generator)
@@ -116,84 +113,7 @@ class EngineCore:
         return [self.append_token(seq, token, now) for seq, token in zip(sampling, tokens, strict=True)]
 
     def build_step(self, plan: SchedulerOutput) -> StepInput:
-        bs = self.block_size
-        ids: list[int] = []
-        positions: list[int] = []
-        slots: list[int] = []
-        logits_rows: list[int] = []
-        decode_tables: list[list[int]] = []
-        decode_lens: list[int] = []
-        prefills: list[PrefillSlice] = []
-        num_decodes = 0
-        kernel = self.model.cpu_kernels  # its row tables replace the torch path's decode blocks and slices
-        for item in plan.scheduled:
-            seq, n = item.seq, item.num_new_tokens
-            start, end = seq.num_computed, seq.num_computed + n
-            row = len(ids)
-            ids.extend(seq.token_slice(start, end))
-            positions.extend(range(start, end))
-            table = seq.block_ids
-            slots.extend(table[p // bs] * bs + p % bs for p in range(start, end))
-            if end == seq.num_tokens:
-                logits_rows.append(row + n - 1)
-            if n == 1:
-                num_decodes += 1
-                decode_tables.append(table)
-                decode_lens.append(end)
-            elif not kernel:
-                prefills.append(self._prefill_slice(row, start, end, table))
-        dev = self.device
-        step = StepInput(
-            input_ids=torch.tensor(ids, dtype=torch.long, device=dev),
-            positions=torch.tensor(positions, dtype=torch.long, device=dev),
-            slot_mapping=torch.tensor(slots, dtype=torch.long, device=dev),
-            num_decodes=num_decodes,
-            prefills=prefills,
-            logits_indices=torch.tensor(logits_rows, dtype=torch.long, device=dev),
-        )
-        if kernel:
-            step.row_tables, step.row_lens = self._row_tables(plan)
-        elif num_decodes:
-            step.decode_blocks, step.decode_mask = self._decode_blocks(decode_tables, decode_lens)
-        return step
-
-    def _row_tables(self, plan: SchedulerOutput) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per row of the step: its sequence's block table (padded with the null block) and position + 1."""
-        bs = self.block_size
-        width = max(-(-(item.seq.num_computed + item.num_new_tokens) // bs) for item in plan.scheduled)
-        tables, row_seq, lens = [], [], []
-        for index, item in enumerate(plan.scheduled):
-            table = item.seq.block_ids[:width]
-            tables.append(table + [0] * (width - len(table)))
-            row_seq.extend([index] * item.num_new_tokens)
-            lens.extend(range(item.seq.num_computed + 1, item.seq.num_computed + item.num_new_tokens + 1))
-        dev = self.device
-        per_seq = torch.tensor(tables, dtype=torch.long, device=dev)
-        return per_seq[torch.tensor(row_seq, dtype=torch.long, device=dev)], torch.tensor(lens, dtype=torch.long,
-                                                                                         device=dev)
-
-    def _decode_blocks(self, tables: list[list[int]], lengths: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        """[B, NB] block tables padded with the null block, and the additive [B, 1, 1, NB*bs] mask."""
-        bs = self.block_size
-        max_blocks = max(-(-n // bs) for n in lengths)
-        padded = [t[:max_blocks] + [0] * (max_blocks - min(len(t), max_blocks)) for t in tables]
-        blocks = torch.tensor(padded, dtype=torch.long, device=self.device)
-        lens = torch.tensor(lengths, device=self.device)
-        padding = torch.arange(max_blocks * bs, device=self.device)[None, :] >= lens[:, None]
-        mask = torch.zeros(padding.shape, dtype=torch.float32, device=self.device).masked_fill(padding, float("-inf"))
-        return blocks, mask[:, None, None, :]
-
-    def _prefill_slice(self, row: int, start: int, end: int, table: list[int]) -> PrefillSlice:
-        n = end - start
-        if start == 0:
-            return PrefillSlice(row, row + n, end, None, None)
-        bs = self.block_size
-        pos = torch.arange(end, device=self.device)
-        blocks = torch.tensor(table[: -(-end // bs)], dtype=torch.long, device=self.device)
-        gather = blocks[pos // bs] * bs + pos % bs
-        query_pos = torch.arange(start, end, device=self.device)
-        mask = pos[None, :] <= query_pos[:, None]
-        return PrefillSlice(row, row + n, end, gather, mask)
+        return self.runner.build_step(plan)
 
     # ---- outputs and stopping -------------------------------------------------------------------------
     def append_token(self, seq: Sequence, token: int, now: float) -> RequestOutput:

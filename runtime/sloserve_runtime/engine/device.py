@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from sloserve_runtime.engine.config import EngineConfig
+from sloserve_runtime.engine.engine_config import EngineConfig
 
 _DTYPES = {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16,
            "float32": torch.float32, "fp32": torch.float32}

@@ -10,7 +10,9 @@ import torch
 from sloserve_runtime.engine.sequence import Sequence
 
 
-def _adjust(logits: torch.Tensor, seq: Sequence, eos_ids: set[int]) -> torch.Tensor:
+def adjust_logits(logits: torch.Tensor, seq: Sequence, eos_ids: set[int]) -> torch.Tensor:
+    """logit_bias added, EOS and stop tokens banned before min_tokens: the speculator verifies drafts on the
+    same adjusted rows as sample() draws from."""
     p = seq.params
     if p.logit_bias:
         ids = torch.tensor(list(p.logit_bias.keys()), device=logits.device)
@@ -49,6 +51,6 @@ def sample(logits: torch.Tensor, seqs: list[Sequence], eos_ids: set[int],
     tokens = logits.argmax(dim=-1).tolist() if len(special) < len(seqs) else [0] * len(seqs)
     for i in special:
         seq = seqs[i]
-        row = _adjust(logits[i], seq, eos_ids)
+        row = adjust_logits(logits[i], seq, eos_ids)
         tokens[i] = _sample_row(row, seq, seq.generator or default_generator)
     return tokens

@@ -139,6 +139,19 @@ class Scheduler:
         seq.num_computed = 0
         seq.num_registered_blocks = 0
 
+    def postprocess(self, scheduled: list[ScheduledSequence]) -> list[Sequence]:
+        """After the model ran `scheduled`: advance each sequence past its chunk, publish its completed blocks
+        to the prefix cache, and return the sequences that now need a sampled token (all their tokens have KV).
+        One place for this bookkeeping: the engine, the speculator's verification step and the tests use it."""
+        sampling = []
+        for item in scheduled:
+            seq = item.seq
+            seq.num_computed += item.num_new_tokens
+            self.register_full_blocks(seq)
+            if seq.num_computed == seq.num_tokens:
+                sampling.append(seq)
+        return sampling
+
     def register_full_blocks(self, seq: Sequence) -> None:
         """After a step: publish the sequence's newly completed blocks to the prefix cache."""
         full = seq.num_computed // self.block_size

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import torch
 
 from sloserve_runtime.engine.detokenizer import IncrementalDetokenizer
-from sloserve_runtime.engine.sampling import SamplingParams
+from sloserve_runtime.engine.sampling_params import SamplingParams
 
 
 class Status(enum.Enum):

@@ -7,7 +7,7 @@ Proposers:
 - draft model (`DraftModelProposer`): a smaller model with the same tokenizer proposes k tokens one forward at
   a time. It keeps its own KV pool indexed by the target's block tables (same slots), so no extra allocator.
 
-Verification (`Speculator.run`, hooked into engine.core.EngineCore._run): every decoding sequence that got proposals is
+Verification (`Speculator.run`, the engine's public hook `EngineCore.speculator`): every decoding sequence that got proposals is
 scheduled as a (1 + k)-token chunk [last token, d1..dk] in the same forward as the other sequences' decodes and
 prefills (continuous batching: sequences with and without drafts share the step), and logits are taken at all
 1 + k positions. Greedy requests accept drafts while they equal the target's argmax, then take the target's
@@ -30,13 +30,13 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 import torch
 
-from sloserve_runtime.engine.sampler import _adjust, sample
-from sloserve_runtime.engine.sampling import SamplingParams
+from sloserve_runtime.engine.sampler import adjust_logits, sample
+from sloserve_runtime.engine.sampling_params import SamplingParams
 from sloserve_runtime.engine.scheduler import ScheduledSequence, SchedulerOutput
 from sloserve_runtime.engine.sequence import Sequence
 
 if TYPE_CHECKING:
-    from sloserve_runtime.engine.config import EngineConfig
+    from sloserve_runtime.engine.engine_config import EngineConfig
     from sloserve_runtime.engine.kv_cache import BlockAllocator
     from sloserve_runtime.engine.observer import EngineObserver
     from sloserve_runtime.engine.outputs import RequestOutput
@@ -144,7 +144,7 @@ class DraftModelProposer:
             logits = self.model.forward(step)
             for (i, _), row in zip(items, logits, strict=True):
                 seq = seqs[i]
-                row = _adjust(row, seq, core.eos_ids)
+                row = adjust_logits(row, seq, core.eos_ids)
                 if seq.params.greedy:
                     drafts[i].append(int(row.argmax()))
                     continue
@@ -222,7 +222,9 @@ def rejection_sample(p: torch.Tensor, drafts: list[int], q: torch.Tensor | None,
 
 # ---- the engine hook ------------------------------------------------------------------------------------
 class Speculator:
-    """EngineCore._run delegates here; returns None for steps with nothing to speculate (plain path runs)."""
+    """The hook set as EngineCore.speculator: the core calls run() with each step's plan before its plain path;
+    None means nothing to speculate this step (the plain path runs). It uses only the EngineCore Protocol
+    above, the scheduler's public methods and the model runner (core.build_step)."""
 
     def __init__(self, proposer: Proposer, num_tokens: int) -> None:
         self.proposer = proposer
@@ -308,10 +310,10 @@ class Speculator:
         step.logits_indices = torch.tensor(rows, dtype=torch.long, device=core.device)
         logits = core.model.forward(step)
 
-        sampling: list[Sequence] = []
         sampling_rows: list[int] = []
         verified: list[tuple[Sequence, list[int]]] = []
         num_drafts = num_draft_tokens = num_accepted = 0
+        plain: list[ScheduledSequence] = []
         index = 0
         for item in order:
             seq = item.seq
@@ -328,12 +330,11 @@ class Speculator:
                 num_draft_tokens += k
                 num_accepted += len(tokens) - 1
                 continue
-            seq.num_computed += item.num_new_tokens
-            core.scheduler.register_full_blocks(seq)
-            if seq.num_computed == seq.num_tokens:
-                sampling.append(seq)
+            plain.append(item)
+            if seq.num_computed + item.num_new_tokens == seq.num_tokens:
                 sampling_rows.append(index)
                 index += 1
+        sampling = core.scheduler.postprocess(plain)
         core.observer.on_speculation(num_drafts, num_draft_tokens, num_accepted)
         outputs: list[RequestOutput] = []
         now = time.monotonic()
@@ -357,7 +358,7 @@ class Speculator:
     def _accept(core: EngineCore, seq: Sequence, logits: torch.Tensor, proposal: Proposal) -> list[int]:
         params = seq.params
         if params.logit_bias:
-            logits = torch.stack([_adjust(row, seq, core.eos_ids) for row in logits])
+            logits = torch.stack([adjust_logits(row, seq, core.eos_ids) for row in logits])
         if params.greedy:
             return verify_greedy(logits.argmax(dim=-1).tolist(), proposal.tokens)
         return rejection_sample(target_probs(logits, params), proposal.tokens, proposal.probs,

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from sloserve_runtime.model.config import ModelArgs
+from sloserve_runtime.model.model_args import ModelArgs
 from sloserve_runtime.model.tokenizer import Tokenizer
 
 _LAYER_NAMES = {

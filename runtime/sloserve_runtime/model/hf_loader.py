@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from sloserve_runtime.model.config import ModelArgs
+from sloserve_runtime.model.model_args import ModelArgs
 from sloserve_runtime.model.tokenizer import Tokenizer
 
 

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from sloserve_runtime.kernels import cpu_kernels_available
-from sloserve_runtime.model.config import ModelArgs
+from sloserve_runtime.model.model_args import ModelArgs
 from sloserve_runtime.model.packed import can_prepack, prepack
 from sloserve_runtime.model.quantization import linear
 from sloserve_runtime.model.rope import rope_tables

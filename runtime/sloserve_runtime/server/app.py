@@ -21,7 +21,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 
 from sloserve_runtime.engine.compute_thread import ComputeThread
-from sloserve_runtime.engine.config import EngineConfig
+from sloserve_runtime.engine.engine_config import EngineConfig
 from sloserve_runtime.engine.observer import EngineObserver
 from sloserve_runtime.server.frontend import Frontend, Phase, ServerOptions
 from sloserve_runtime.server.kserve import kserve_router

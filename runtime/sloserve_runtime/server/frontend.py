@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from sloserve_runtime.engine.sampling import InvalidParameter, SamplingParams
+from sloserve_runtime.engine.sampling_params import InvalidParameter, SamplingParams
 from sloserve_runtime.server.metrics import RuntimeMetrics
 
 

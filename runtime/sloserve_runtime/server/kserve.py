@@ -22,7 +22,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from sloserve_runtime.engine.sampling import SamplingParams
+from sloserve_runtime.engine.sampling_params import SamplingParams
 from sloserve_runtime.server.frontend import Frontend, Rejected
 from sloserve_runtime.server.openai_api import complete_unless_disconnected
 

@@ -18,7 +18,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from sloserve_runtime.engine.sampling import SamplingParams
+from sloserve_runtime.engine.sampling_params import SamplingParams
 from sloserve_runtime.server.frontend import Completion, Frontend, Rejected, merge_streams
 
 ModelT = TypeVar("ModelT", bound=BaseModel)

@@ -7,9 +7,9 @@ import threading
 
 import pytest
 from sloserve_runtime.engine.compute_thread import ComputeThread
-from sloserve_runtime.engine.config import EngineConfig
 from sloserve_runtime.engine.core import AsyncEngine
-from sloserve_runtime.engine.sampling import SamplingParams
+from sloserve_runtime.engine.engine_config import EngineConfig
+from sloserve_runtime.engine.sampling_params import SamplingParams
 from sloserve_runtime.testing import make_tiny_model
 
 

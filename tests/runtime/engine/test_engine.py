@@ -8,11 +8,11 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from sloserve_runtime.engine.config import EngineConfig
 from sloserve_runtime.engine.core import AsyncEngine
+from sloserve_runtime.engine.engine_config import EngineConfig
 from sloserve_runtime.engine.observer import EngineObserver
 from sloserve_runtime.engine.outputs import RequestOutput
-from sloserve_runtime.engine.sampling import InvalidParameter, SamplingParams
+from sloserve_runtime.engine.sampling_params import InvalidParameter, SamplingParams
 from sloserve_runtime.testing import make_tiny_model
 
 GREEDY = dict(temperature=0.0, ignore_eos=True)

@@ -1,13 +1,13 @@
 """Scheduler policy without a model: token budget, batch limit, admission order, preemption, no leaks.
 
-`run_step` plays the model: it advances every scheduled sequence and appends a token to those that
-finished their prompt, as the engine does.
+`run_step` plays the model: Scheduler.postprocess advances every scheduled sequence (as in the engine) and
+a token is appended to those it returns.
 """
 
 from __future__ import annotations
 
 from sloserve_runtime.engine.kv_cache import BlockAllocator
-from sloserve_runtime.engine.sampling import SamplingParams
+from sloserve_runtime.engine.sampling_params import SamplingParams
 from sloserve_runtime.engine.scheduler import Scheduler, SchedulerOutput
 from sloserve_runtime.engine.sequence import Sequence, Status
 
@@ -19,14 +19,10 @@ def make_seq(rid: str, prompt_len: int, max_tokens: int = 4, first_token: int = 
 
 def run_step(sched: Scheduler) -> SchedulerOutput:
     out = sched.schedule()
-    for item in out.scheduled:
-        seq = item.seq
-        seq.num_computed += item.num_new_tokens
-        sched.register_full_blocks(seq)
-        if seq.num_computed == seq.num_tokens:
-            seq.output_token_ids.append(7)
-            if len(seq.output_token_ids) >= seq.params.max_tokens:
-                sched.finish(seq, "length")
+    for seq in sched.postprocess(out.scheduled):
+        seq.output_token_ids.append(7)
+        if len(seq.output_token_ids) >= seq.params.max_tokens:
+            sched.finish(seq, "length")
     return out
 
 

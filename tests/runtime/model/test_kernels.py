@@ -102,9 +102,9 @@ async def test_engine_gives_the_same_tokens_with_and_without_the_kernel(tmp_path
     shared prefix served from the cache take the kernel path in one engine and the torch path in the other."""
     import asyncio
 
-    from sloserve_runtime.engine.config import EngineConfig
     from sloserve_runtime.engine.core import AsyncEngine
-    from sloserve_runtime.engine.sampling import SamplingParams
+    from sloserve_runtime.engine.engine_config import EngineConfig
+    from sloserve_runtime.engine.sampling_params import SamplingParams
     from sloserve_runtime.testing import make_tiny_model
 
     config = EngineConfig(model=str(make_tiny_model(tmp_path)), dtype="float32", max_model_len=256,

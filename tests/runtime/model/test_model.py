@@ -11,12 +11,12 @@ import importlib.util
 
 import pytest
 import torch
-from sloserve_runtime.engine.config import EngineConfig
 from sloserve_runtime.engine.core import AsyncEngine
-from sloserve_runtime.engine.sampling import SamplingParams
-from sloserve_runtime.model.config import ModelArgs
+from sloserve_runtime.engine.engine_config import EngineConfig
+from sloserve_runtime.engine.sampling_params import SamplingParams
 from sloserve_runtime.model.gguf_loader import unpermute_rope_rows
 from sloserve_runtime.model.loader import load_model
+from sloserve_runtime.model.model_args import ModelArgs
 from sloserve_runtime.model.model_files import default_model_path
 from sloserve_runtime.model.rope import inverse_frequencies
 from sloserve_runtime.testing import make_tiny_model

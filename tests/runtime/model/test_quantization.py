@@ -11,8 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 import torch
-from sloserve_runtime.engine.config import EngineConfig
 from sloserve_runtime.engine.core import AsyncEngine
+from sloserve_runtime.engine.engine_config import EngineConfig
 from sloserve_runtime.model import load_model
 from sloserve_runtime.model.llama import PagedLlama, PrefillSlice, StepInput
 from sloserve_runtime.model.quantization import (

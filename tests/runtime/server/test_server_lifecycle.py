@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 import tritonclient.grpc.aio as grpc_aio
-from sloserve_runtime.engine.config import EngineConfig
+from sloserve_runtime.engine.engine_config import EngineConfig
 from sloserve_runtime.server.app import Runtime, load_real_engine
 from sloserve_runtime.server.frontend import ServerOptions
 
