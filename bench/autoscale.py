@@ -1,15 +1,20 @@
-"""`make bench-autoscale`: the sloserve policy vs the baselines on both shared traces x both profiles
-(and a synthetic load cycle as a contrast).
+"""`make bench-autoscale`: the sloserve policy vs the clairvoyant oracle and the baselines, on the shared traces
+and on synthetic bursty, spiky and daily traffic, both profiles.
 
-Each scenario replays a whole one-hour trace through the simulator (sloserve_operator.simulate) with every
-policy at its documented defaults and tuned by grid search on the same trace, prints the scorecard and the
-targets (met / MISSED, with the numbers), and writes per-scenario results.md, results.json and
-timeline.png under --out (default docs/autoscaling/). Budgets per scenario are chosen so that the
-unavoidable misses (a request alone on an idle replica already over budget) stay below 0.5%; see
-docs/autoscaling.md for the reasoning. Takes a few minutes per scenario on one core.
+Each scenario replays its trace through the simulator (sloserve_operator.simulate) with sloserve's policy, the
+oracle (the replica-hours floor: simulate/oracle.py) and every baseline at its documented defaults and over a
+grid (tuned in hindsight on the same trace); it prints the scorecard and its targets and writes results.md,
+results.json and timeline.png under --out/<scenario> (default docs/autoscaling/). The summary (printed after
+the scenarios, or alone with --summary over what --out already holds) adds what needs every scenario: each
+baseline tuned out of sample (leave one out: its setting chosen on the other scenarios), and the targets.
 
-    .venv/bin/python bench/autoscale.py [--only azure-cpu] [--quick]
-    .venv/bin/python bench/autoscale.py --policies sloserve --out /tmp/try   # the policy alone, ~45 s for all
+Scenario sets (SCENARIOS[name].group): "shared", the five one-hour shared-trace scenarios earlier sessions
+tuned on; "dev", the new shapes the policy was developed on (fixed seeds, Azure lengths); "held-out", other
+seeds AND other shapes and parameters (Mooncake lengths and budgets), never used while tuning.
+
+    .venv/bin/python bench/autoscale.py [--set dev] [--only bursty-cpu] [--quick]
+    .venv/bin/python bench/autoscale.py --set dev --policies sloserve,oracle --out /tmp/try   # iterate fast
+    .venv/bin/python bench/autoscale.py --summary [--out DIR]
     .venv/bin/python bench/autoscale.py --check-model [--only NAME]
 
 --check-model checks the capacity model instead: a fixed fleet under steady Poisson load with the
@@ -19,69 +24,168 @@ scenario's own prompt/output lengths, at rates around the model's capacity, agai
 from __future__ import annotations
 
 import argparse
+import functools
+import json
+import math
 import random
 import statistics
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from sloserve_operator.simulate import cli as simulate_cli
+from sloserve_operator.simulate import scenarios as shapes
+from sloserve_operator.simulate import traces
+from sloserve_operator.simulate.traces import Request
 
 ROOT = Path(__file__).resolve().parent.parent
 TRACES = Path("/work/shared/traces") if Path("/work/shared/traces").exists() else ROOT.parent / "shared" / "traces"
 AZURE = TRACES / "AzureLLMInferenceTrace_conv.csv"
 MOONCAKE = TRACES / "conversation_trace.jsonl"
+SYNTHETIC_SECONDS = 2400.0  # 40 minutes of each synthetic shape
 
-# name: (trace, profile, ttft, itl, rate scale, token scale, max model len)
+# The shared-trace scenarios: (trace, profile, ttft, itl, rate scale, token scale, max model len, minutes).
 # CPU scenarios: SmolLM2-135M on a replica of 2 cores (the measured profile). Their prompts are scaled down to
 # what such a model is used for (Azure conv's mean 1155 / p95 4083 tokens would take ~1.5 s / ~4.4 s to
 # prefill alone on 2 cores); see docs/autoscaling.md, "Scenarios and budgets".
-SCENARIOS: dict[str, tuple[Path | str, str, str, str, float, float, int | None]] = {
-    "azure-cpu": (AZURE, "smollm2-135m-cpu", "1s", "250ms", 8.0, 0.25, 8192),
-    "mooncake-cpu": (MOONCAKE, "smollm2-135m-cpu", "4s", "400ms", 16.0, 1 / 32, 8192),
-    "azure-h100": (AZURE, "llama-8b-h100", "1s", "50ms", 8.0, 1.0, None),
-    "mooncake-h100": (MOONCAKE, "llama-8b-h100", "8s", "60ms", 4.0, 1.0, None),
-    # Not a shared trace: a smooth 30-minute load cycle (the shape autoscaling exists for), as a contrast.
-    "wave-cpu": ("synthetic-wave", "smollm2-135m-cpu", "1.5s", "250ms", 8.0, 0.5, 8192),
+SHARED: dict[str, tuple[Path | str, str, str, str, float, float, int | None, float | None]] = {
+    "azure-cpu": (AZURE, "smollm2-135m-cpu", "1s", "250ms", 8.0, 0.25, 8192, None),
+    "mooncake-cpu": (MOONCAKE, "smollm2-135m-cpu", "4s", "400ms", 16.0, 1 / 32, 8192, None),
+    "azure-h100": (AZURE, "llama-8b-h100", "1s", "50ms", 8.0, 1.0, None, None),
+    "mooncake-h100": (MOONCAKE, "llama-8b-h100", "8s", "60ms", 4.0, 1.0, None, None),
+    # Not a shared trace: a smooth 30-minute load cycle, as a contrast.
+    "wave-cpu": ("synthetic-wave", "smollm2-135m-cpu", "1.5s", "250ms", 8.0, 0.5, 8192, None),
+    # The shared traces at other rate scales (30 minutes each, to keep the grids affordable).
+    "azure-cpu-x2": (AZURE, "smollm2-135m-cpu", "1s", "250ms", 2.0, 0.25, 8192, 30.0),
+    "azure-h100-x3": (AZURE, "llama-8b-h100", "1s", "50ms", 3.0, 1.0, None, 30.0),
+    "mooncake-cpu-x4": (MOONCAKE, "smollm2-135m-cpu", "4s", "400ms", 4.0, 1 / 32, 8192, 30.0),
+    "mooncake-h100-x2": (MOONCAKE, "llama-8b-h100", "8s", "60ms", 2.0, 1.0, None, 30.0),
 }
 
 
-def scenario_args(name: str, out: Path, quick: bool, policies: str | None = None) -> argparse.Namespace:
-    trace, profile, ttft, itl, rate_scale, token_scale, max_len = SCENARIOS[name]
-    parser = argparse.ArgumentParser()
-    simulate_cli.add_arguments(parser)
+@functools.cache
+def lengths(trace: str, token_scale: float, max_len: int | None) -> tuple[tuple[int, int], ...]:
+    """Real (prompt, output) pairs to give synthetic arrivals, scaled like the shared scenarios."""
+    requests = traces.load_trace(AZURE if trace == "azure" else MOONCAKE)
+    return tuple(shapes.length_pool(traces.scale_tokens(requests, token_scale, max_len)))
+
+
+AZ_CPU, AZ_H100 = ("azure", 0.25, 8192), ("azure", 1.0, None)
+MC_CPU, MC_H100 = ("mooncake", 1 / 32, 8192), ("mooncake", 1.0, None)
+HELD_OUT_DAY = ((8.0, 1.0, 1.2), (13.0, 0.55, 1.0), (19.0, 0.9, 1.8))  # three humps, sharper than dev's two
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    group: str  # "shared", "dev" or "held-out"
+    profile: str
+    ttft: str
+    itl: str
+    build: Callable[[], list[Request]]
+    about: str
+
+
+def _shared(name: str, group: str) -> Scenario:
+    trace, profile, ttft, itl, rate, tokens, max_len, minutes = SHARED[name]
+    about = f"{Path(str(trace)).name} x{rate:g} (lengths x{tokens:g})" + (f", first {minutes:g} min" if minutes else "")
+    return Scenario(name, group, profile, ttft, itl, lambda: simulate_cli.load_requests(_trace_args(name)), about)
+
+
+def _synthetic(name: str, group: str, profile: str, ttft: str, itl: str, pool: tuple, about: str,
+               make: Callable[[tuple], list[Request]]) -> Scenario:
+    return Scenario(name, group, profile, ttft, itl, lambda: make(lengths(*pool)), about)
+
+
+D = SYNTHETIC_SECONDS
+SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
+    *(_shared(n, "shared") for n in ("azure-cpu", "mooncake-cpu", "azure-h100", "mooncake-h100", "wave-cpu")),
+    # Development: the shapes the policy was changed on (Azure lengths, the Azure budgets).
+    _synthetic("bursty-cpu", "dev", "smollm2-135m-cpu", "1s", "250ms", AZ_CPU,
+               "on/off MMPP: bursts ~24/s for 1-3 min, idle 1-5 min at 0.2/s",
+               lambda p: shapes.mmpp_bursty(D, 24.0, p, idle_rate=0.2, burst_spread=0.7, seed=1)),
+    _synthetic("bursty-h100", "dev", "llama-8b-h100", "1s", "50ms", AZ_H100,
+               "on/off MMPP: bursts ~30/s for 1-3 min, idle 1-5 min at 0.2/s",
+               lambda p: shapes.mmpp_bursty(D, 30.0, p, idle_rate=0.2, burst_spread=0.7, seed=2)),
+    _synthetic("spike-cpu", "dev", "smollm2-135m-cpu", "1s", "250ms", AZ_CPU,
+               "steady 3/s, one 10x spike for 90 s at minute 20",
+               lambda p: shapes.single_spike(D, 3.0, p, factor=10.0, at=1200.0, length=90.0, seed=3)),
+    _synthetic("spike-h100", "dev", "llama-8b-h100", "1s", "50ms", AZ_H100,
+               "steady 5/s, one 10x spike for 60 s at minute 20",
+               lambda p: shapes.single_spike(D, 5.0, p, factor=10.0, at=1200.0, length=60.0, seed=4)),
+    _synthetic("day-cpu", "dev", "smollm2-135m-cpu", "1s", "250ms", AZ_CPU,
+               "a day in 40 min: 1/s at night, morning and evening peaks up to 20/s",
+               lambda p: shapes.compressed_day(D, 1.0, 20.0, p, seed=5)),
+    _synthetic("day-h100", "dev", "llama-8b-h100", "1s", "50ms", AZ_H100,
+               "a day in 40 min: 2/s at night, morning and evening peaks up to 35/s",
+               lambda p: shapes.compressed_day(D, 2.0, 35.0, p, seed=6)),
+    _shared("azure-cpu-x2", "dev"),
+    _shared("azure-h100-x3", "dev"),
+    # Held out: other seeds, other parameters, Mooncake lengths and budgets; not looked at while tuning.
+    _synthetic("bursty-mc-cpu", "held-out", "smollm2-135m-cpu", "4s", "400ms", MC_CPU,
+               "on/off MMPP: bursts ~30/s for 0.5-2 min, idle 2-5 min with no traffic at all",
+               lambda p: shapes.mmpp_bursty(D, 30.0, p, idle_rate=0.0, idle_minutes=(2.0, 5.0),
+                                            burst_minutes=(0.5, 2.0), burst_spread=0.7, seed=11)),
+    _synthetic("bursty-mc-h100", "held-out", "llama-8b-h100", "8s", "60ms", MC_H100,
+               "on/off MMPP: bursts ~20/s for 1-4 min, idle 1-4 min at 0.1/s",
+               lambda p: shapes.mmpp_bursty(D, 20.0, p, idle_rate=0.1, idle_minutes=(1.0, 4.0),
+                                            burst_minutes=(1.0, 4.0), burst_spread=0.8, seed=12)),
+    _synthetic("spike-mc-cpu", "held-out", "smollm2-135m-cpu", "4s", "400ms", MC_CPU,
+               "steady 4/s, one 10x spike for 120 s at minute 15",
+               lambda p: shapes.single_spike(D, 4.0, p, factor=10.0, at=900.0, length=120.0, ramp=5.0, seed=13)),
+    _synthetic("spike-mc-h100", "held-out", "llama-8b-h100", "8s", "60ms", MC_H100,
+               "steady 2/s, one 10x spike for 120 s at minute 25",
+               lambda p: shapes.single_spike(D, 2.0, p, factor=10.0, at=1500.0, length=120.0, ramp=5.0, seed=14)),
+    _synthetic("day-mc-cpu", "held-out", "smollm2-135m-cpu", "4s", "400ms", MC_CPU,
+               "a day in 40 min with three sharper peaks, 0.5/s at night up to 25/s",
+               lambda p: shapes.compressed_day(D, 0.5, 25.0, p, peaks=HELD_OUT_DAY, seed=15)),
+    _synthetic("day-mc-h100", "held-out", "llama-8b-h100", "8s", "60ms", MC_H100,
+               "a day in 40 min with three sharper peaks, 1/s at night up to 15/s",
+               lambda p: shapes.compressed_day(D, 1.0, 15.0, p, peaks=HELD_OUT_DAY, seed=16)),
+    _shared("mooncake-cpu-x4", "held-out"),
+    _shared("mooncake-h100-x2", "held-out"),
+]}
+
+
+def _trace_args(name: str, out: Path | None = None) -> argparse.Namespace:
+    trace, profile, ttft, itl, rate_scale, token_scale, max_len, minutes = SHARED[name]
     argv = ["--trace", str(trace), "--profile", profile, "--ttft", ttft, "--itl", itl,
-            "--rate-scale", str(rate_scale), "--token-scale", str(token_scale), "--out", str(out / name),
-            "--max-replicas", "128", "--warm-pool", "1", "--stabilization", "5m"]
+            "--rate-scale", str(rate_scale), "--token-scale", str(token_scale)]
     if max_len:
         argv += ["--max-model-len", str(max_len)]
-    if quick:
-        argv += ["--minutes", "15", "--no-tune"]
-    if policies:
-        argv += ["--policies", policies]
+    if minutes:
+        argv += ["--minutes", str(minutes)]
+    parser = argparse.ArgumentParser()
+    simulate_cli.add_arguments(parser)
     return parser.parse_args(argv)
 
 
-# name: fleet size for --check-model; the per-replica rates replayed are CHECK_RATES x the model's capacity
-CHECK_FLEETS: dict[str, int] = {"azure-cpu": 10, "mooncake-cpu": 10, "azure-h100": 8, "mooncake-h100": 16,
-                                "wave-cpu": 10}
-CHECK_RATES = (0.8, 0.9, 1.0, 1.1, 1.2)
+def scenario_spec(scenario: Scenario):
+    parser = argparse.ArgumentParser()
+    simulate_cli.add_arguments(parser)
+    args = parser.parse_args(["--trace", "-", "--ttft", scenario.ttft, "--itl", scenario.itl, "--max-replicas", "128",
+                              "--warm-pool", "1", "--stabilization", "5m"])
+    return simulate_cli.make_spec(args)
 
 
-def check_model(name: str, out: Path) -> None:
+CHECK_RATES = (0.8, 0.9, 1.0, 1.1, 1.2)  # per-replica rates replayed, as multiples of the model's capacity
+CHECK_FLEET = 10
+
+
+def check_model(name: str) -> None:
     """Steady load on a fixed fleet: share of requests within both budgets per rate, next to the model's
     capacity (at the budgets' p95, the quantile the policy sizes with)."""
     from sloserve_operator.autoscaler.decide.capacity import load_profile
     from sloserve_operator.simulate.autoscalers import StaticPeak
     from sloserve_operator.simulate.run import simulate
-    from sloserve_operator.simulate.traces import Request
 
-    args = scenario_args(name, out, quick=False)
-    profile, spec, requests = (load_profile(args.profile), simulate_cli.make_spec(args),
-                               simulate_cli.load_requests(args))
+    scenario = SCENARIOS[name]
+    profile, spec, requests = load_profile(scenario.profile), scenario_spec(scenario), scenario.build()
     prompt = statistics.fmean(r.prompt_tokens for r in requests)
     output = statistics.fmean(r.output_tokens for r in requests)
-    size = CHECK_FLEETS[name]
+    size = CHECK_FLEET
     capacity = profile.max_rate_within_budget(spec.slo.ttft.p95_seconds, spec.slo.itl.p95_seconds, prompt, output,
                                               0.95, size)
     print(f"{name}: {size} replicas, mean prompt {prompt:.0f} / output {output:.0f} tokens; "
@@ -98,13 +202,140 @@ def check_model(name: str, out: Path) -> None:
               flush=True)
 
 
+def run_scenario(scenario: Scenario, out: Path, quick: bool, policies: str | None) -> int:
+    """One scenario's comparison: prints and writes the scorecard, results.json (every grid row) and the plot."""
+    from sloserve_operator.autoscaler.decide.capacity import load_profile
+    from sloserve_operator.simulate.compare import compare
+    from sloserve_operator.simulate.report import markdown_rows, markdown_table, plot_rows, to_json, verdict
+
+    profile, spec, requests = load_profile(scenario.profile), scenario_spec(scenario), scenario.build()
+    if quick:
+        requests = [r for r in requests if r.arrival < 900.0]
+    burstiness = shapes.peak_to_mean(requests)
+    chosen = tuple(p.strip() for p in (policies or "sloserve,oracle,static,keda,kpa,llmd").split(",") if p.strip())
+    print(f"{scenario.about}: {len(requests)} requests over {requests[-1].arrival / 60:.0f} min, per-minute "
+          f"peak/mean {burstiness:.1f}; {scenario.profile}, p95 TTFT {scenario.ttft} / ITL {scenario.itl} "
+          f"[{scenario.group}]", file=sys.stderr)
+    comparison = compare(requests, profile, spec, policies=chosen, tune=not quick,
+                         progress=lambda line: print("  " + line, file=sys.stderr, flush=True))
+    table, checks = markdown_table(comparison), verdict(comparison, burstiness)
+    print(table + "\n")
+    print("".join(f"- {line}\n" for line in checks))
+    folder = out / scenario.name
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = to_json(comparison, timelines=True)
+    previous = folder / "results.json"
+    if previous.exists():  # keep what an earlier run measured for the policies not run now
+        produced = {r["policy"] for r in rows}
+        old = json.loads(previous.read_text())
+        rows += [r for r in (old.get("rows", []) if isinstance(old, dict) else []) if r["policy"] not in produced]
+        table = markdown_rows(rows)
+    (folder / "results.md").write_text(f"{scenario.about} [{scenario.group}]\n\n" + table + "\n\n"
+                                       + "".join(f"- {line}\n" for line in checks))
+    meta = {"scenario": scenario.name, "group": scenario.group, "about": scenario.about,
+            "profile": scenario.profile, "ttft": scenario.ttft, "itl": scenario.itl, "requests": len(requests),
+            "peak_to_mean": burstiness, "objective": comparison.objective, "policies": list(chosen)}
+    (folder / "results.json").write_text(json.dumps({"meta": meta, "rows": rows}) + "\n")
+    plot_rows(rows, folder / "timeline.png", f"{scenario.name}: {scenario.about}",
+              spec.slo.ttft.p95_seconds, spec.slo.itl.p95_seconds)
+    return 0
+
+
+def summary(out: Path, names: list[str]) -> str:
+    """The cross-scenario table: sloserve against the oracle, static tuned in hindsight and every baseline
+    tuned out of sample (leave one out over the scenarios present), with each target met or MISSED."""
+    from sloserve_operator.simulate.compare import ORACLE, GridRow, leave_one_out
+    from sloserve_operator.simulate.report import BURSTY_PEAK_TO_MEAN, BURSTY_STATIC_TARGET, ORACLE_TARGET
+
+    loaded = {}
+    for name in names:
+        path = out / name / "results.json"
+        if path.exists():
+            data = json.loads(path.read_text())
+            if isinstance(data, dict) and "meta" in data:
+                loaded[name] = data
+    if not loaded:
+        return "no results under " + str(out)
+
+    def row(data: dict, policy: str, setting: str) -> dict | None:
+        return next((r for r in data["rows"] if r["policy"] == policy and r["setting"] == setting), None)
+
+    baselines = sorted({r["policy"] for d in loaded.values() for r in d["rows"] if r["setting"] == "grid"})
+    oracle_hours = {n: (row(d, ORACLE, "-") or {}).get("replica_hours", math.nan) for n, d in loaded.items()}
+    out_of_sample: dict[str, dict[str, GridRow | None]] = {}
+    for policy in baselines:
+        grids = {n: [GridRow(r["key"], r["config"], r["within_both"], r["replica_hours"]) for r in d["rows"]
+                     if r["policy"] == policy and r["setting"] == "grid"] for n, d in loaded.items()}
+        grids = {n: rows for n, rows in grids.items() if rows}
+        if len(grids) >= 2:
+            out_of_sample[policy] = leave_one_out(grids, oracle_hours, next(iter(loaded.values()))["meta"]["objective"])
+    lines = ["| scenario | set | peak/mean | sloserve within (>= 99%) | replica-hours | vs oracle (<= 1.25x) "
+             "| oracle: within, replica-hours | vs static tuned in hindsight (bursty: <= 0.65x) "
+             "| baselines tuned out of sample that sloserve dominates |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    tally = {"within": [0, 0], "oracle": [0, 0], "static": [0, 0], "dominance": [0, 0]}
+    for name, data in loaded.items():
+        meta, ours = data["meta"], row(data, "sloserve", "-")
+        oracle, static = row(data, ORACLE, "-"), row(data, "static peak", "tuned")
+        if ours is None:
+            continue
+        objective = meta["objective"]
+        ok = ours["within_both"] >= objective
+        tally["within"][0] += ok
+        tally["within"][1] += 1
+        cells = [name, meta["group"], f"{meta['peak_to_mean']:.1f}",
+                 f"{ours['within_both']:.2%} ({'met' if ok else 'MISSED'})", f"{ours['replica_hours']:.2f}"]
+        if oracle and oracle["replica_hours"]:
+            share = ours["replica_hours"] / oracle["replica_hours"]
+            tally["oracle"][0] += share <= ORACLE_TARGET
+            tally["oracle"][1] += 1
+            cells += [f"{share:.2f}x ({'met' if share <= ORACLE_TARGET else 'MISSED'})",
+                      f"{oracle['within_both']:.2%}, {oracle['replica_hours']:.2f}"]
+        else:
+            cells += ["-", "-"]
+        if static:
+            share = ours["replica_hours"] / static["replica_hours"]
+            bursty = meta["peak_to_mean"] >= BURSTY_PEAK_TO_MEAN
+            verdict = "" if not bursty else " (met)" if share <= BURSTY_STATIC_TARGET else " (MISSED)"
+            if bursty:
+                tally["static"][0] += share <= BURSTY_STATIC_TARGET
+                tally["static"][1] += 1
+            cells.append(f"{share:.2f}x{verdict} ({static['config']}, {static['within_both']:.2%})")
+        else:
+            cells.append("-")
+        beaten, lost = [], []
+        for policy, chosen in out_of_sample.items():
+            pick = chosen.get(name)
+            if pick is None:
+                continue
+            wins = (ours["within_both"] >= pick.within_both and ours["replica_hours"] <= pick.replica_hours
+                    and (ours["within_both"] > pick.within_both or ours["replica_hours"] < pick.replica_hours))
+            (beaten if wins else lost).append(f"{policy} [{pick.config}: {pick.within_both:.2%}, "
+                                              f"{pick.replica_hours:.2f}]")
+        if beaten or lost:
+            tally["dominance"][0] += not lost
+            tally["dominance"][1] += 1
+        cells.append(f"{len(beaten)} of {len(beaten) + len(lost)}" + (f"; not: {'; '.join(lost)}" if lost else ""))
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    names_of = {"within": ">= 99% within both budgets", "oracle": f"<= {ORACLE_TARGET}x the oracle's replica-hours",
+                "static": f"<= {BURSTY_STATIC_TARGET}x static tuned in hindsight on bursty scenarios",
+                "dominance": "dominates every baseline tuned out of sample"}
+    for key, (met, total) in tally.items():
+        lines.append(f"- {names_of[key]}: met in {met} of {total} scenarios")
+    return "\n".join(lines)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", choices=sorted(SCENARIOS), action="append", help="run just these scenarios")
+    parser.add_argument("--set", choices=("shared", "dev", "held-out", "new", "all"), default="all",
+                        help="scenario set: shared, dev, held-out, new (dev + held-out) or all")
     parser.add_argument("--out", default=str(ROOT / "docs" / "autoscaling"))
     parser.add_argument("--quick", action="store_true", help="15 minutes of each trace, defaults only")
-    parser.add_argument("--policies", help="comma list of policies to run (default: all; e.g. 'sloserve' to try "
-                                           "a policy change quickly)")
+    parser.add_argument("--policies", help="comma list of policies to run (default: all; e.g. 'sloserve,oracle' to "
+                                           "try a policy change quickly)")
+    parser.add_argument("--summary", action="store_true", help="only summarise the results already under --out")
     parser.add_argument("--check-model", action="store_true",
                         help="check the capacity model against steady simulated load instead")
     args = parser.parse_args()
@@ -113,16 +344,23 @@ def main() -> int:
         print(f"bench-autoscale: traces not found: {', '.join(missing)}", file=sys.stderr)
         return 2
     out = Path(args.out)
+    groups = {"new": ("dev", "held-out"), "all": ("shared", "dev", "held-out")}.get(args.set, (args.set,))
+    names = args.only or [n for n, s in SCENARIOS.items() if s.group in groups]
     if args.check_model:
-        for name in args.only or list(SCENARIOS):
-            check_model(name, out)
+        for name in names:
+            check_model(name)
         return 0
     status = 0
-    for name in args.only or list(SCENARIOS):
-        print(f"\n## {name}\n", flush=True)
-        started = time.monotonic()
-        status |= simulate_cli.run(scenario_args(name, out, args.quick, args.policies))
-        print(f"\n({name}: {time.monotonic() - started:.0f} s)", flush=True)
+    if not args.summary:
+        for name in names:
+            print(f"\n## {name}\n", flush=True)
+            started = time.monotonic()
+            status |= run_scenario(SCENARIOS[name], out, args.quick, args.policies)
+            print(f"\n({name}: {time.monotonic() - started:.0f} s)", flush=True)
+    table = summary(out, [n for n in SCENARIOS if (out / n / "results.json").exists()])
+    print("\n## Summary (every scenario under " + str(out) + ")\n\n" + table)
+    (out / "summary.md").parent.mkdir(parents=True, exist_ok=True)
+    (out / "summary.md").write_text(table + "\n")
     return status
 
 

@@ -38,8 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cold-start", type=float, default=120.0, help="seconds from pod creation to ready")
     parser.add_argument("--promotion", type=float, default=2.0, help="seconds to promote a warm pod")
     parser.add_argument("--window", type=float, default=60.0, help="metrics window of the observations (s)")
-    parser.add_argument("--policies", default="sloserve,static,keda,kpa,llmd",
-                        help="comma list of sloserve, static, keda, kpa, llmd")
+    parser.add_argument("--policies", default="sloserve,oracle,static,keda,kpa,llmd",
+                        help="comma list of sloserve, oracle (the clairvoyant cost floor), static, keda, kpa, llmd")
     parser.add_argument("--no-tune", action="store_true", help="baselines at defaults only (no grid search)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", help="directory for results.md, results.json and timeline.png")
@@ -91,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
     from sloserve_operator.autoscaler.decide.capacity import load_profile
     from sloserve_operator.simulate.compare import compare
     from sloserve_operator.simulate.report import markdown_table, plot, to_json, verdict
+    from sloserve_operator.simulate.scenarios import peak_to_mean
 
     try:
         profile = load_profile(args.profile)
@@ -100,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"sloserve simulate: {error}", file=sys.stderr)
         return 2
     policies = tuple(p.strip() for p in args.policies.split(",") if p.strip())
-    unknown = set(policies) - {"sloserve", "static", "keda", "kpa", "llmd"}
+    unknown = set(policies) - {"sloserve", "oracle", "static", "keda", "kpa", "llmd"}
     if unknown:
         print(f"sloserve simulate: unknown policies {sorted(unknown)}", file=sys.stderr)
         return 2
@@ -110,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
     comparison = compare(requests, profile, spec, policies=policies, tune=not args.no_tune, run_options=options,
                          progress=lambda line: print("  " + line, file=sys.stderr))
     table = markdown_table(comparison)
-    checks = verdict(comparison)
+    checks = verdict(comparison, peak_to_mean(requests))
     print(table)
     print()
     for line in checks:

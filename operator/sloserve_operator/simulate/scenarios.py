@@ -1,0 +1,108 @@
+"""Synthetic load shapes the shared traces lack, with fixed seeds: on/off bursts, a lone spike, a compressed day.
+
+The shared traces are flat (per-minute peak/mean 1.2-1.5); autoscaling exists for traffic that is not. Each
+generator here draws Poisson arrivals from a rate that is a function of time (by thinning) and request
+lengths from a pool of real (prompt, output) pairs, so bursts carry real heavy-tailed prompts:
+
+- mmpp_bursty: a two-state Markov-modulated Poisson process, idle periods (a trickle or nothing) and bursts
+  whose rates vary from burst to burst;
+- single_spike: a steady base with one short spike of `factor` times it;
+- compressed_day: a daily cycle (night trough, morning and evening peaks) squeezed into `duration`.
+
+`peak_to_mean` is the burstiness figure the issue's targets use (per-minute peak over per-minute mean).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable, Sequence
+
+from sloserve_operator.simulate.traces import Request, per_minute_rates
+
+Lengths = Sequence[tuple[int, int]]  # (prompt tokens, output tokens) pairs to draw from
+
+
+def length_pool(requests: list[Request]) -> list[tuple[int, int]]:
+    """The (prompt, output) pairs of a real trace, to give synthetic arrivals real lengths."""
+    return [(r.prompt_tokens, r.output_tokens) for r in requests]
+
+
+def poisson_arrivals(rate_at: Callable[[float], float], peak: float, duration: float, lengths: Lengths,
+                     rng: random.Random) -> list[Request]:
+    """Arrivals of an inhomogeneous Poisson process with rate `rate_at(t) <= peak`, by thinning."""
+    if peak <= 0:
+        return []
+    out, t = [], 0.0
+    while True:
+        t += rng.expovariate(peak)
+        if t >= duration:
+            return out
+        if rng.random() * peak < rate_at(t):
+            prompt, output = lengths[rng.randrange(len(lengths))]
+            out.append(Request(t, prompt, output))
+
+
+def mmpp_bursty(duration: float, burst_rate: float, lengths: Lengths, *, idle_rate: float = 0.0,
+                idle_minutes: tuple[float, float] = (1.0, 5.0), burst_minutes: tuple[float, float] = (1.0, 3.0),
+                burst_spread: float = 0.5, seed: int = 0) -> list[Request]:
+    """On/off traffic: idle periods of uniform(*idle_minutes) at `idle_rate`, then bursts of
+    uniform(*burst_minutes) whose rate is log-normal around `burst_rate` (sigma `burst_spread`), in turn.
+    Starts with a burst, so the opening fleet has something to carry."""
+    rng = random.Random(seed)
+    phases: list[tuple[float, float, float]] = []  # (start, end, rate)
+    t, on = 0.0, True
+    while t < duration:
+        low, high = burst_minutes if on else idle_minutes
+        length = rng.uniform(low, high) * 60.0
+        rate = burst_rate * math.exp(rng.gauss(-burst_spread ** 2 / 2, burst_spread)) if on else idle_rate
+        phases.append((t, t + length, rate))
+        t, on = t + length, not on
+    peak = max(rate for _, _, rate in phases)
+
+    def rate_at(time: float) -> float:
+        for start, end, rate in phases:
+            if start <= time < end:
+                return rate
+        return 0.0
+
+    return poisson_arrivals(rate_at, peak, duration, lengths, rng)
+
+
+def single_spike(duration: float, base_rate: float, lengths: Lengths, *, factor: float = 10.0,
+                 at: float = 1200.0, length: float = 90.0, ramp: float = 10.0, seed: int = 0) -> list[Request]:
+    """Steady `base_rate` with one spike to `factor` x base for `length` seconds from `at` (linear ramps of
+    `ramp` seconds at both ends)."""
+    rng = random.Random(seed)
+
+    def rate_at(time: float) -> float:
+        if time < at or time >= at + length:
+            return base_rate
+        edge = min(time - at, at + length - time, ramp) / ramp if ramp > 0 else 1.0
+        return base_rate * (1.0 + (factor - 1.0) * edge)
+
+    return poisson_arrivals(rate_at, base_rate * factor, duration, lengths, rng)
+
+
+def compressed_day(duration: float, low_rate: float, high_rate: float, lengths: Lengths, *,
+                   peaks: tuple[tuple[float, float, float], ...] = ((9.5, 0.7, 2.0), (20.0, 1.0, 2.5)),
+                   seed: int = 0) -> list[Request]:
+    """A day squeezed into `duration`: `low_rate` at night plus Gaussian humps (hour of day, height as a
+    share of high - low, width in hours); the default is a morning peak and a higher evening one."""
+    rng = random.Random(seed)
+
+    def shape(time: float) -> float:
+        hour = 24.0 * time / duration
+        return min(1.0, sum(h * math.exp(-0.5 * ((hour - c) / w) ** 2) for c, h, w in peaks))
+
+    def rate_at(time: float) -> float:
+        return low_rate + (high_rate - low_rate) * shape(time)
+
+    return poisson_arrivals(rate_at, high_rate, duration, lengths, rng)
+
+
+def peak_to_mean(requests: list[Request]) -> float:
+    """Per-minute peak rate over the per-minute mean rate (1 for flat traffic)."""
+    rates = per_minute_rates(requests)
+    mean = sum(rates) / len(rates) if rates else 0.0
+    return max(rates) / mean if mean > 0 else 0.0
