@@ -1,7 +1,11 @@
 """The local stand-in for the Service: one OpenAI-compatible endpoint in front of the serving replicas.
 
-Requests go to the serving backend with the fewest requests in flight (least outstanding requests), and
-responses stream through chunk by chunk, so SSE token timing reaches the client unchanged. A backend that
+Which serving backend takes a request is a routing policy's pick (sloserve_operator.routing; default
+prefix-scorer, the simulator's winner: least prefill work ahead counting what the backend is expected to
+hold of the prompt's prefix, within a bound on requests in flight; "least-outstanding" is the old choice).
+The prompt's prefix is read from the JSON body (messages or prompt) as chained text-block hashes; a
+request's prompt counts as queued prefill on its backend until the first response bytes come back.
+Responses stream through chunk by chunk, so SSE token timing reaches the client unchanged. A backend that
 refuses the connection is skipped and the request tried on the next; once a response has started it is
 passed on as is. Removing a backend (demotion, scale-down) stops new requests at once; `wait_idle` lets the
 controller wait for its in-flight requests before stopping the process.
@@ -18,6 +22,10 @@ from dataclasses import dataclass
 import aiohttp
 from aiohttp import web
 
+from sloserve_operator.local.prompt_text import prompt_text
+from sloserve_operator.routing import Candidate, RouteRequest, route_request_from_text
+from sloserve_operator.routing import Router as RoutingPolicy
+
 log = logging.getLogger("sloserve.local.router")
 
 FORWARDED_HEADERS = ("Content-Type", "Content-Encoding", "Cache-Control", "Retry-After")
@@ -31,6 +39,7 @@ class Backend:
     served: int = 0
     added_at: float = 0.0
     first_request_at: float | None = None  # when this backend got its first request since it was added
+    queued_prefill_tokens: int = 0  # estimated prompt tokens sent here whose response has not started
 
 
 def openai_error(status: int, message: str, error_type: str = "service_unavailable") -> web.Response:
@@ -38,12 +47,18 @@ def openai_error(status: int, message: str, error_type: str = "service_unavailab
                              status=status)
 
 
+DEFAULT_POLICY = "prefix-scorer"
+DEFAULT_CACHE_TOKENS = (1 << 30) // 23_040  # the runtime's CPU KV pool for SmolLM2-135M (1 GiB)
+
+
 class Router:
-    """Least-outstanding-requests reverse proxy over a changing set of serving backends."""
+    """Reverse proxy over a changing set of serving backends; a routing policy picks the backend."""
 
     def __init__(self, *, connect_timeout: float = 5.0,
-                 on_first_request: Callable[[str, float], None] | None = None) -> None:
+                 on_first_request: Callable[[str, float], None] | None = None,
+                 policy: str = DEFAULT_POLICY, cache_tokens: float = DEFAULT_CACHE_TOKENS) -> None:
         self.on_first_request = on_first_request  # (backend, time): a newly added backend got traffic
+        self.policy = RoutingPolicy(policy, capacity_tokens=cache_tokens)
         self.backends: dict[str, Backend] = {}
         self.retired: dict[str, Backend] = {}  # removed but maybe still finishing requests
         self.requests_total = 0
@@ -62,7 +77,10 @@ class Router:
 
     def add(self, name: str, url: str) -> None:
         if name not in self.backends:
-            backend = self.retired.pop(name, None) or Backend(name, url)
+            backend = self.retired.pop(name, None)
+            if backend is None:  # a new process: whatever the policy remembered of a namesake is gone
+                backend = Backend(name, url)
+                self.policy.forget(name)
             backend.url, backend.added_at, backend.first_request_at = url, time.time(), None
             self.backends[name] = backend
             log.info("router: %s (%s) now serving", name, url)
@@ -87,11 +105,12 @@ class Router:
             self.retired.pop(name, None)
         return idle
 
-    def pick(self, exclude: set[str]) -> Backend | None:
-        candidates = [b for name, b in self.backends.items() if name not in exclude]
-        if not candidates:
+    def pick(self, exclude: set[str], request: RouteRequest | None = None) -> Backend | None:
+        backends = [b for name, b in self.backends.items() if name not in exclude]
+        if not backends:
             return None
-        return min(candidates, key=lambda b: (b.outstanding, b.served))
+        candidates = [Candidate(b.name, b.outstanding, b.queued_prefill_tokens) for b in backends]
+        return backends[self.policy.choose(candidates, request or RouteRequest(1))]
 
     def snapshot(self) -> dict:
         return {
@@ -122,30 +141,34 @@ class Router:
         body = await request.read()
         headers = {key: value for key, value in request.headers.items()
                    if key.lower() in ("content-type", "accept", "authorization")}
+        route = route_request_from_text(prompt_text(body))
         tried: set[str] = set()
         while True:
-            backend = self.pick(tried)
+            backend = self.pick(tried, route)
             if backend is None:
                 self.failures_total += 1
                 reason = "no serving replica is ready" if not tried else "every serving replica refused the connection"
                 return openai_error(503, reason)
             tried.add(backend.name)
             backend.outstanding += 1
+            queued = [route.prompt_tokens]  # until the response starts (_proxy clears it)
+            backend.queued_prefill_tokens += queued[0]
             if backend.first_request_at is None:
                 backend.first_request_at = time.time()
                 if self.on_first_request:
                     self.on_first_request(backend.name, backend.first_request_at)
             try:
-                return await self._proxy(request, backend, body, headers)
+                return await self._proxy(request, backend, body, headers, queued)
             except (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError) as error:
                 if getattr(error, "_started", False):
                     raise
                 log.warning("router: %s refused a request (%s); trying another replica", backend.name, error)
             finally:
                 backend.outstanding -= 1
+                backend.queued_prefill_tokens -= queued[0]
 
     async def _proxy(self, request: web.Request, backend: Backend, body: bytes,
-                     headers: dict[str, str]) -> web.StreamResponse:
+                     headers: dict[str, str], queued: list[int]) -> web.StreamResponse:
         session = self._client()
         url = backend.url + request.rel_url.path_qs
         async with session.request(request.method, url, data=body or None, headers=headers) as upstream:
@@ -159,6 +182,8 @@ class Router:
                 self.failures_total += 1
             try:
                 async for chunk in upstream.content.iter_any():
+                    backend.queued_prefill_tokens -= queued[0]  # the first bytes: prefill is done
+                    queued[0] = 0
                     try:
                         await response.write(chunk)
                     except ConnectionResetError:

@@ -5,8 +5,9 @@ warm -> serving by promotion (a label patch; `promotion` seconds until the Servi
 serving -> warm or draining on scale-down (no new requests; removed once its in-flight requests finish).
 Every pod costs from creation to removal, whatever its role: warm pods hold a GPU too.
 
-Routing: least outstanding requests among a region's serving pods; with none, requests wait at the
-gateway (their TTFT keeps counting) until a pod serves.
+Routing: a routing.Router's pick among a region's serving pods (default least outstanding requests; the
+routers are compared by bench/routing.py); with none, requests wait at the gateway (their TTFT keeps
+counting) until a pod serves. With `kv_cache_tokens` every pod keeps a prefix cache of that size.
 
 The same `apply(serving, warm)` actuator serves every policy: baselines ask for warm 0, so for them it is a
 Deployment scale; sloserve's warm pool uses the same promotion rules as warmpool.plan_roles.
@@ -19,6 +20,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from sloserve_operator.autoscaler.decide.capacity import CapacityProfile
+from sloserve_operator.routing import Candidate, Router, RouteRequest
 from sloserve_operator.simulate.recorder import Recorder
 from sloserve_operator.simulate.replica import ReplicaEngine
 from sloserve_operator.simulate.traces import Request
@@ -52,6 +54,8 @@ class Fleet:
     itl_budget: float
     cold_start: float = 120.0
     promotion: float = 2.0
+    kv_cache_tokens: float | None = None  # per pod; None: no prefix caching
+    router: Router = field(default_factory=lambda: Router("least-outstanding"))
     pods: list[Pod] = field(default_factory=list)
     retired: list[Pod] = field(default_factory=list)
     targets: dict[str, Targets] = field(default_factory=dict)
@@ -124,8 +128,12 @@ class Fleet:
         if not serving:
             return
         while queue:
-            pod = min(serving, key=lambda p: (p.engine.outstanding, p.ident))
-            pod.engine.submit(queue.popleft(), now)
+            request = queue.popleft()
+            candidates = [Candidate(pod.ident, pod.engine.outstanding, pod.engine.queued_prefill_tokens)
+                          for pod in serving]
+            chosen = self.router.choose(candidates, RouteRequest(request.prompt_tokens, request.prefix,
+                                                                 request.block_tokens))
+            serving[chosen].engine.submit(request, now)
 
     # ---------------------------------------------------------------- the actuator
     def start_ready(self, region: str, serving: int, warm: int, now: float) -> None:
@@ -168,11 +176,13 @@ class Fleet:
         self._drain_gateway(region, now)
 
     def _new_pod(self, region: str, state: str, now: float) -> Pod:
-        engine = ReplicaEngine(self.profile, region, self.itl_budget, self.recorder, clock=now)
+        engine = ReplicaEngine(self.profile, region, self.itl_budget, self.recorder, clock=now,
+                               kv_cache_tokens=self.kv_cache_tokens)
         return Pod(next(self._ids), region, state, now, engine, ready_at=now, serving_at=now)
 
     def _remove(self, pod: Pod, now: float) -> None:
         pod.removed = now
+        self.router.forget(pod.ident)
         self.pods.remove(pod)
         self.retired.append(pod)
 

@@ -64,6 +64,8 @@ class RegionSeries:
         self.prompt_tokens = np.zeros(seconds, dtype=np.float64)
         self.output_tokens = np.zeros(seconds, dtype=np.float64)
         self.concurrency = np.zeros(seconds, dtype=np.float64)  # in flight (queued + running), sampled each second
+        self.prefix_queried = np.zeros(seconds, dtype=np.int64)  # prompt tokens looked up in prefix caches
+        self.prefix_hits = np.zeros(seconds, dtype=np.int64)  # of those, found cached
 
 
 class Recorder:
@@ -97,6 +99,17 @@ class Recorder:
         series.prompt_tokens[row] += request.prompt_tokens
         series.output_tokens[row] += request.output_tokens
         self.outcomes.append(Outcome(request.arrival, ttft, gaps, slow_gaps, time))
+
+    def prefix_cache(self, region: str, time: float, queried: int, hit: int) -> None:
+        series, row = self.series[region], self._row(time)
+        series.prefix_queried[row] += queried
+        series.prefix_hits[row] += hit
+
+    def prefix_hit_rate(self, region: str, now: float, window: float) -> float | None:
+        """Share of prompt tokens found cached over the window (None: no lookups), as hits/queries rates."""
+        series, rows = self.series[region], self.window_rows(now, window)
+        queried = float(series.prefix_queried[rows].sum())
+        return float(series.prefix_hits[rows].sum()) / queried if queried else None
 
     def concurrency(self, region: str, time: float, value: float) -> None:
         self.series[region].concurrency[self._row(time)] = value
@@ -139,6 +152,7 @@ class Recorder:
             mean_prompt_tokens=float(series.prompt_tokens[rows].sum()) / finished if finished else None,
             mean_output_tokens=float(series.output_tokens[rows].sum()) / finished if finished else None,
             running=running, waiting=waiting, requests_observed=samples,
+            prefix_cache_hit_rate=self.prefix_hit_rate(region, now, window),
         )
 
     # ---------------------------------------------------------------- the report-facing side

@@ -5,7 +5,14 @@ maxBatchedTokens budget on prompt chunks, first come first served; its duration 
 base + per_prefill_token * chunk tokens + per_decode_seq * decoding sequences + per_attended_token *
 context attended (each chunk token attends to its prefix, each decoding sequence to its whole context).
 Admission is bounded by maxBatchSize; the rest waits in the replica's queue (KV-cache capacity is not
-modelled).
+modelled as a limit on admission).
+
+With a KV pool (`kv_cache_tokens`), the replica keeps a prefix cache (prefix_cache.py) like the runtime's: at
+admission a request's longest cached run of leading blocks is taken back and its prefill starts after it
+(its chunks still attend to the whole prefix); when its prefill completes its full prompt blocks are cached,
+evicting least recently used blocks beyond the pool minus what running sequences hold (the prompts still
+prefilling and the tokens decoded so far; decoding sequences' prompt blocks are counted once, in the cache).
+Queried and hit prompt tokens are reported like the runtime's sloserve:prefix_cache_queries/hits.
 
 Simulated event by event, not step by step: while the batch composition does not change, consecutive steps
 differ only by the context the decoders attend to, which grows by one token per sequence per step, so a run
@@ -25,6 +32,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from sloserve_operator.autoscaler.decide.capacity import CapacityProfile
+from sloserve_operator.simulate.prefix_cache import PrefixCache
 from sloserve_operator.simulate.traces import Request
 
 
@@ -42,12 +50,17 @@ class Recorder(Protocol):
     def ttft(self, region: str, time: float, value: float) -> None: ...
     def itl(self, region: str, time: float, value: float, count: int) -> None: ...
     def finished(self, region: str, time: float, request: Request, ttft: float, gaps: int, slow_gaps: int) -> None: ...
+    def prefix_cache(self, region: str, time: float, queried: int, hit: int) -> None: ...
 
 
 class ReplicaEngine:
     def __init__(self, profile: CapacityProfile, region: str, itl_budget: float, recorder: Recorder,
-                 clock: float = 0.0) -> None:
+                 clock: float = 0.0, kv_cache_tokens: float | None = None) -> None:
         self.profile = profile
+        self.kv_cache_tokens = kv_cache_tokens
+        self.cache = PrefixCache() if kv_cache_tokens else None
+        self.prefix_queried = 0  # prompt tokens looked up in the prefix cache
+        self.prefix_hits = 0  # of those, found cached
         self.region = region
         self.itl_budget = itl_budget
         self.recorder = recorder
@@ -70,6 +83,11 @@ class ReplicaEngine:
     def running(self) -> int:
         return len(self.prefilling) + len(self.decoding)
 
+    @property
+    def queued_prefill_tokens(self) -> int:
+        """Prompt tokens still to prefill: queued prompts whole, admitted ones what they have left."""
+        return sum(seq.prefill_left for seq in self.waiting) + sum(seq.prefill_left for seq in self.prefilling)
+
     def submit(self, request: Request, now: float) -> None:
         if self.outstanding == 0:
             self.clock = max(self.clock, now)
@@ -90,7 +108,23 @@ class ReplicaEngine:
 
     def _admit(self) -> None:
         while self.waiting and self.running < self.profile.max_batch_size:
-            self.prefilling.append(self.waiting.popleft())
+            seq = self.waiting.popleft()
+            if self.cache is not None:
+                request = seq.request
+                hit = self.cache.match(request.prefix, request.prompt_tokens, request.block_tokens)
+                seq.prefill_left = request.prompt_tokens - hit
+                self.prefix_queried += request.prompt_tokens
+                self.prefix_hits += hit
+                self.recorder.prefix_cache(self.region, self.clock, request.prompt_tokens, hit)
+            self.prefilling.append(seq)
+
+    def _cache_prompt(self, seq: Sequence) -> None:
+        if self.cache is None or not seq.request.prefix:
+            return
+        held = sum(s.request.prompt_tokens for s in self.prefilling)
+        held += sum(self.steps - s.join_step for _, _, s in self.decoding)
+        self.cache.insert(seq.request.prefix, seq.request.prompt_tokens, seq.request.block_tokens,
+                          (self.kv_cache_tokens or 0) - held)
 
     def _segment(self, until: float) -> None:
         step_model = self.profile.step
@@ -137,6 +171,7 @@ class ReplicaEngine:
                 done.append(seq)
         for seq in done:
             self.prefilling.remove(seq)
+            self._cache_prompt(seq)
             seq.first_token = self.clock
             self.recorder.ttft(self.region, self.clock, self.clock - seq.request.arrival)
             if seq.request.output_tokens <= 1:

@@ -9,6 +9,7 @@ A pre-roll (the first five minutes mirrored) lets every policy settle before sco
 from __future__ import annotations
 
 import math
+import statistics
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -21,6 +22,7 @@ from sloserve_operator.autoscaler.decide.placement import (
     split_by_weight,
     split_plain,
 )
+from sloserve_operator.routing import Router
 from sloserve_operator.simulate.autoscalers import Autoscaler, SloservePolicy, StaticPeak, View
 from sloserve_operator.simulate.fleet import Fleet
 from sloserve_operator.simulate.recorder import Recorder
@@ -42,6 +44,9 @@ class SimResult:
     replica_hours: float
     scale_events: int
     timeline: dict[str, list[float]] = field(default_factory=dict)
+    prefix_hit_rate: float | None = None  # share of prompt tokens found in prefix caches (None: no caches)
+    ttft_p50: float | None = None  # over scored requests that got a first token, seconds
+    ttft_p95: float | None = None
 
     def row(self) -> dict[str, object]:
         return {"policy": self.policy, "config": self.config, "within_both": self.within_both,
@@ -69,7 +74,8 @@ def initial_size(requests: list[Request], profile: CapacityProfile, spec: ModelS
 
 def simulate(requests: list[Request], profile: CapacityProfile, spec: ModelServiceSpec, autoscaler: Autoscaler,
              *, cold_start: float = 120.0, promotion: float = 2.0, window: float = 60.0,
-             initial_serving: int | None = None, warmup: float = WARMUP_SECONDS) -> SimResult:
+             initial_serving: int | None = None, warmup: float = WARMUP_SECONDS,
+             router: Router | None = None, kv_cache_tokens: float | None = None) -> SimResult:
     if not requests:
         raise ValueError("empty trace: nothing to simulate")
     regions = region_names(spec)
@@ -80,7 +86,8 @@ def simulate(requests: list[Request], profile: CapacityProfile, spec: ModelServi
     horizon = last_arrival + DRAIN_SECONDS
     ttft_budget, itl_budget = spec.slo.ttft.p95_seconds, spec.slo.itl.p95_seconds
     recorder = Recorder(regions, horizon + 1, ttft_budget, itl_budget)
-    fleet = Fleet(profile, regions, recorder, itl_budget, cold_start=cold_start, promotion=promotion)
+    fleet = Fleet(profile, regions, recorder, itl_budget, cold_start=cold_start, promotion=promotion,
+                  kv_cache_tokens=kv_cache_tokens, **({"router": router} if router is not None else {}))
     start = initial_size(requests, profile, spec) if initial_serving is None else initial_serving
     warm_pool = split_plain(spec.scaling.warm_pool.size, region_weights(spec))
     first = split_by_weight(spec, start)
@@ -130,12 +137,19 @@ def simulate(requests: list[Request], profile: CapacityProfile, spec: ModelServi
             break
 
     timeline = _timeline(recorder, regions, pods_total, pods_serving, warmup, last_arrival, window)
+    ttfts = [o.ttft for o in recorder.outcomes if o.arrival >= warmup]
+    span = last_arrival - warmup + 1.0
+    hit_rates = [recorder.prefix_hit_rate(r, last_arrival + 1.0, span) for r in regions]
     return SimResult(
         policy=autoscaler.name, config=autoscaler.label(), requests=scored_count,
         within_both=recorder.fraction_within_both(scored_count, since=warmup),
         minutes_within=recorder.fraction_minutes_within(warmup, last_arrival),
         replica_hours=fleet.pod_seconds(warmup, last_arrival) / 3600.0,
         scale_events=events, timeline=timeline,
+        prefix_hit_rate=None if kv_cache_tokens is None or None in hit_rates else
+        statistics.fmean(hit_rates) if len(hit_rates) > 1 else hit_rates[0],
+        ttft_p50=float(np.percentile(ttfts, 50)) if ttfts else None,
+        ttft_p95=float(np.percentile(ttfts, 95)) if ttfts else None,
     )
 
 

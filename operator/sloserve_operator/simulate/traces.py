@@ -2,6 +2,11 @@
 
 A trace is a list of Request sorted by arrival (seconds from the trace start). Bad files fail with the
 file name and line number rather than producing a partial trace.
+
+A request may name its prompt's blocks (`prefix`: chained block hashes, as the runtime's prefix cache names
+them, kv_cache.chain_hashes: each hash covers its block and everything before it, so equal hashes mean
+equal prefixes). The Mooncake trace carries them (`hash_ids`, 512-token blocks); traces without them can be
+given multi-turn sessions (`with_sessions`) whose prompts extend an earlier turn of the same session.
 """
 
 from __future__ import annotations
@@ -10,6 +15,8 @@ import csv
 import json
 import math
 import random
+from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
@@ -21,6 +28,23 @@ class Request:
     prompt_tokens: int
     output_tokens: int
     region: str = "default"
+    prefix: tuple[int, ...] = ()  # chained hashes of the prompt's blocks (empty: nothing shared with others)
+    block_tokens: int = 16  # tokens per block of `prefix` (the runtime's --block-size by default)
+
+
+_ROOT = 0x5105E7E  # the runtime's chain root (kv_cache._ROOT_HASH); any constant works, it only salts
+
+
+def chain_ids(block_ids: Iterable[int], root: int = _ROOT) -> tuple[int, ...]:
+    """Chained hashes of a sequence of block ids, like the runtime chains its blocks' tokens."""
+    out, parent = [], root
+    for block in block_ids:
+        parent = hash((parent, block))
+        out.append(parent)
+    return tuple(out)
+
+
+MOONCAKE_BLOCK_TOKENS = 512
 
 
 class TraceError(ValueError):
@@ -53,23 +77,26 @@ def load_mooncake(path: str | Path, seed: int = 0) -> list[Request]:
     """Mooncake FAST'25 JSONL. Timestamps come in ~3 s ticks; requests sharing a tick are spread uniformly
     (seeded) over the tick, since the trace does not record finer arrival times."""
     path = Path(path)
-    raw: list[tuple[float, int, int]] = []
+    raw: list[tuple[float, int, int, tuple[int, ...]]] = []
     with path.open(encoding="utf-8") as handle:
         for line, text in enumerate(handle, start=1):
             if not text.strip():
                 continue
             try:
                 item = json.loads(text)
-                raw.append((float(item["timestamp"]) / 1000.0, int(item["input_length"]), int(item["output_length"])))
+                hashes = chain_ids([int(h) for h in item.get("hash_ids") or ()])
+                raw.append((float(item["timestamp"]) / 1000.0, int(item["input_length"]), int(item["output_length"]),
+                            hashes))
             except (ValueError, KeyError, TypeError) as error:
                 raise TraceError(f"{path}:{line}: expected timestamp/input_length/output_length: {error}") from error
     if not raw:
         raise TraceError(f"{path}: no requests")
-    ticks = sorted({t for t, _, _ in raw})
+    ticks = sorted({t for t, _, _, _ in raw})
     gaps = [b - a for a, b in zip(ticks, ticks[1:], strict=False) if b > a]
     tick = min(gaps) if gaps else 3.0
     rng = random.Random(seed)
-    requests = [Request(t + rng.random() * tick, max(p, 1), max(o, 1)) for t, p, o in raw]
+    requests = [Request(t + rng.random() * tick, max(p, 1), max(o, 1), prefix=h, block_tokens=MOONCAKE_BLOCK_TOKENS)
+                for t, p, o, h in raw]
     requests.sort(key=lambda r: r.arrival)
     return requests
 
@@ -88,7 +115,8 @@ def scale_rate(requests: list[Request], factor: float, seed: int = 0) -> list[Re
     """`factor` times the arrival rate with the same shape over time.
 
     factor > 1 superimposes ceil(factor) copies of the trace, each thinned to factor/ceil(factor) and
-    shifted by a random sub-second offset (so copies do not arrive in lockstep); factor < 1 thins."""
+    shifted by a random sub-second offset (so copies do not arrive in lockstep); factor < 1 thins. Each copy
+    is another population of users: its prefixes are salted, so copies share no blocks with one another."""
     if factor <= 0:
         raise ValueError("rate scale must be positive")
     copies = max(1, math.ceil(factor))
@@ -99,13 +127,15 @@ def scale_rate(requests: list[Request], factor: float, seed: int = 0) -> list[Re
         offset = 0.0 if copy == 0 else rng.random()
         for request in requests:
             if rng.random() < keep:
-                out.append(replace(request, arrival=request.arrival + offset))
+                prefix = request.prefix if copy == 0 else tuple(hash((copy, h)) for h in request.prefix)
+                out.append(replace(request, arrival=request.arrival + offset, prefix=prefix))
     out.sort(key=lambda r: r.arrival)
     return out
 
 
 def scale_tokens(requests: list[Request], factor: float, max_model_len: int | None = None) -> list[Request]:
-    """Prompt and output lengths times `factor` (at least 1), clipped so prompt + output <= max_model_len."""
+    """Prompt and output lengths times `factor` (at least 1), clipped so prompt + output <= max_model_len.
+    Blocks scale with the prompt (a 512-token Mooncake block at 1/32 is a 16-token block, the runtime's)."""
     out = []
     for request in requests:
         prompt = max(1, round(request.prompt_tokens * factor))
@@ -113,7 +143,42 @@ def scale_tokens(requests: list[Request], factor: float, max_model_len: int | No
         if max_model_len is not None and prompt + output > max_model_len:
             output = min(output, max(1, max_model_len // 4))
             prompt = max(1, max_model_len - output)
-        out.append(replace(request, prompt_tokens=prompt, output_tokens=output))
+        block = max(1, round(request.block_tokens * factor))
+        prefix = request.prefix[: -(-prompt // block)]
+        out.append(replace(request, prompt_tokens=prompt, output_tokens=output, prefix=prefix, block_tokens=block))
+    return out
+
+
+def without_prefixes(requests: list[Request]) -> list[Request]:
+    """The same requests sharing nothing: the control for prefix caching and routing."""
+    return [replace(r, prefix=()) for r in requests]
+
+
+def with_sessions(requests: list[Request], continue_share: float = 0.5, max_gap: float = 600.0,
+                  block_tokens: int = 16, seed: int = 0) -> list[Request]:
+    """Give a trace without block hashes multi-turn sessions, keeping every arrival and length as it is.
+
+    Each request continues, with probability `continue_share`, a session whose last turn arrived at most
+    `max_gap` seconds before and whose context (prompt + output) fits in this prompt: the prompt then
+    starts with that context (the conversation so far) and extends it. Otherwise it opens a new session.
+    A session is a stream of blocks; a turn's prompt is its first prompt_tokens of it."""
+    rng = random.Random(seed)
+    open_sessions: deque[tuple[float, int, int]] = deque()  # (last arrival, session id, context tokens)
+    out, sessions = [], 0
+    for request in requests:
+        while open_sessions and request.arrival - open_sessions[0][0] > max_gap:
+            open_sessions.popleft()
+        session = None
+        if rng.random() < continue_share:
+            fits = [i for i, (_, _, context) in enumerate(open_sessions) if context <= request.prompt_tokens]
+            if fits:
+                session = open_sessions[rng.choice(fits)]
+                open_sessions.remove(session)
+        ident = session[1] if session else sessions
+        sessions += session is None
+        stream = chain_ids(range(-(-request.prompt_tokens // block_tokens)), root=hash((0x5E55, seed, ident)))
+        out.append(replace(request, prefix=stream, block_tokens=block_tokens))
+        open_sessions.append((request.arrival, ident, request.prompt_tokens + request.output_tokens))
     return out
 
 
