@@ -137,9 +137,11 @@ def metrics_condition(observation: Observation) -> dict[str, Any]:
 
 
 def decide(spec: ModelServiceSpec, service: ModelService, observation: Observation, memory: dict[str, Any],
-           now: float, current: dict[str, int], pending: dict[str, float], profile: Any
+           now: float, current: dict[str, int], pending: dict[str, float], profile: Any,
+           ready: dict[str, int] | None = None
            ) -> tuple[dict[str, int], dict[str, int], str, str | None, dict[str, Any]]:
-    """(serving, warm, reason, degraded, policy state) from policy.decide, or spec.replicas in manual mode."""
+    """(serving, warm, reason, degraded, policy state) from policy.decide, or spec.replicas in manual mode.
+    `ready`: Ready serving pods per region (a region held for Pending pods keeps that many)."""
     if spec.scaling.mode == ScalingMode.manual and spec.replicas is not None:
         serving = split_by_weight(spec, spec.replicas)
         return serving, warm_targets(spec, {}), f"manual: spec.replicas = {spec.replicas}", None, \
@@ -149,7 +151,7 @@ def decide(spec: ModelServiceSpec, service: ModelService, observation: Observati
 
     state = PolicyState.from_dict(memory["state"]) if memory.get("state") else PolicyState()
     decision = policy_decide(spec, observation, state, now, current_serving=current, pending_age=pending,
-                             profile=profile)
+                             profile=profile, ready_serving=ready)
     return dict(decision.serving), dict(decision.warm), decision.reason, decision.degraded, decision.state.to_dict()
 
 
@@ -170,8 +172,9 @@ def autoscale_once(kube: Kube, source: Any, body: dict[str, Any], now: float,
     observation = observe_safely(source, service, now)
     profile = load_profile(kube, namespace, spec)
 
+    ready = {region: counts["serving"] for region, counts in count_pods(pods, list(current)).items()}
     serving, warm, reason, degraded, state = decide(spec, service, observation, memory, now, current,
-                                                    pending_ages(pods, now), profile)
+                                                    pending_ages(pods, now), profile, ready)
     actuation = (actuator or KubernetesActuator(kube)).apply(body, serving, warm)
 
     before, after = sum(current.values()), sum(serving.values())
