@@ -3,7 +3,8 @@
 Existing client scripts for Triton's vLLM backend (text_input, stream, sampling_parameters JSON,
 exclude_input_in_output) and for the TensorRT-LLM ensemble (text_input, max_tokens INT32, stream,
 temperature, top_k, top_p, ...) work unchanged; the tensor-to-parameter translation is shared with the
-HTTP front end (protocol_kserve.generation_request).
+HTTP front end (kserve.generation_request, kserve_tensors.tensor_fields). RepositoryIndex and ModelConfig
+answer from the same dicts as HTTP (kserve.repository_index, kserve.model_config).
 
 ModelStreamInfer sends one response per engine output (one token, more with speculation), each carrying
 the parameter triton_final_response (true on the last). With triton_enable_empty_final_response (tritonclient's
@@ -15,15 +16,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
 import numpy as np
+from google.protobuf import json_format
 from tritonclient.grpc import model_config_pb2, service_pb2, service_pb2_grpc
-from tritonclient.utils import deserialize_bytes_tensor, serialize_byte_tensor, triton_to_np_dtype
+from tritonclient.utils import deserialize_bytes_tensor, triton_to_np_dtype
 
 from sloserve_runtime.server.frontend import Frontend, Rejected
 from sloserve_runtime.server.kserve import (
@@ -34,8 +35,11 @@ from sloserve_runtime.server.kserve import (
     SERVER_NAME,
     SERVER_VERSION,
     generation_request,
+    model_config,
     prepare,
+    repository_index,
 )
+from sloserve_runtime.server.kserve_tensors import tensor_fields, text_tensor
 
 log = logging.getLogger("sloserve_runtime.grpc")
 
@@ -46,9 +50,6 @@ CONTENTS_FIELD = {"BOOL": "bool_contents", "INT8": "int_contents", "INT16": "int
                   "INT32": "int_contents", "INT64": "int64_contents", "UINT8": "uint_contents",
                   "UINT16": "uint_contents", "UINT32": "uint_contents", "UINT64": "uint64_contents",
                   "FP32": "fp32_contents", "FP64": "fp64_contents", "BYTES": "bytes_contents"}
-CONFIG_TYPES = {"BOOL": model_config_pb2.TYPE_BOOL, "INT32": model_config_pb2.TYPE_INT32,
-                "UINT64": model_config_pb2.TYPE_UINT64, "FP32": model_config_pb2.TYPE_FP32,
-                "BYTES": model_config_pb2.TYPE_STRING}
 
 
 def tensor_values(request: Any, index: int) -> np.ndarray:
@@ -68,36 +69,14 @@ def tensor_values(request: Any, index: int) -> np.ndarray:
     return values.reshape(-1)
 
 
-def scalar(values: np.ndarray, name: str) -> Any:
-    if values.size != 1:
-        raise Rejected.invalid(name, f"Input '{name}' must hold one element (batch size 1), got {values.size}.")
-    return python_value(values[0])
-
-
-def python_value(value: Any) -> Any:
-    if isinstance(value, bytes):
-        return value.decode("utf-8", errors="replace")
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
-
-
 def request_fields(request: Any) -> dict[str, Any]:
     """A ModelInferRequest as the dict generation_request() takes (request parameters first, tensors win)."""
-    fields: dict[str, Any] = {}
+    parameters: dict[str, Any] = {}
     for key, parameter in request.parameters.items():
         kind = parameter.WhichOneof("parameter_choice")
         if kind is not None:
-            fields[key] = getattr(parameter, kind)
-    for index, tensor in enumerate(request.inputs):
-        values = tensor_values(request, index)
-        if tensor.name in {"stop_words", "bad_words", "stop"}:
-            fields[tensor.name] = [python_value(v) for v in values if python_value(v)]
-        elif tensor.name == "sampling_parameters":
-            fields[tensor.name] = json.loads(scalar(values, tensor.name) or "{}")
-        else:
-            fields[tensor.name] = scalar(values, tensor.name)
-    return fields
+            parameters[key] = getattr(parameter, kind)
+    return tensor_fields(parameters, ((t.name, tensor_values(request, i)) for i, t in enumerate(request.inputs)))
 
 
 def text_output(request: Any, text: str) -> tuple[Any, bytes]:
@@ -108,8 +87,7 @@ def text_output(request: Any, text: str) -> tuple[Any, bytes]:
             rank = max(len(tensor.shape), 1)
     shape = [1] * rank
     tensor = service_pb2.ModelInferResponse.InferOutputTensor(name="text_output", datatype="BYTES", shape=shape)
-    raw = serialize_byte_tensor(np.array([text.encode("utf-8")], dtype=np.object_)).item()
-    return tensor, raw
+    return tensor, text_tensor(text)
 
 
 def infer_response(request: Any, text: str, final: bool | None) -> Any:
@@ -157,21 +135,19 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
 
     async def ModelConfig(self, request: Any, context: Any) -> Any:
         await self._check_model(request.name, context)
-        config = model_config_pb2.ModelConfig(
-            name=request.name, backend=SERVER_NAME, max_batch_size=0,
-            model_transaction_policy=model_config_pb2.ModelTransactionPolicy(decoupled=True),
-            input=[model_config_pb2.ModelInput(name=n, data_type=CONFIG_TYPES[d], dims=s, optional=n != "text_input")
-                   for n, d, s in INPUTS],
-            output=[model_config_pb2.ModelOutput(name=n, data_type=CONFIG_TYPES[d], dims=s) for n, d, s in OUTPUTS])
+        config = json_format.ParseDict(model_config(request.name), model_config_pb2.ModelConfig())
         return service_pb2.ModelConfigResponse(config=config)
+
+    async def RepositoryIndex(self, request: Any, context: Any) -> Any:
+        """What clients that list models first (perf tools, tritonclient's get_model_repository_index) call."""
+        index = service_pb2.RepositoryIndexResponse.ModelIndex
+        models = repository_index(self.frontend, ready_only=request.ready)
+        return service_pb2.RepositoryIndexResponse(models=[index(**model) for model in models])
 
     def _job(self, request: Any) -> tuple[Any, tuple]:
         self.frontend.require_ready()
         self.frontend.check_model(request.model_name, param="model_name")
-        try:
-            generation = generation_request(request_fields(request))
-        except json.JSONDecodeError as error:
-            raise Rejected.invalid("sampling_parameters", f"sampling_parameters is not JSON: {error}") from error
+        generation = generation_request(request_fields(request))
         job = prepare(self.frontend, generation)
         self.frontend.check_queue()
         return generation, job

@@ -1,4 +1,6 @@
-"""KServe v2 / Triton HTTP protocol: health, model metadata and readiness, and Triton's generate extension
+"""KServe v2 / Triton HTTP protocol: health, model metadata, configuration and readiness, the repository
+index (POST /v2/repository/index), tensor inference (POST /v2/models/{name}/infer, BYTES text_input ->
+text_output, JSON or binary tensor data; kserve_tensors.py) and Triton's generate extension
 (POST /v2/models/{name}/generate and /generate_stream).
 
 Request fields follow what existing Triton clients send, so their scripts work unchanged:
@@ -23,13 +25,14 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from sloserve_runtime.engine.sampling_params import SamplingParams
-from sloserve_runtime.server.frontend import Frontend, Rejected
+from sloserve_runtime.server.frontend import Frontend, Phase, Rejected
+from sloserve_runtime.server.kserve_tensors import HEADER_LENGTH, http_infer_response, parse_http_infer
 from sloserve_runtime.server.openai_api import complete_unless_disconnected
 
 MODEL_VERSION = "1"
 SERVER_NAME = "sloserve"
 SERVER_VERSION = "0.1.0"
-EXTENSIONS = ["generate", "generate_stream", "model_configuration"]
+EXTENSIONS = ["generate", "generate_stream", "model_configuration", "binary_tensor_data", "parameters"]
 DEFAULT_MAX_TOKENS = 16  # vLLM's default, which Triton's vLLM backend inherits
 
 # (name, datatype, shape) of every input a client may send; all optional except text_input.
@@ -51,6 +54,13 @@ INPUTS = [
     ("beam_width", "INT32", [1]),
 ]
 OUTPUTS = [("text_output", "BYTES", [-1])]
+INPUT_TYPES = {n: d for n, d, _ in INPUTS}
+# Triton's model-configuration names of the datatypes above (model_config.proto's DataType).
+CONFIG_TYPES = {"BOOL": "TYPE_BOOL", "INT32": "TYPE_INT32", "UINT64": "TYPE_UINT64", "FP32": "TYPE_FP32",
+                "BYTES": "TYPE_STRING"}
+# Triton's model states in the repository index, by server phase.
+INDEX_STATES = {Phase.LOADING: ("LOADING", ""), Phase.READY: ("READY", ""),
+                Phase.DRAINING: ("UNLOADING", "the server is shutting down"), Phase.FAILED: ("UNAVAILABLE", "")}
 
 FLOAT_FIELDS = {"temperature", "top_p"}
 INT_FIELDS = {"max_tokens", "top_k", "seed", "random_seed", "min_tokens", "beam_width", "end_id", "pad_id"}
@@ -149,6 +159,27 @@ def model_metadata(name: str) -> dict[str, Any]:
             "outputs": [{"name": n, "datatype": d, "shape": s} for n, d, s in OUTPUTS]}
 
 
+def model_config(name: str) -> dict[str, Any]:
+    """The model's configuration in Triton's JSON form (model_config.proto); the gRPC ModelConfig parses the
+    same dict, so both transports say the same. Decoupled: a request may get many responses (streaming)."""
+    return {"name": name, "platform": "", "backend": SERVER_NAME, "max_batch_size": 0,
+            "input": [{"name": n, "data_type": CONFIG_TYPES[d], "dims": s, "optional": n != "text_input"}
+                      for n, d, s in INPUTS],
+            "output": [{"name": n, "data_type": CONFIG_TYPES[d], "dims": s} for n, d, s in OUTPUTS],
+            "model_transaction_policy": {"decoupled": True}}
+
+
+def repository_index(frontend: Frontend, ready_only: bool = False) -> list[dict[str, str]]:
+    """The one served model with its state; empty before the model's name is known (still loading)."""
+    name = frontend.model_name or frontend.metrics.model_name
+    state, reason = INDEX_STATES[frontend.phase]
+    if frontend.phase is Phase.FAILED:
+        reason = frontend.failure or "the model failed to load"
+    if not name or (ready_only and state != "READY"):
+        return []
+    return [{"name": name, "version": MODEL_VERSION, "state": state, "reason": reason}]
+
+
 def error_response(error: Rejected, unknown_model_status: int = 404) -> JSONResponse:
     status = unknown_model_status if error.kind == "unknown_model" else error.status
     headers = {"Retry-After": str(error.retry_after)} if error.retry_after is not None else None
@@ -191,6 +222,45 @@ def kserve_router(frontend: Frontend) -> APIRouter:
         except Rejected as error:
             return error_response(error)
         return Response(status_code=200)
+
+    @router.post("/v2/repository/index")
+    async def index(request: Request) -> JSONResponse:
+        body = await request.body()
+        try:
+            options = json.loads(body) if body.strip() else {}
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            return JSONResponse({"error": f"The request body is not valid JSON: {error}"}, status_code=400)
+        if not isinstance(options, dict) or not isinstance(options.get("ready", False), bool):
+            return JSONResponse({"error": "The body must be a JSON object; 'ready' a boolean."}, status_code=400)
+        return JSONResponse(repository_index(frontend, ready_only=options.get("ready", False)))
+
+    @router.get("/v2/models/{name}/config")
+    @router.get("/v2/models/{name}/versions/{version}/config")
+    async def config(name: str, version: str = MODEL_VERSION) -> JSONResponse:
+        try:
+            known_model(name)
+        except Rejected as error:
+            return error_response(error)
+        return JSONResponse(model_config(name))
+
+    @router.post("/v2/models/{name}/infer", response_model=None)
+    @router.post("/v2/models/{name}/versions/{version}/infer", response_model=None)
+    async def infer(name: str, request: Request, version: str = MODEL_VERSION) -> Response:
+        """Tensor inference: the whole generation in one response (stream=true cannot stream here)."""
+        try:
+            known_model(name)
+            tensors = parse_http_infer(await request.body(), request.headers.get(HEADER_LENGTH), INPUT_TYPES)
+            generation = generation_request(tensors.fields)
+            job = prepare(frontend, generation)
+            frontend.check_queue()
+            results = await complete_unless_disconnected(request, frontend, [job])
+        except Rejected as error:
+            return error_response(error)
+        if results is None:
+            return Response(status_code=499)
+        text = results[0].text if generation.exclude_input_in_output else generation.text_input + results[0].text
+        body, headers = http_infer_response(name, MODEL_VERSION, tensors, text)
+        return Response(body, headers=headers)
 
     async def parse(request: Request, name: str) -> tuple[GenerationRequest, tuple]:
         known_model(name)

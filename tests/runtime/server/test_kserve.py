@@ -243,3 +243,118 @@ def test_cancelled_grpc_stream_aborts_the_request(tiny_runtime: Any) -> None:
     tiny_runtime.wait_engine(idle, timeout=10)
     assert aborted() == aborted_before + 1  # cut short, not run to its 480 tokens
     client.close()
+
+
+def http_text_input(prompt: str, binary: bool) -> Any:
+    text = httpclient.InferInput("text_input", [1], "BYTES")
+    text.set_data_from_numpy(np.array([prompt.encode()], dtype=np.object_), binary_data=binary)
+    return text
+
+
+def discover_ready_model(models: list[dict]) -> str:
+    """What a listing client does: the first model the index says is READY."""
+    return next(m["name"] for m in models if m.get("state") == "READY")
+
+
+def test_http_client_discovers_the_model_by_listing_then_infers(tiny_runtime: Any) -> None:
+    expected = greedy_completion(tiny_runtime, 6)
+    client = httpclient.InferenceServerClient(tiny_runtime.url.removeprefix("http://"))
+    index = client.get_model_repository_index()
+    assert index == [{"name": MODEL, "version": "1", "state": "READY", "reason": ""}]
+    name = discover_ready_model(index)
+    config = client.get_model_config(name)
+    assert config["name"] == MODEL and config["model_transaction_policy"]["decoupled"] is True
+    inputs = {i["name"]: i for i in config["input"]}
+    assert inputs["text_input"]["data_type"] == "TYPE_STRING" and not inputs["text_input"]["optional"]
+    assert inputs["max_tokens"]["data_type"] == "TYPE_INT32" and inputs["max_tokens"]["optional"]
+    assert [o["name"] for o in config["output"]] == ["text_output"]
+    # tritonclient's defaults: binary tensor data both ways; sampling as request parameters.
+    result = client.infer(name, [http_text_input(PROMPT, binary=True)], request_id="listed-1",
+                          parameters={"max_tokens": 6, "temperature": 0, "ignore_eos": True})
+    assert result.get_response()["id"] == "listed-1"
+    assert result.as_numpy("text_output").tolist() == [(PROMPT + expected).encode()]
+    with pytest.raises(InferenceServerException) as unknown:
+        client.get_model_config("no-such-model")
+    assert unknown.value.status() == "404"
+    client.close()
+
+
+def test_http_infer_json_tensors_and_ensemble_inputs(tiny_runtime: Any) -> None:
+    expected = greedy_completion(tiny_runtime, 5)
+    client = httpclient.InferenceServerClient(tiny_runtime.url.removeprefix("http://"))
+    # All JSON (no binary extension): data as strings, the output asked for as JSON too.
+    sampling = httpclient.InferInput("sampling_parameters", [1], "BYTES")
+    sampling.set_data_from_numpy(np.array([json.dumps({"max_tokens": "5", "temperature": "0",
+                                                       "ignore_eos": "true"}).encode()], dtype=np.object_),
+                                 binary_data=False)
+    exclude = httpclient.InferInput("exclude_input_in_output", [1], "BOOL")
+    exclude.set_data_from_numpy(np.array([True]), binary_data=False)
+    output = httpclient.InferRequestedOutput("text_output", binary_data=False)
+    result = client.infer(MODEL, [http_text_input(PROMPT, binary=False), sampling, exclude], outputs=[output])
+    assert result.get_response()["outputs"][0]["data"] == [expected]
+    assert result.as_numpy("text_output").tolist() == [expected]
+    # The TensorRT-LLM ensemble's tensors ([1, 1], binary): text_output keeps the rank.
+    tensors = []
+    for name, datatype, value, dtype in [("text_input", "BYTES", PROMPT.encode(), np.object_),
+                                         ("max_tokens", "INT32", 5, np.int32), ("top_k", "INT32", 1, np.int32),
+                                         ("temperature", "FP32", 0.0, np.float32),
+                                         ("stop_words", "BYTES", b"", np.object_)]:
+        tensor = httpclient.InferInput(name, [1, 1], datatype)
+        tensor.set_data_from_numpy(np.array([[value]], dtype=dtype))
+        tensors.append(tensor)
+    array = client.infer(MODEL, tensors).as_numpy("text_output")
+    assert array.shape == (1, 1)
+    text = array.item().decode()
+    assert text.startswith(PROMPT) and expected.startswith(text[len(PROMPT):])  # may stop at EOS
+    client.close()
+
+
+@pytest.mark.parametrize(("path", "body", "headers", "status", "message"), [
+    ("/v2/models/no-such-model/infer", {"inputs": []}, {}, 404, "does not exist"),
+    (f"/v2/models/{MODEL}/infer", {"inputs": [{"name": "image", "datatype": "FP32", "shape": [1], "data": [1]}]},
+     {}, 400, "image"),
+    (f"/v2/models/{MODEL}/infer", {"inputs": [{"name": "text_input", "datatype": "INT32", "shape": [1],
+                                               "data": [1]}]}, {}, 400, "BYTES"),
+    (f"/v2/models/{MODEL}/infer", {"inputs": [{"name": "text_input", "datatype": "BYTES", "shape": [1],
+                                               "data": ["hi"]}], "parameters": {"max_tokens": 0}}, {}, 400,
+     "max_tokens"),
+    (f"/v2/models/{MODEL}/infer", {"inputs": [{"name": "text_input", "datatype": "BYTES", "shape": [1],
+                                               "parameters": {"binary_data_size": 64}}]}, {}, 400,
+     "binary_data_size"),
+    (f"/v2/models/{MODEL}/infer", {"inputs": [{"name": "text_input", "datatype": "BYTES", "shape": [1],
+                                               "data": ["hi"]}], "outputs": [{"name": "logits"}]}, {}, 400,
+     "logits"),
+    (f"/v2/models/{MODEL}/infer", "{not json", {}, 400, "JSON"),
+    (f"/v2/models/{MODEL}/infer", {"inputs": []}, {"Inference-Header-Content-Length": "9999"}, 400,
+     "Inference-Header-Content-Length"),
+])
+def test_http_infer_errors(tiny_runtime: Any, path: str, body: Any, headers: dict, status: int,
+                           message: str) -> None:
+    content = body if isinstance(body, str) else json.dumps(body)
+    response = httpx.post(tiny_runtime.url + path, content=content, headers=headers)
+    assert response.status_code == status
+    assert message in response.json()["error"]
+
+
+def test_http_repository_index_ready_filter_and_bad_body(tiny_runtime: Any) -> None:
+    url = tiny_runtime.url + "/v2/repository/index"
+    assert httpx.post(url, json={"ready": True}).json()[0]["name"] == MODEL
+    assert httpx.post(url, content="").json()[0]["state"] == "READY"
+    assert httpx.post(url, content="[1]").status_code == 400
+
+
+def test_grpc_client_discovers_the_model_by_listing_then_infers(tiny_runtime: Any) -> None:
+    expected = greedy_completion(tiny_runtime, 4)
+    client = grpcclient.InferenceServerClient(tiny_runtime.grpc_url)
+    index = client.get_model_repository_index(as_json=True)
+    assert index["models"] == [{"name": MODEL, "version": "1", "state": "READY"}]  # empty reason is omitted
+    assert [m.name for m in client.get_model_repository_index().models] == [MODEL]
+    assert [m.name for m in client.get_model_repository_index(as_json=False).models] == [MODEL]
+    name = discover_ready_model(index["models"])
+    config = client.get_model_config(name, as_json=True)["config"]
+    assert config["backend"] == "sloserve" and config["model_transaction_policy"] == {"decoupled": True}
+    assert {"name": "text_input", "data_type": "TYPE_STRING", "dims": ["1"]} == config["input"][0]
+    result = client.infer(name, vllm_backend_inputs(PROMPT, False, {"max_tokens": 4, "temperature": 0,
+                                                                     "ignore_eos": True}, exclude_input=True))
+    assert text_of(result) == expected
+    client.close()
