@@ -193,6 +193,19 @@ def test_apply_problems_surface_in_ready():
                               apply_problems=["created Deployment chat: 403 forbidden"], monitoring=True, now=1.0)
     ready = cond.find(status["conditions"], "Ready")
     assert (ready["status"], ready["reason"]) == ("False", "ApplyFailed") and "403" in ready["message"]
+    stalled = cond.find(status["conditions"], "Stalled")
+    assert (stalled["status"], stalled["reason"]) == ("True", "ApplyFailed")
+
+
+def test_kstatus_conditions_follow_progress():
+    """Reconciling=True while pods start or roll; both False once settled (kstatus: Current)."""
+    starting = reconcile_status(body(), serving={"default": 2}, pods=[pod("a", "serving", True)],
+                                deployments=[], apply_problems=[], monitoring=True, now=1.0)
+    assert cond.find(starting["conditions"], "Reconciling")["status"] == "True"
+    settled = reconcile_status(body(), serving={"default": 1}, pods=[pod("a", "serving", True)],
+                               deployments=[], apply_problems=[], monitoring=True, now=1.0)
+    assert cond.find(settled["conditions"], "Reconciling")["status"] == "False"
+    assert cond.find(settled["conditions"], "Stalled")["status"] == "False"
 
 
 def test_rolling_deployment_is_progressing():
@@ -215,9 +228,13 @@ def test_invalid_spec_status_keeps_counts_and_other_conditions():
     before = body(generation=2, conditions=[{"type": "SLOMet", "status": "True", "reason": "WithinBudget",
                                              "message": "", "lastTransitionTime": "2026-01-01T00:00:00Z"}])
     status = invalid_spec_status(before, ["spec.scaling.minReplicas: too big"], now=5.0)
-    assert set(status) == {"conditions"}  # counts untouched: no child was touched
+    assert set(status) == {"conditions", "observedGeneration"}  # counts untouched: no child was touched
+    assert status["observedGeneration"] == 2  # GitOps tools compare it with metadata.generation
     ready = cond.find(status["conditions"], "Ready")
     assert (ready["status"], ready["reason"], ready["observedGeneration"]) == ("False", "InvalidSpec", 2)
+    stalled = cond.find(status["conditions"], "Stalled")
+    assert (stalled["status"], stalled["reason"]) == ("True", "InvalidSpec")
+    assert cond.find(status["conditions"], "Reconciling")["status"] == "False"
     assert cond.find(status["conditions"], "SLOMet")["lastTransitionTime"] == "2026-01-01T00:00:00Z"
 
 

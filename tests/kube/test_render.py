@@ -557,3 +557,15 @@ def test_bundled_container_args_are_accepted_by_the_runtime_cli() -> None:
     assert (options.host, options.port, options.grpc_port) == ("0.0.0.0", 8000, 8001)
     assert (options.slo_ttft_ms, options.slo_itl_ms) == (750.0, 80.0)
     assert options.drain_timeout > 0
+
+
+def test_children_do_not_carry_the_label_argocd_tracks_apps_by() -> None:
+    """ArgoCD's default tracking label is app.kubernetes.io/instance: a child carrying it would be taken for
+    an object of an Argo application named after the ModelService."""
+    spec = yaml.safe_load((EXAMPLES / "chat-gpu.yaml").read_text())
+    service = ModelService.model_validate(spec)
+    for obj in render_objects(service, {"us-east-1": 2, "eu-west-1": 1}):
+        labels = obj["metadata"].get("labels") or {}
+        template = ((obj.get("spec") or {}).get("template") or {}).get("metadata") or {}
+        assert "app.kubernetes.io/instance" not in labels, obj["metadata"]["name"]
+        assert "app.kubernetes.io/instance" not in (template.get("labels") or {}), obj["metadata"]["name"]

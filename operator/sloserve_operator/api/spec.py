@@ -506,8 +506,8 @@ MAX_CONDITIONS = 16
 
 
 class Condition(_Model):
-    type: Literal["Ready", "Progressing", "SLOMet", "MetricsAvailable", "Degraded"] = Field(
-        description="Condition type."
+    type: Literal["Ready", "Progressing", "Reconciling", "Stalled", "SLOMet", "MetricsAvailable", "Degraded"] = Field(
+        description="Condition type. Reconciling and Stalled are the kstatus conditions Flux and kubectl wait read."
     )
     status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
     reason: str = Field(default="", max_length=1024, description="CamelCase reason.")

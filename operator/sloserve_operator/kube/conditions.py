@@ -9,7 +9,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-CONDITION_TYPES = ("Ready", "Progressing", "SLOMet", "MetricsAvailable", "Degraded")
+# Reconciling / Stalled follow kstatus (what Flux's health checks and `kubectl wait` read): both "abnormal-true",
+# absent or False plus status.observedGeneration == metadata.generation means Current.
+CONDITION_TYPES = ("Ready", "Progressing", "Reconciling", "Stalled", "SLOMet", "MetricsAvailable", "Degraded")
 
 
 def rfc3339(unix_time: float) -> str:

@@ -247,6 +247,13 @@ def reconcile_status(body: dict[str, Any], *, serving: dict[str, int], pods: lis
         updates.append(cond.condition("Progressing", True, "ReplicasUpdating", detail))
     else:
         updates.append(cond.condition("Progressing", False, "Stable", "all children up to date"))
+    progressing = updates[-1]
+    updates.append(cond.condition("Reconciling", progressing["status"] == "True", progressing["reason"],
+                                  progressing["message"]))
+    if apply_problems:
+        updates.append(cond.condition("Stalled", True, "ApplyFailed", "; ".join(apply_problems)))
+    else:
+        updates.append(cond.condition("Stalled", False, "AsExpected", ""))
     updates.append(degraded_condition(monitoring, autoscaler_degraded))
     return {
         "observedGeneration": meta.get("generation"),
@@ -295,8 +302,13 @@ def invalid_spec_status(body: dict[str, Any], problems: list[str], now: float) -
     updates = [
         cond.condition("Ready", False, "InvalidSpec", "; ".join(problems)),
         cond.condition("Progressing", False, "InvalidSpec", "spec rejected: running objects left as they are"),
+        cond.condition("Reconciling", False, "InvalidSpec", "nothing to do until the spec is fixed"),
+        cond.condition("Stalled", True, "InvalidSpec", "; ".join(problems)),
     ]
-    return {"conditions": cond.set_conditions(status.get("conditions"), updates, now=now,
+    # observedGeneration too: GitOps tools wait for it to reach metadata.generation before reading conditions,
+    # so without it an invalid spec would look "in progress" forever instead of failed.
+    return {"observedGeneration": meta.get("generation"),
+            "conditions": cond.set_conditions(status.get("conditions"), updates, now=now,
                                               generation=meta.get("generation"))}
 
 

@@ -74,7 +74,6 @@ HF_TOKEN_KEY = "token"
 MAX_NAME = 63
 
 LABEL_NAME = "app.kubernetes.io/name"
-LABEL_INSTANCE = "app.kubernetes.io/instance"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 LABEL_COMPONENT = "app.kubernetes.io/component"
 LABEL_PART_OF = "app.kubernetes.io/part-of"
@@ -112,9 +111,11 @@ def child_selector(service: ModelService) -> str:
 
 
 def common_labels(service: ModelService, component: str = "model-server") -> dict[str, str]:
+    """No app.kubernetes.io/instance: ArgoCD tracks its applications' objects by that label, so children
+    carrying `<msvc>` there would look like a stray Argo app's (and could be pruned); the ModelService is
+    named by sloserve.io/model-service instead."""
     return {
         LABEL_NAME: "sloserve-runtime",
-        LABEL_INSTANCE: service.metadata.name,
         LABEL_MANAGED_BY: "sloserve-operator",
         LABEL_COMPONENT: component,
         LABEL_PART_OF: "sloserve",
