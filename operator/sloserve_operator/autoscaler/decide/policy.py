@@ -60,6 +60,19 @@ FACTOR_MIN, FACTOR_MAX = 0.5, 4.0  # bounds of the learned latency factors (obse
 FACTOR_SMOOTHING = 0.3  # weight of the newest observation in the factors' moving average
 BREACH_STEP = 0.1  # on a breach, add at least this share of the ready replicas (and at least one)
 MIN_REQUESTS_FOR_LEARNING = 20
+# Calibration skips windows with more waiting requests than this per ready replica: their latency is a
+# backlog of the moment (a burst the fleet is not yet sized for), not the replicas' physics.
+BACKLOG_PER_REPLICA = 1.0
+# However the learned factors shrink the modelled capacity, never ask for more than this multiple of the fleet
+# the uncalibrated model needs for the observed demand (plus one): the factors correct a model, they must not
+# turn one bad window into a runaway fleet.
+NEED_MULTIPLE_MAX = 2.0
+# The queue's implied rate is bounded by this multiple of what is served now (the windowed rate, or the
+# ready fleet at capacity, whichever is larger): a backlog says demand outruns the fleet, not by how much.
+QUEUE_RATE_MAX_MULTIPLE = 3.0
+# A burst is a recommendation of at least this share of the window's peak; the longest gap between bursts
+# (plus a cold start) is how long the scale-down floor remembers the peak (see _burst_memory).
+BURST_SHARE = 0.5
 MIN_CAPACITY = 1e-6  # req/s per replica; below this the model is treated as absent
 
 
@@ -178,11 +191,15 @@ def _update_factors(factors: list[float], obs: RegionObservation, profile: Capac
     long prompt's own prefill does not shrink with load while the model's TTFT does."""
     if not obs.ready_replicas or (obs.requests_observed or 0) < MIN_REQUESTS_FOR_LEARNING:
         return factors
+    if (obs.waiting or 0.0) > BACKLOG_PER_REPLICA * obs.ready_replicas:
+        return factors
     prompt, output = _mean_lengths(obs, profile)
     state = profile.steady_state((obs.request_rate or 0.0) / obs.ready_replicas, prompt, output, MODEL_QUANTILE,
                                  obs.ready_replicas)
     if state is None:
-        samples = [FACTOR_MAX if obs.ttft_p95 is not None else None, FACTOR_MAX if obs.itl_p95 is not None else None]
+        # The model calls the observed load overload, yet it was served: nothing to scale the model by
+        # (a window straddling a burst's onset, or a queue the feedback path is already handling).
+        return factors
     else:
         samples = [_ratio(obs.ttft_p95, state.ttft_quantile(MODEL_QUANTILE)), _ratio(obs.itl_p95, state.itl_p95)]
         within = obs.ttft_within_budget
@@ -216,7 +233,8 @@ def _sizing_lengths(state: PolicyState, region: str, obs: RegionObservation, pro
     LENGTH_MEMORY_SECONDS, the current mean output. The mix of prompts shifts (a trace's long-prompt phase
     comes back minutes later), and a fleet shrunk for the short-prompt phase meets the long one with a cold
     start to wait for. (Remembering outputs too cost replica-hours and bought nothing in the benchmark.)"""
-    longest = _remember(state.prompt_tokens.setdefault(region, []), now, _uncached_prompt(obs))
+    enough = (obs.requests_observed or 0) >= MIN_REQUESTS_FOR_LEARNING  # a few stragglers are no mean
+    longest = _remember(state.prompt_tokens.setdefault(region, []), now, _uncached_prompt(obs) if enough else None)
     prompt, output = _mean_lengths(obs, profile)
     return (longest or prompt), output
 
@@ -248,6 +266,42 @@ def _fleet_for(rate: float, capacity_at: Callable[[int], float | None], start: i
         size = wanted
         capacity = capacity_at(size)
     return size, capacity
+
+
+def _queue_rate(obs: RegionObservation, spec: ModelServiceSpec, profile: CapacityProfile | None,
+                lengths: tuple[float, float], capacity: float | None, fleet: int) -> float | None:
+    """The arrival rate the requests in the system imply, when a queue is forming: by Little's law, the
+    running and waiting requests over the time one spends in a replica loaded at capacity. The windowed rate
+    averages a burst's first seconds with the quiet before it; the queue shows the burst at once. None
+    without a queue (then the windowed rate is the better figure) or without a model."""
+    if profile is None or capacity is None or not obs.waiting or obs.running is None:
+        return None
+    if obs.waiting <= max(obs.ready_replicas or 0, 1) * BACKLOG_PER_REPLICA:
+        return None
+    prompt, output = lengths
+    state = profile.steady_state(capacity, prompt, output, MODEL_QUANTILE, max(fleet, 1))
+    if state is None:
+        return None
+    seconds_in_system = state.ttft_shift + state.ttft_mean_excess + output * state.itl_p95
+    served = max(obs.request_rate or 0.0, capacity * max(obs.ready_replicas or 0, 1))
+    return min((obs.running + obs.waiting) / max(seconds_in_system, 1e-6), QUEUE_RATE_MAX_MULTIPLE * served)
+
+
+def _burst_memory(recommendations: list[tuple[float, int]], now: float, window: float, cold_start: float) -> float:
+    """How long the scale-down floor remembers the recent peak, learned from the traffic's own burstiness:
+    the longest gap between bursts (recommendations of at least BURST_SHARE of the peak) seen in the
+    history, plus a cold start, so a quiet spell between two bursts does not leave the next one a cold
+    start short. Flat traffic has no gaps: the stabilization window alone. At most HISTORY_SECONDS."""
+    recent = [(t, n) for t, n in recommendations if t >= now - HISTORY_SECONDS]
+    peak = max((n for _, n in recent), default=0)
+    if peak <= 1:
+        return window
+    bursts = [t for t, n in recent if n >= BURST_SHARE * peak]
+    gaps = [b - a for a, b in zip(bursts, bursts[1:], strict=False)]
+    longest = max(gaps, default=0.0)
+    if longest <= window:
+        return window
+    return min(max(longest + cold_start, window), HISTORY_SECONDS)
 
 
 def _learn_capacity(previous: float | None, obs: RegionObservation, ratio: float | None, breach: bool) -> float | None:
@@ -298,13 +352,26 @@ def _plan_region(spec: ModelServiceSpec, region: str, obs: RegionObservation, st
     def capacity_at(size: int) -> float | None:
         return _capacity_per_replica(spec, lengths, profile, factors, state.learned_capacity.get(region), size)
 
+    queued = _queue_rate(obs, spec, profile, lengths, capacity_at(max(ready, 1)), ready)
+    demand = max(rate, queued or 0.0)
+    planned_rate = max(planned_rate, demand)
     need, capacity = _fleet_for(planned_rate, capacity_at, max(current, 1))
-    # What the current rate needs: the stabilization window remembers this, not the forecast's need.
-    need_now = _fleet_for(rate, capacity_at, max(current, 1))[0] if planned_rate > rate else need
+    # What the current demand needs: the stabilization window remembers this, not the forecast's need.
+    need_now = _fleet_for(demand, capacity_at, max(current, 1))[0] if planned_rate > demand else need
+    ceiling = None
+    if profile is not None:
+        def uncalibrated(size: int) -> float | None:
+            return _capacity_per_replica(spec, lengths, profile, [1.0, 1.0], None, size)
+
+        plain = _fleet_for(planned_rate, uncalibrated, max(current, 1))[0]
+        if uncalibrated(plain) is not None:
+            ceiling = math.ceil(NEED_MULTIPLE_MAX * plain) + 1
+            need, need_now = min(need, ceiling), min(need_now, ceiling)
 
     if capacity is not None:
         need = need if planned_rate > 0 else 0
-        model_text = f"rate {rate:.2f}/s (plan {planned_rate:.2f}/s) / {capacity:.2f}/s per replica"
+        queue_text = f", queue implies {queued:.2f}/s" if queued else ""
+        model_text = f"rate {rate:.2f}/s{queue_text} (plan {planned_rate:.2f}/s) / {capacity:.2f}/s per replica"
     else:
         # Nothing to model with yet: feedback alone, proportional to how far latency is from budget.
         need = current if ratio is None else max(1, math.ceil(current * ratio / 0.7)) if current else 1
@@ -319,7 +386,8 @@ def _plan_region(spec: ModelServiceSpec, region: str, obs: RegionObservation, st
     if breach:
         if settled:
             # Add to what is up now; more cold pods while others start would not come sooner.
-            need = max(need, ready + max(1, math.ceil(ready * BREACH_STEP)))
+            step = ready + max(1, math.ceil(ready * BREACH_STEP))
+            need = max(need, step if ceiling is None else min(step, max(ceiling, current)))
         else:
             need = max(need, current)
 
@@ -333,8 +401,11 @@ def _plan_region(spec: ModelServiceSpec, region: str, obs: RegionObservation, st
     if need >= current:
         verb = "breach: scale up" if breach and need > current else "scale up" if need > current else "hold"
         return _RegionPlan(need, f"{region}: {p95_text}; {model_text}; {verb} {current} -> {need}", breach)
-    # Headroom: remove capacity only after a whole stabilization window of it, load not rising.
-    in_window = [n for t, n in recommendations if t >= now - window]
+    # Headroom: remove capacity only after a whole stabilization window of it, load not rising, and never
+    # below what the recent bursts needed while the gaps between them are shorter than the memory.
+    cold_start = profile.cold_start_seconds if profile else DEFAULT_COLD_START_SECONDS
+    memory = _burst_memory(recommendations, now, window, cold_start)
+    in_window = [n for t, n in recommendations if t >= now - memory]
     rising = previous_rate is not None and rate > previous_rate
     if now - observed_since < window or rising or not in_window:
         why = "load rising" if rising else "headroom not yet sustained"
@@ -342,7 +413,7 @@ def _plan_region(spec: ModelServiceSpec, region: str, obs: RegionObservation, st
     target = max(max(in_window), current - spec.scaling.scale_down.max_step)
     if target >= current:
         return _RegionPlan(current, f"{region}: {p95_text}; {model_text}; hold {current} (headroom not sustained)")
-    return _RegionPlan(target, f"{region}: {p95_text}; {model_text}; headroom for {window:.0f}s: scale down "
+    return _RegionPlan(target, f"{region}: {p95_text}; {model_text}; headroom for {memory:.0f}s: scale down "
                                f"{current} -> {target}")
 
 
