@@ -46,7 +46,7 @@ def test_defaults_and_helpers():
     assert spec.runtime.quantization is api.Quantization.none
     assert spec.runtime.speculative.method is api.SpeculativeMethod.none and spec.runtime.speculative.num_tokens == 4
     assert spec.scaling.mode is api.ScalingMode.slo and (spec.scaling.min_replicas, spec.scaling.max_replicas) == (1, 8)
-    assert spec.scaling.warm_pool.size == 0 and spec.placement.regions == [] and spec.replicas is None
+    assert spec.scaling.warm_pool.size == 0 and spec.placement.regions == [] and spec.replicas == 1
     assert spec.resources.gpus == 1 and spec.resources.cpu == "4" and spec.resources.memory == "32Gi"
     assert spec.slo.ttft.p95_seconds == 0.5 and spec.slo.itl.p95_seconds == 0.05
     assert spec.slo.objective_fraction == pytest.approx(0.99)

@@ -76,4 +76,4 @@ def test_vllm_example_uses_the_vllm_engine():
     spec = load("vllm").spec
     assert spec.engine is Engine.vllm and spec.runtime.threads is None
     assert spec.runtime.speculative.method is SpeculativeMethod.draft and spec.runtime.speculative.draft_model
-    assert spec.scaling.mode is ScalingMode.manual and spec.replicas is not None
+    assert spec.scaling.mode is ScalingMode.manual and spec.replicas >= 1

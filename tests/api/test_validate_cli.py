@@ -29,6 +29,7 @@ BROKEN = textwrap.dedent("""\
         ttft: {p95: 500}
         itl: {p95: 50ms}
       scaling: {mode: manual, minReplicas: 4, maxReplicas: 2}
+      replicas: -1
       placement:
         regions:
           - {name: us-east-1, weight: 0}

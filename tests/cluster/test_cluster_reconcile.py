@@ -88,3 +88,14 @@ def test_scale_subresource_in_manual_mode(cluster, namespace):
     assert scale["status"]["replicas"] == 3
     assert scale["status"]["selector"] == "sloserve.io/model-service=chat,sloserve.io/role=serving"
     assert cluster.apps.read_namespaced_deployment("chat", namespace).spec.replicas == 3
+
+
+def test_scale_subresource_reads_in_slo_mode(cluster, namespace):
+    """Tools that read /scale (kubectl, KEDA, dashboards) must get an answer in slo mode too."""
+    cluster.create_msvc("chat", namespace)
+    wait_for(lambda: _settled(cluster, namespace), timeout=60, what="status serving=1 warm=1",
+             explain=lambda: cluster.describe(namespace))
+    # Unset spec.replicas would make the API server answer 500 ("the spec replicas field does not exist").
+    scale = cluster.custom.get_namespaced_custom_object_scale(GROUP, VERSION, namespace, PLURAL, "chat")
+    assert scale["spec"]["replicas"] == 1  # the schema's default; slo mode ignores it
+    assert scale["status"]["selector"] == "sloserve.io/model-service=chat,sloserve.io/role=serving"

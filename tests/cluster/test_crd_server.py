@@ -29,7 +29,7 @@ def spec_with(**changes: Any) -> dict[str, Any]:
 # (case id, spec, the field the API server and `sloserve validate` must both name, name override)
 INVALID: list[tuple[str, dict[str, Any], str]] = [
     ("min-above-max", spec_with(scaling={"minReplicas": 5, "maxReplicas": 2}), "spec.scaling.minReplicas"),
-    ("manual-without-replicas", spec_with(scaling={"mode": "manual"}), "spec.replicas"),
+    ("negative-replicas", spec_with(replicas=-1), "spec.replicas"),
     ("draft-without-model", spec_with(runtime={"speculative": {"method": "draft"}}),
      "spec.runtime.speculative.draftModel"),
     ("fp8-on-cpu", spec_with(runtime={"quantization": "fp8"}, resources={"gpus": 0}), "spec.runtime.quantization"),

@@ -448,21 +448,17 @@ class ModelServiceSpec(_Model):
         description="Inference-gateway routing: render an InferencePool (inference.networking.k8s.io/v1) per "
         "ModelService and per region, and optionally an HTTPRoute; unset: the Services alone (kube-proxy, random).",
     )
-    replicas: int | None = Field(
-        default=None,
+    # Defaulted, never absent: the API server answers GET /scale with a 500 when specReplicasPath is unset, and
+    # kubectl, VPA and KEDA read /scale. In slo mode it is ignored; the autoscaler's figure is status.desiredReplicas.
+    replicas: int = Field(
+        default=1,
         ge=0,
         le=1000,
-        description="Serving replicas in manual mode (the scale subresource's target); required when "
-        "scaling.mode is manual.",
+        description="Serving replicas in manual mode (the scale subresource's target; default 1, as for a "
+        "Deployment). Ignored in slo mode, where the autoscaler sizes the fleet.",
     )
 
     rules: ClassVar[tuple[Rule, ...]] = (
-        Rule(
-            "replicas",
-            "is required when scaling.mode is manual",
-            "self.scaling.mode != 'manual' || has(self.replicas)",
-            lambda s: s.scaling.mode != ScalingMode.manual or s.replicas is not None,
-        ),
         Rule(
             "runtime.quantization",
             "fp8 needs a GPU: set resources.gpus > 0, or use int8/int4 on CPU",

@@ -21,7 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def default_serving(service) -> int:
     """What a fresh cluster would run before the autoscaler's first decision."""
     scaling = service.spec.scaling
-    if scaling.mode == "manual" and service.spec.replicas is not None:
+    if scaling.mode == "manual":
         return service.spec.replicas
     return scaling.min_replicas
 

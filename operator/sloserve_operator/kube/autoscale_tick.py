@@ -142,7 +142,7 @@ def decide(spec: ModelServiceSpec, service: ModelService, observation: Observati
            ) -> tuple[dict[str, int], dict[str, int], str, str | None, dict[str, Any]]:
     """(serving, warm, reason, degraded, policy state) from policy.decide, or spec.replicas in manual mode.
     `ready`: Ready serving pods per region (a region held for Pending pods keeps that many)."""
-    if spec.scaling.mode == ScalingMode.manual and spec.replicas is not None:
+    if spec.scaling.mode == ScalingMode.manual:
         serving = split_by_weight(spec, spec.replicas)
         return serving, warm_targets(spec, {}), f"manual: spec.replicas = {spec.replicas}", None, \
             memory.get("state") or {}

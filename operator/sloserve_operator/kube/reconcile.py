@@ -147,7 +147,7 @@ def plan_children(desired: list[dict[str, Any]], actual: list[dict[str, Any]], o
 def serving_targets(spec: ModelServiceSpec, status: dict[str, Any] | None) -> dict[str, int]:
     """Serving replicas per region: spec.replicas in manual mode, else the autoscaler's latest targets
     (status.regions[].desired) within the spec's bounds, else minReplicas split by weight."""
-    if spec.scaling.mode == ScalingMode.manual and spec.replicas is not None:
+    if spec.scaling.mode == ScalingMode.manual:
         return split_by_weight(spec, spec.replicas)
     names = region_names(spec)
     previous = {item.get("name"): int(item.get("desired") or 0) for item in (status or {}).get("regions") or []}
