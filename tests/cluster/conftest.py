@@ -35,10 +35,6 @@ INSTALLED_KINDS = {"Namespace", "CustomResourceDefinition", "ServiceAccount", "C
                    "ClusterRoleBinding", "Role", "RoleBinding", "ClusterKopfPeering"}
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "cluster: needs the real control plane (tests/cluster/controlplane)")
-
-
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     here = Path(__file__).parent
     for item in items:

@@ -29,6 +29,11 @@ def test_no_finalizer_so_deletion_never_waits_for_the_operator(cluster, namespac
     wait_for(lambda: cluster.deployments(namespace), timeout=60, what="the Deployment")
     wait_for(lambda: cluster.condition("chat", namespace, "Ready"), timeout=60, what="status written")
     assert not cluster.msvc("chat", namespace)["metadata"].get("finalizers")
+    # One left by an older operator version (it used timers, so kopf added one) is released.
+    cluster.custom.patch_namespaced_custom_object("sloserve.io", "v1alpha1", namespace, "modelservices", "chat",
+                                                  {"metadata": {"finalizers": ["sloserve.io/finalizer"]}})
+    wait_for(lambda: not cluster.msvc("chat", namespace)["metadata"].get("finalizers"), timeout=30,
+             what="the old finalizer removed")
     cluster.custom.delete_namespaced_custom_object("sloserve.io", "v1alpha1", namespace, "modelservices", "chat")
     wait_for(lambda: cluster.msvc("chat", namespace) is None, timeout=30, what="ModelService gone")
     # Its children go with it, by owner references (the real garbage collector).
