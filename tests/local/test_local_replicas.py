@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from sloserve_operator.api.labels import SERVING, WARM
 from sloserve_operator.api.spec import validate_document
 from sloserve_operator.local.prometheus import MetricsBackend
-from sloserve_operator.local.replicas import SERVING, WARM, ReplicaSet, process_alive
+from sloserve_operator.local.replicas import ReplicaSet, process_alive
 from sloserve_operator.local.rundir import RunDir
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]

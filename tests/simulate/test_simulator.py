@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from autoscaler.helpers import fixture_profile, make_spec
+from sloserve_operator.api.labels import SERVING, WARM
 from sloserve_operator.autoscaler.decide.capacity import load_shipped
 from sloserve_operator.simulate import traces
 from sloserve_operator.simulate.autoscalers import (
@@ -17,7 +18,7 @@ from sloserve_operator.simulate.autoscalers import (
     SloservePolicy,
     StaticPeak,
 )
-from sloserve_operator.simulate.fleet import SERVING, WARM, Fleet
+from sloserve_operator.simulate.fleet import Fleet
 from sloserve_operator.simulate.recorder import Recorder, histogram_quantile
 from sloserve_operator.simulate.replica import ReplicaEngine
 from sloserve_operator.simulate.run import simulate, with_preroll

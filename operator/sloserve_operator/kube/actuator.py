@@ -12,17 +12,17 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sloserve_operator.autoscaler.decide.placement import DEFAULT_REGION
-from sloserve_operator.kube.client import Kube
-from sloserve_operator.kube.reconcile import (
+from sloserve_operator.api.labels import (
+    DELETION_COST_ANNOTATION,
     MODEL_SERVICE_LABEL,
     REGION_LABEL,
     ROLE_LABEL,
-    KubeEvent,
-    pod_ready,
+    SERVING,
+    WARM,
 )
-
-DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"
+from sloserve_operator.autoscaler.decide.placement import DEFAULT_REGION
+from sloserve_operator.kube.client import Kube
+from sloserve_operator.kube.reconcile import KubeEvent, pod_ready
 
 
 @dataclass
@@ -56,7 +56,7 @@ def pod_infos(pods: list[dict[str, Any]], region: str) -> list[Any]:
         labels = meta.get("labels") or {}
         if meta.get("deletionTimestamp") or labels.get(REGION_LABEL, DEFAULT_REGION) != region:
             continue
-        infos.append(PodInfo(name=meta["name"], region=region, role=labels.get(ROLE_LABEL, "serving"),
+        infos.append(PodInfo(name=meta["name"], region=region, role=labels.get(ROLE_LABEL, SERVING),
                              ready=pod_ready(pod), created_at=created_at(pod)))
     return infos
 
@@ -78,17 +78,17 @@ class KubernetesActuator:
         for region in serving:
             plan = plan_roles(pod_infos(pods, region), serving[region], warm.get(region, 0))
             for pod_name in plan.promote:
-                self._set_role(namespace, pod_name, "serving")
+                self._set_role(namespace, pod_name, SERVING)
                 result.promoted.append(pod_name)
                 result.events.append(KubeEvent("Normal", "Promoted", f"pod {pod_name} promoted from warm to serving"))
             for pod_name in plan.demote:
-                self._set_role(namespace, pod_name, "warm")
+                self._set_role(namespace, pod_name, WARM)
                 result.demoted.append(pod_name)
                 result.events.append(KubeEvent("Normal", "Demoted", f"pod {pod_name} demoted from serving to warm"))
             for pod_name, cost in plan.deletion_cost.items():
-                current = (by_name.get(pod_name, {}).get("metadata", {}).get("annotations") or {}).get(DELETION_COST)
+                current = (by_name.get(pod_name, {}).get("metadata", {}).get("annotations") or {}).get(DELETION_COST_ANNOTATION)
                 if current != str(cost):
-                    self.kube.patch("Pod", namespace, pod_name, {"metadata": {"annotations": {DELETION_COST: str(cost)}}})
+                    self.kube.patch("Pod", namespace, pod_name, {"metadata": {"annotations": {DELETION_COST_ANNOTATION: str(cost)}}})
             result.replicas[region] = plan.replicas
             self._scale(namespace, deployment_name(name, region), plan.replicas, result)
         return result

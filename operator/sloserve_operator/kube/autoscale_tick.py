@@ -15,17 +15,16 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from sloserve_operator.api.labels import MODEL_SERVICE_LABEL, REGION_LABEL
 from sloserve_operator.api.spec import ModelService, ModelServiceSpec, ScalingMode, parse_spec
 from sloserve_operator.api.units import format_ms
-from sloserve_operator.autoscaler.decide.placement import split_by_weight
+from sloserve_operator.autoscaler.decide.placement import DEFAULT_REGION, split_by_weight
 from sloserve_operator.autoscaler.observe.observation import Observation
 from sloserve_operator.kube import conditions as cond
 from sloserve_operator.kube.actuator import Actuation, KubernetesActuator
 from sloserve_operator.kube.autoscaler_memory import read_memory
 from sloserve_operator.kube.client import Kube
 from sloserve_operator.kube.reconcile import (
-    MODEL_SERVICE_LABEL,
-    REGION_LABEL,
     KubeEvent,
     count_pods,
     degraded_condition,
@@ -68,7 +67,7 @@ def pending_ages(pods: list[dict[str, Any]], now: float) -> dict[str, float]:
         if pod_ready(pod) or meta.get("deletionTimestamp") or not meta.get("creationTimestamp"):
             continue
         created = datetime.fromisoformat(meta["creationTimestamp"].replace("Z", "+00:00")).timestamp()
-        region = (meta.get("labels") or {}).get(REGION_LABEL, "default")
+        region = (meta.get("labels") or {}).get(REGION_LABEL, DEFAULT_REGION)
         ages[region] = max(ages.get(region, 0.0), now - created)
     return ages
 

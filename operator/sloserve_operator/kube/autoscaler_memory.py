@@ -14,11 +14,11 @@ from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
+from sloserve_operator.api.labels import AUTOSCALER_MEMORY_LABEL
 from sloserve_operator.kube.client import Kube
 from sloserve_operator.kube.owners import owner_reference
 
 KEY = "memory.json"
-OWNER_LABEL = "sloserve.io/autoscaler-memory-of"  # deliberately not sloserve.io/model-service: not a rendered child
 
 
 def config_map_name(service: str) -> str:
@@ -50,7 +50,7 @@ def write_memory(kube: Kube, owner: dict[str, Any], memory: dict[str, Any], prev
     namespace, name = meta.get("namespace", "default"), config_map_name(meta["name"])
     body = {
         "apiVersion": "v1", "kind": "ConfigMap",
-        "metadata": {"name": name, "namespace": namespace, "labels": {OWNER_LABEL: meta["name"]},
+        "metadata": {"name": name, "namespace": namespace, "labels": {AUTOSCALER_MEMORY_LABEL: meta["name"]},
                      "ownerReferences": [owner_reference(owner)]},
         "data": {KEY: encode(memory)},
     }

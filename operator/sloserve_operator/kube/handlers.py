@@ -18,6 +18,7 @@ from typing import Any
 import kopf
 from kubernetes.client.exceptions import ApiException
 
+from sloserve_operator.api.labels import FINALIZER
 from sloserve_operator.api.spec import GROUP, PLURAL, VERSION
 from sloserve_operator.autoscaler.observe.observation import Observation
 from sloserve_operator.kube import operator_metrics
@@ -138,7 +139,7 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> kopf.Op
 
     @kopf.on.startup(id="configure", registry=registry)
     def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
-        settings.persistence.finalizer = "sloserve.io/finalizer"
+        settings.persistence.finalizer = FINALIZER
         settings.peering.lifetime = config.peering_lifetime
         settings.posting.level = logging.WARNING  # our own Events go through kopf.event; skip kopf's chatter
         settings.queueing.error_delays = [1, 2, 5, 10, 30, 60]

@@ -18,6 +18,15 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 from kubernetes.utils import parse_quantity
 
+from sloserve_operator.api.labels import (
+    MODEL_SERVICE_LABEL,
+    PORT_ANNOTATION,
+    REGION_LABEL,
+    ROLE_LABEL,
+    SCRAPE_ANNOTATIONS,
+    SERVING,
+    WARM,
+)
 from sloserve_operator.api.spec import ModelService, ModelServiceSpec, ScalingMode, validate_spec
 from sloserve_operator.autoscaler.decide.placement import DEFAULT_REGION, region_names, split_by_weight
 from sloserve_operator.kube import conditions as cond
@@ -25,12 +34,8 @@ from sloserve_operator.kube.autoscaler_memory import read_memory
 from sloserve_operator.kube.client import MONITORING_API, Kube
 from sloserve_operator.kube.owners import owned_by, owner_reference, with_owner
 
-MODEL_SERVICE_LABEL = "sloserve.io/model-service"
-REGION_LABEL = "sloserve.io/region"
-ROLE_LABEL = "sloserve.io/role"
 CHILD_KINDS = ("Deployment", "Service", "PodDisruptionBudget")  # listed even when none is rendered now
 MONITORING_KINDS = ("PodMonitor", "PrometheusRule")
-SCRAPE_ANNOTATIONS = {"prometheus.io/scrape": "true", "prometheus.io/path": "/metrics"}
 # Status codes that another attempt may cure; the rest (403 forbidden, 422 invalid, 400) need a human.
 TRANSIENT_STATUSES = frozenset({409, 429, 500, 502, 503, 504})
 
@@ -204,7 +209,7 @@ def count_pods(pods: list[dict[str, Any]], names: list[str]) -> dict[str, dict[s
         bucket["total"] += 1
         if not pod_ready(pod):
             bucket["pending"] += 1
-        elif (meta.get("labels") or {}).get(ROLE_LABEL) == "warm":
+        elif (meta.get("labels") or {}).get(ROLE_LABEL) == WARM:
             bucket["warm"] += 1
         else:
             bucket["serving"] += 1
@@ -213,7 +218,7 @@ def count_pods(pods: list[dict[str, Any]], names: list[str]) -> dict[str, dict[s
 
 def serving_selector(name: str) -> str:
     """Label selector of the serving pods: the scale subresource's labelSelectorPath points here."""
-    return f"{MODEL_SERVICE_LABEL}={name},{ROLE_LABEL}=serving"
+    return f"{MODEL_SERVICE_LABEL}={name},{ROLE_LABEL}={SERVING}"
 
 
 def reconcile_status(body: dict[str, Any], *, serving: dict[str, int], pods: list[dict[str, Any]],
@@ -323,11 +328,11 @@ def add_scrape_annotations(obj: dict[str, Any]) -> dict[str, Any]:
     annotations = template_meta.setdefault("annotations", {})
     for key, value in SCRAPE_ANNOTATIONS.items():
         annotations.setdefault(key, value)
-    if "prometheus.io/port" not in annotations:
+    if PORT_ANNOTATION not in annotations:
         for container in obj["spec"]["template"].get("spec", {}).get("containers", []):
             for port in container.get("ports", []):
                 if port.get("name") in ("http", "metrics"):
-                    annotations["prometheus.io/port"] = str(port["containerPort"])
+                    annotations[PORT_ANNOTATION] = str(port["containerPort"])
     return obj
 
 

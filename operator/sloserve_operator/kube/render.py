@@ -44,6 +44,17 @@ from sloserve_operator.api.engines import (
     cpu_threads,
     engine_args,
 )
+from sloserve_operator.api.labels import (
+    COMPONENT_LABEL,
+    ENGINE_LABEL,
+    MANAGED_BY_LABEL,
+    MODEL_SERVICE_LABEL,
+    NAME_LABEL,
+    PART_OF_LABEL,
+    REGION_LABEL,
+    ROLE_LABEL,
+    SERVING,
+)
 from sloserve_operator.api.spec import (
     API_VERSION,
     KIND,
@@ -73,17 +84,6 @@ HF_TOKEN_SECRET = "hf-token"
 HF_TOKEN_KEY = "token"
 MAX_NAME = 63
 
-LABEL_NAME = "app.kubernetes.io/name"
-LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
-LABEL_COMPONENT = "app.kubernetes.io/component"
-LABEL_PART_OF = "app.kubernetes.io/part-of"
-LABEL_SERVICE = "sloserve.io/model-service"
-LABEL_REGION = "sloserve.io/region"
-LABEL_ROLE = "sloserve.io/role"
-LABEL_ENGINE = "sloserve.io/engine"
-ROLE_SERVING = "serving"
-ROLE_WARM = "warm"
-
 _FETCH_SCRIPT = (
     "import os\n"
     "from huggingface_hub import snapshot_download\n"
@@ -107,7 +107,7 @@ def child_name(service_name: str, region: str) -> str:
 
 def child_selector(service: ModelService) -> str:
     """Label selector matching every object rendered for this ModelService."""
-    return f"{LABEL_SERVICE}={service.metadata.name}"
+    return f"{MODEL_SERVICE_LABEL}={service.metadata.name}"
 
 
 def common_labels(service: ModelService, component: str = "model-server") -> dict[str, str]:
@@ -115,18 +115,18 @@ def common_labels(service: ModelService, component: str = "model-server") -> dic
     carrying `<msvc>` there would look like a stray Argo app's (and could be pruned); the ModelService is
     named by sloserve.io/model-service instead."""
     return {
-        LABEL_NAME: "sloserve-runtime",
-        LABEL_MANAGED_BY: "sloserve-operator",
-        LABEL_COMPONENT: component,
-        LABEL_PART_OF: "sloserve",
-        LABEL_SERVICE: service.metadata.name,
-        LABEL_ENGINE: service.spec.engine.value,
+        NAME_LABEL: "sloserve-runtime",
+        MANAGED_BY_LABEL: "sloserve-operator",
+        COMPONENT_LABEL: component,
+        PART_OF_LABEL: "sloserve",
+        MODEL_SERVICE_LABEL: service.metadata.name,
+        ENGINE_LABEL: service.spec.engine.value,
     }
 
 
 def pod_selector(service: ModelService, region: str) -> dict[str, str]:
     """The Deployment's (immutable) selector: never the role, which the operator changes on live pods."""
-    return {LABEL_SERVICE: service.metadata.name, LABEL_REGION: region}
+    return {MODEL_SERVICE_LABEL: service.metadata.name, REGION_LABEL: region}
 
 
 def region_children(service: ModelService, region: str) -> list[tuple[str, str, str]]:
@@ -380,7 +380,7 @@ def _deployment(service: ModelService, region: str, replicas: int, image: str) -
     spec = service.spec
     name = child_name(service.metadata.name, region)
     selector = pod_selector(service, region)
-    labels = {**common_labels(service), LABEL_REGION: region}
+    labels = {**common_labels(service), REGION_LABEL: region}
     main, draft = _model_sources(spec, image)
     pod_spec: dict[str, Any] = {
         "automountServiceAccountToken": False,
@@ -410,7 +410,7 @@ def _deployment(service: ModelService, region: str, replicas: int, image: str) -
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
             "template": {
                 "metadata": {
-                    "labels": {**labels, LABEL_ROLE: ROLE_SERVING},
+                    "labels": {**labels, ROLE_LABEL: SERVING},
                     "annotations": {"kubectl.kubernetes.io/default-container": "runtime"},
                 },
                 "spec": pod_spec,
@@ -445,7 +445,7 @@ def _pdb(service: ModelService, region: str) -> dict[str, Any]:
         "apiVersion": "policy/v1",
         "kind": "PodDisruptionBudget",
         "metadata": _metadata(service, child_name(service.metadata.name, region),
-                              {**common_labels(service), LABEL_REGION: region}),
+                              {**common_labels(service), REGION_LABEL: region}),
         "spec": {
             "maxUnavailable": 1,
             "selector": {"matchLabels": pod_selector(service, region)},
@@ -518,12 +518,12 @@ def _routing_objects(service: ModelService, regions: list[str]) -> list[dict[str
     if routing is None:
         return []
     name, picker = service.metadata.name, routing.endpoint_picker.name
-    objects = [_inference_pool(service, name, {LABEL_SERVICE: name, LABEL_ROLE: ROLE_SERVING}, picker, {})]
+    objects = [_inference_pool(service, name, {MODEL_SERVICE_LABEL: name, ROLE_LABEL: SERVING}, picker, {})]
     for region in regions:
         if region != DEFAULT_REGION:
             objects.append(_inference_pool(service, child_name(name, region),
-                                           {**pod_selector(service, region), LABEL_ROLE: ROLE_SERVING},
-                                           child_name(picker, region), {LABEL_REGION: region}))
+                                           {**pod_selector(service, region), ROLE_LABEL: SERVING},
+                                           child_name(picker, region), {REGION_LABEL: region}))
     if routing.http_route is not None:
         objects.append(_http_route(service))
     return objects
@@ -545,7 +545,7 @@ def _pod_monitor(service: ModelService) -> dict[str, Any]:
         "kind": "PodMonitor",
         "metadata": _metadata(service, service.metadata.name, common_labels(service, "monitoring")),
         "spec": {
-            "selector": {"matchLabels": {LABEL_SERVICE: service.metadata.name}},
+            "selector": {"matchLabels": {MODEL_SERVICE_LABEL: service.metadata.name}},
             "podMetricsEndpoints": [{
                 "port": "http",
                 "path": engine.metrics_path,
@@ -610,12 +610,12 @@ def render_objects(service: ModelService, serving_by_region: dict[str, int], *,
         for region in regions
     ]
     objects.append(_service(service, service.metadata.name,
-                            {LABEL_SERVICE: service.metadata.name, LABEL_ROLE: ROLE_SERVING}, {}))
+                            {MODEL_SERVICE_LABEL: service.metadata.name, ROLE_LABEL: SERVING}, {}))
     for region in regions:
         if region != DEFAULT_REGION:
             objects.append(_service(service, child_name(service.metadata.name, region),
-                                    {**pod_selector(service, region), LABEL_ROLE: ROLE_SERVING},
-                                    {LABEL_REGION: region}))
+                                    {**pod_selector(service, region), ROLE_LABEL: SERVING},
+                                    {REGION_LABEL: region}))
     objects.extend(_pdb(service, region) for region in regions)
     objects.extend(_routing_objects(service, regions))
     if monitoring:

@@ -17,6 +17,7 @@ from collections import deque
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from sloserve_operator.api.labels import SERVING, WARM
 from sloserve_operator.api.spec import ModelService
 from sloserve_operator.autoscaler.decide.placement import (
     region_names,
@@ -25,7 +26,7 @@ from sloserve_operator.autoscaler.decide.placement import (
     split_plain,
 )
 from sloserve_operator.local.prometheus import MetricsBackend
-from sloserve_operator.local.replicas import SERVING, WARM, Replica, ReplicaSet
+from sloserve_operator.local.replicas import Replica, ReplicaSet
 from sloserve_operator.local.router import Router
 from sloserve_operator.local.rundir import RunDir, write_json_atomic
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sloserve_operator.api.labels import SERVING, WARM
 from sloserve_operator.local.replicas import free_port, process_alive
 
 
@@ -100,4 +101,4 @@ def _is_local_mode_child(pid: int) -> bool:
 def ready_counts(state: dict[str, Any]) -> tuple[int, int]:
     """(ready serving, ready warm) replicas in a state file."""
     live = [r for r in state["replicas"] if r["ready"] and not r["stopping"]]
-    return sum(r["role"] == "serving" for r in live), sum(r["role"] == "warm" for r in live)
+    return sum(r["role"] == SERVING for r in live), sum(r["role"] == WARM for r in live)

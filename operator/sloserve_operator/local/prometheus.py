@@ -20,8 +20,9 @@ from typing import Any
 import aiohttp
 import yaml
 
+from sloserve_operator.api.labels import SERVING
 from sloserve_operator.api.spec import ModelService
-from sloserve_operator.local.replicas import SERVING, Replica, die_with_parent, free_port, terminate_process
+from sloserve_operator.local.replicas import Replica, die_with_parent, free_port, terminate_process
 from sloserve_operator.local.rundir import RunDir, write_json_atomic
 
 log = logging.getLogger("sloserve.local")

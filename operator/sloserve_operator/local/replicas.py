@@ -29,8 +29,6 @@ from sloserve_operator.local.rundir import RunDir
 
 log = logging.getLogger("sloserve.local")
 
-SERVING = "serving"
-WARM = "warm"
 DEFAULT_RUNTIME_COMMAND: tuple[str, ...] = (sys.executable, "-m", "sloserve_runtime")
 RESTART_BACKOFF_MAX = 30.0
 

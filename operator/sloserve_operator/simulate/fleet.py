@@ -19,13 +19,15 @@ import itertools
 from collections import deque
 from dataclasses import dataclass, field
 
+from sloserve_operator.api.labels import SERVING, WARM
 from sloserve_operator.autoscaler.decide.capacity import CapacityProfile
 from sloserve_operator.routing import Candidate, Router, RouteRequest
 from sloserve_operator.simulate.recorder import Recorder
 from sloserve_operator.simulate.replica import ReplicaEngine
 from sloserve_operator.simulate.traces import Request
 
-STARTING, WARM, PROMOTING, SERVING, DRAINING = "starting", "warm", "promoting", "serving", "draining"
+# A simulated pod's state: the two roles (SERVING, WARM) plus the transitions a real pod goes through.
+STARTING, PROMOTING, DRAINING = "starting", "promoting", "draining"
 
 
 @dataclass(eq=False)

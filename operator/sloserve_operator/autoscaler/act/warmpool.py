@@ -18,9 +18,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-SERVING = "serving"
-WARM = "warm"
-DELETION_COST_ANNOTATION = "controller.kubernetes.io/pod-deletion-cost"
+from sloserve_operator.api.labels import SERVING
+
 COST_SERVING = 1000
 COST_WARM = 100
 COST_VICTIM = -1000

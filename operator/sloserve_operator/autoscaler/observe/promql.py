@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from prometheus_client.utils import floatToGoString
 
 from sloserve_operator.api.engines import ENGINE_METRICS, budget_bucket
+from sloserve_operator.api.labels import SERVING
 
 LOGICAL_METRICS = (
     "ttft", "itl", "e2e", "queue_time", "running", "waiting", "kv_usage",
@@ -84,7 +85,7 @@ def _quote(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def selector(namespace: str, model_service: str, role: str | None = "serving", extra: str = "") -> str:
+def selector(namespace: str, model_service: str, role: str | None = SERVING, extra: str = "") -> str:
     """Label matchers (without braces' contents repeated) for one ModelService's pods."""
     parts = [f"namespace={_quote(namespace)}", f"model_service={_quote(model_service)}"]
     if role is not None:
