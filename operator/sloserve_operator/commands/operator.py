@@ -1,7 +1,8 @@
 """`sloserve operator`: run the ModelService operator (kopf) against the current cluster.
 
-Leader election uses kopf peering: every replica gets a random priority, so exactly one (the highest) is
-active and the others pause until its peering record expires. Liveness and readiness are kopf's health
+Leader election uses kopf peering: every replica gets a random priority (or --priority), so exactly one (the
+highest) is active and the others pause until its peering record expires. A replica that starts below a running
+one is paused from its start and logs nothing until it resumes. Liveness and readiness are kopf's health
 endpoint; the operator's own metrics are served on --metrics-port.
 """
 
@@ -40,6 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="seconds each Kubernetes API call may take (default 30)")
     parser.add_argument("--wedged-after", type=float, default=300.0,
                         help="/healthz fails once a handler has been running this many seconds (default 300)")
+    parser.add_argument("--priority", type=int, default=None,
+                        help="peering priority; the highest live replica acts (default: random per start)")
     parser.add_argument("--standalone", action="store_true", help="no peering: a single replica")
     parser.add_argument("--log-format", choices=["json", "plain"], default="json", help="log format")
     parser.add_argument("--verbose", action="store_true", help="debug logging")
@@ -69,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
         namespaces=args.namespace,
         standalone=args.standalone,
         peering_name=None if args.standalone else args.peering,
-        priority=random.randint(1, 1_000_000),
+        priority=random.randint(1, 1_000_000) if args.priority is None else args.priority,
         liveness_endpoint=f"http://{args.bind_address}:{args.health_port}/healthz",
     )
     return 0
