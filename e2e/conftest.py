@@ -64,10 +64,7 @@ def cluster() -> str:
         if problem:
             pytest.skip(f"E2E_USE_EXISTING=1 but the cluster in KUBECONFIG is unreachable: {problem}")
         if os.environ.get("E2E_SKIP_INSTALL") != "1":
-            rendered = subprocess.run([sys.executable, "-m", "e2e.install"], cwd=ROOT, check=True,
-                                      capture_output=True, text=True).stdout
-            subprocess.run(["kubectl", "apply", "--server-side", "-f", "-"], input=rendered, text=True, check=True,
-                           timeout=120)
+            subprocess.run([sys.executable, "-m", "e2e.install", "--apply"], cwd=ROOT, check=True, timeout=300)
         return "existing"
     problem = _kind_possible()
     if problem:

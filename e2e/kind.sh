@@ -18,7 +18,8 @@ case "${1:-up}" in
     docker build -f docker/runtime.Dockerfile -t sloserve/runtime:e2e .
     kind load docker-image --name "$CLUSTER" sloserve/operator:e2e sloserve/runtime:e2e
     kubectl --context "kind-$CLUSTER" apply -f e2e/prometheus.yaml
-    "$PY" -m e2e.install | kubectl --context "kind-$CLUSTER" apply --server-side -f -
+    # CRDs first, wait for Established, then the rest (one stream fails on a fresh cluster: e2e/install.py)
+    "$PY" -m e2e.install --apply --context "kind-$CLUSTER"
     kubectl --context "kind-$CLUSTER" -n sloserve-system rollout status deploy/sloserve --timeout=180s
     kubectl --context "kind-$CLUSTER" -n monitoring rollout status deploy/prometheus --timeout=180s
     ;;

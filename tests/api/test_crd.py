@@ -261,8 +261,11 @@ def test_names_subresources_and_columns():
     (version,) = crd["spec"]["versions"]
     assert version["name"] == "v1alpha1" and version["storage"] and version["served"]
     assert version["subresources"] == {"status": {}, "scale": {
-        "specReplicasPath": ".spec.replicas", "statusReplicasPath": ".status.replicas",
+        "specReplicasPath": ".spec.replicas", "statusReplicasPath": ".status.serving",
         "labelSelectorPath": ".status.selector"}}
+    # The selector reaches HPA/KEDA/VPA through /scale: never defaulted to "" (which selects every pod).
+    selector = version["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]["selector"]
+    assert "default" not in selector and selector["minLength"] == 1
     columns = {column["name"]: column["jsonPath"] for column in version["additionalPrinterColumns"]}
     assert list(columns) == ["Ready", "Serving", "Warm", "TTFT-p95", "ITL-p95", "Age"]
     assert columns["Ready"] == '.status.conditions[?(@.type=="Ready")].status'

@@ -32,7 +32,19 @@ NODES = [("node-a", "us-east-1", "us-east-1a"), ("node-b", "us-east-1", "us-east
 OPERATOR_NAMESPACE, OPERATOR_ACCOUNT = "sloserve-system", "sloserve"
 # Objects of the rendered chart that the tests install; its Deployment is the operator we run ourselves.
 INSTALLED_KINDS = {"Namespace", "CustomResourceDefinition", "ServiceAccount", "ClusterRole",
-                   "ClusterRoleBinding", "Role", "RoleBinding", "ClusterKopfPeering"}
+                   "ClusterRoleBinding", "Role", "RoleBinding", "ClusterKopfPeering",
+                   "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"}
+# Every test makes its own namespace, so the operator watches all of them (the chart's default is a Role
+# per listed namespace; tests/cluster/test_rbac.py runs that mode too).
+CHART_VALUES = {"watchAllNamespaces": True}
+
+
+def chart_objects(values: dict | None = None) -> list[dict]:
+    """The chart as install.yaml lays it out (Namespace, CRDs, templates) for these values."""
+    from sloserve_operator.kube import manifests
+
+    namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": OPERATOR_NAMESPACE}}
+    return [namespace, *manifests.crds_of(), *manifests.render_chart(values or CHART_VALUES)]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -55,14 +67,13 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlP
             create_node(api, name, region=region, zone=zone, ip=f"192.0.2.{index + 1}")
         kubelet = FakeKubelet(api_client(plane.admin_kubeconfig)).start()
         # The chart's objects, except its copy of the ModelService CRD: the generated one in crds/ is applied.
-        install = [doc for doc in load_yaml(ROOT_DIR / "manifests" / "install.yaml")
+        install = [doc for doc in chart_objects()
                    if doc["kind"] in INSTALLED_KINDS and doc["kind"] != "ClusterKopfPeering"
                    and doc["metadata"]["name"] != "modelservices.sloserve.io"]
         apply(api, install)
         apply(api, load_yaml(Path(os.environ.get("SLOSERVE_TEST_CRD", ROOT_DIR / "crds" / "modelservices.sloserve.io.yaml"))))
         wait_for(lambda: _crds_established(api), timeout=30, what="CRDs Established")
-        apply(api, [doc for doc in load_yaml(ROOT_DIR / "manifests" / "install.yaml")
-                    if doc["kind"] == "ClusterKopfPeering"])
+        apply(api, [doc for doc in chart_objects() if doc["kind"] == "ClusterKopfPeering"])
         plane.kubelet = kubelet
         yield plane
     finally:

@@ -99,3 +99,23 @@ def test_scale_subresource_reads_in_slo_mode(cluster, namespace):
     scale = cluster.custom.get_namespaced_custom_object_scale(GROUP, VERSION, namespace, PLURAL, "chat")
     assert scale["spec"]["replicas"] == 1  # the schema's default; slo mode ignores it
     assert scale["status"]["selector"] == "sloserve.io/model-service=chat,sloserve.io/role=serving"
+    # status.replicas of /scale counts what the selector selects (HPA divides by it): the serving pod,
+    # not the warm one too (statusReplicasPath was .status.replicas, all roles: 2).
+    selected = cluster.ready_pods(namespace, scale["status"]["selector"])
+    assert scale["status"]["replicas"] == len(selected) == 1
+
+
+def test_an_invalid_spec_still_publishes_the_selector(cluster, namespace):
+    """A spec the schema accepts but no object can express (s3:// has no fetcher yet): Stalled, and /scale
+    still hands out the serving selector, never "" (which selects every pod in the namespace)."""
+    spec = {**QUICKSTART_SPEC, "model": {"name": "m", "uri": "s3://bucket/model"}}
+    cluster.create_msvc("chat", namespace, spec)
+    stalled = wait_for(lambda: (cluster.condition("chat", namespace, "Stalled") or {}).get("status") == "True",
+                       timeout=60, what="Stalled=True", explain=lambda: cluster.describe(namespace))
+    assert stalled
+    scale = cluster.custom.get_namespaced_custom_object_scale(GROUP, VERSION, namespace, PLURAL, "chat")
+    assert scale["status"]["selector"] == "sloserve.io/model-service=chat,sloserve.io/role=serving"
+    with pytest.raises(ApiException) as refused:  # and nobody may write an empty one
+        cluster.custom.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, PLURAL, "chat",
+                                                             {"status": {"selector": ""}})
+    assert refused.value.status == 422

@@ -45,6 +45,8 @@ VALUES_MATRIX: dict[str, dict[str, Any]] = {
     "defaults": {},
     "two-replicas": {"replicaCount": 2},
     "namespaced": {"watchNamespaces": ["team-a", "team-b"]},
+    "all-namespaces": {"watchAllNamespaces": True, "monitoring": {"labels": {"release": "kube-prometheus-stack"}},
+                       "podPatchPolicy": {"enabled": False}},
     "digest": {"image": {"repository": "registry.example/sloserve/operator", "digest": DIGEST}},
     "minimal": {"dashboard": {"enabled": False}, "metrics": {"service": False}, "networkPolicy": {"enabled": False},
                 "autoscaler": {"prometheusUrl": ""}, "logFormat": "plain"},
@@ -128,13 +130,13 @@ def test_operator_deployment_is_restricted_and_probed():
     pod = deployment["spec"]["template"]["spec"]
     (container,) = pod["containers"]
     assert deployment["spec"]["replicas"] == 2
-    assert "--peering=sloserve" in container["args"] and "--all-namespaces" in container["args"]
+    assert "--peering=sloserve" in container["args"] and "--namespace=default" in container["args"]
     assert pod["securityContext"]["runAsNonRoot"] and pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
     assert container["securityContext"] == {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
                                             "runAsNonRoot": True, "runAsUser": 10001, "capabilities": {"drop": ["ALL"]}}
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz" and container["readinessProbe"]
     assert container["resources"]["limits"] and container["resources"]["requests"]
-    (peering,) = by_kind(rendered("two-replicas"), "ClusterKopfPeering")
+    (peering,) = by_kind(rendered("two-replicas"), "KopfPeering")
     assert peering["metadata"]["name"] == "sloserve"
 
 
@@ -144,7 +146,8 @@ def test_namespaced_mode_uses_roles_per_namespace():
     assert sorted(p["metadata"]["namespace"] for p in by_kind(objects, "KopfPeering")) == ["team-a", "team-b"]
     (cluster_role,) = by_kind(objects, "ClusterRole")
     assert {resource for rule in cluster_role["rules"] for resource in rule["resources"]} == {
-        "namespaces", "customresourcedefinitions", "clusterkopfpeerings"}
+        "namespaces", "customresourcedefinitions"}
+    assert {verb for rule in cluster_role["rules"] for verb in rule["verbs"]} == {"get", "list", "watch"}
     (deployment,) = by_kind(objects, "Deployment")
     args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "--namespace=team-a" in args and "--all-namespaces" not in args
@@ -159,11 +162,37 @@ def test_rbac_is_least_privilege():
                 assert not {"escalate", "bind", "impersonate"} & set(rule["verbs"]), (case, rule)
                 if rule["resources"] in (["events"],):
                     assert rule["verbs"] == ["create"]
-    (cluster_role,) = by_kind(rendered("defaults"), "ClusterRole")
+    # The default is namespaced: the only cluster-wide grant is reading namespaces and CRDs.
+    (default_cluster_role,) = by_kind(rendered("defaults"), "ClusterRole")
+    assert {verb for rule in default_cluster_role["rules"] for verb in rule["verbs"]} == {"get", "list", "watch"}
+    assert [role["metadata"]["namespace"] for role in by_kind(rendered("defaults"), "Role")] == ["default"]
+    (cluster_role,) = by_kind(rendered("all-namespaces"), "ClusterRole")
     verbs = {(group, resource): set(rule["verbs"]) for rule in cluster_role["rules"]
              for group in rule["apiGroups"] for resource in rule["resources"]}
     assert verbs[("sloserve.io", "modelservices")] == {"get", "list", "watch", "patch"}  # never create/delete
     assert verbs[("", "pods")] == {"get", "list", "patch"}  # role labels and deletion cost only
+    assert verbs[("sloserve.io", "modelservices/finalizers")] == {"update"}  # children's blockOwnerDeletion
+
+
+def test_pod_patch_policy_binds_the_operator_account():
+    objects = rendered("defaults")
+    (policy,) = by_kind(objects, "ValidatingAdmissionPolicy")
+    (binding,) = by_kind(objects, "ValidatingAdmissionPolicyBinding")
+    assert binding["spec"]["policyName"] == policy["metadata"]["name"] and binding["spec"]["validationActions"] == ["Deny"]
+    (condition,) = policy["spec"]["matchConditions"]
+    assert "system:serviceaccount:sloserve-system:sloserve" in condition["expression"]
+    assert by_kind(rendered("all-namespaces"), "ValidatingAdmissionPolicy") == []
+
+
+def test_monitoring_labels_reach_the_operator_flags():
+    (deployment,) = by_kind(rendered("all-namespaces"), "Deployment")
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--monitoring-label=release=kube-prometheus-stack" in args and "--all-namespaces" in args
+
+
+def test_no_watched_namespace_is_refused():
+    with pytest.raises(helm.HelmError, match="watchAllNamespaces"):
+        manifests.render_chart({"watchNamespaces": []})
 
 
 def test_dashboard_configmap_carries_the_sidecar_label():
@@ -186,7 +215,7 @@ def test_derived_files_are_in_sync():
 
 def test_install_yaml_orders_crds_before_their_objects():
     kinds = [doc["kind"] for doc in yaml.safe_load_all((ROOT / "manifests" / "install.yaml").read_text()) if doc]
-    assert kinds[0] == "Namespace" and kinds.index("CustomResourceDefinition") < kinds.index("ClusterKopfPeering")
+    assert kinds[0] == "Namespace" and kinds.index("CustomResourceDefinition") < kinds.index("KopfPeering")
     assert kinds.index("ServiceAccount") < kinds.index("Deployment")
 
 

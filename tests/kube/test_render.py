@@ -12,6 +12,7 @@ import argparse
 import functools
 import itertools
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -310,7 +311,40 @@ def test_role_label_selection() -> None:
                                           "sloserve.io/role": "serving"}
     for pdb in by_kind(objects, "PodDisruptionBudget"):
         assert "sloserve.io/role" not in pdb["spec"]["selector"]["matchLabels"]
-        assert pdb["spec"]["maxUnavailable"] == 1
+
+
+def test_pdb_never_evicts_a_regions_only_pod() -> None:
+    service = service_from(base_spec(placement=TWO_REGIONS))
+    objects = render_objects(service, {"us-east-1": 1, "eu-west-1": 2}, warm_by_region={"us-east-1": 0, "eu-west-1": 1})
+    budgets = {pdb["metadata"]["name"]: pdb["spec"] for pdb in by_kind(objects, "PodDisruptionBudget")}
+    assert budgets["chat-us-east-1"]["maxUnavailable"] == 0  # one pod: a drain must wait, not empty the region
+    assert budgets["chat-eu-west-1"]["maxUnavailable"] == 1  # three pods: one at a time
+    assert all("minAvailable" not in spec for spec in budgets.values())  # one form: merge patches stay valid
+    one_plus_warm = render_objects(service, {"us-east-1": 1, "eu-west-1": 1},
+                                   warm_by_region={"us-east-1": 1, "eu-west-1": 0})
+    assert {pdb["metadata"]["name"]: pdb["spec"]["maxUnavailable"]
+            for pdb in by_kind(one_plus_warm, "PodDisruptionBudget")} == {"chat-us-east-1": 1, "chat-eu-west-1": 0}
+
+
+def test_monitoring_labels_go_on_pod_monitor_and_rule_only() -> None:
+    service = service_from(base_spec())
+    objects = render_objects(service, {"default": 1}, monitoring_labels={"release": "kube-prometheus-stack",
+                                                                         "sloserve.io/model-service": "other"})
+    for kind in ("PodMonitor", "PrometheusRule"):
+        (obj,) = by_kind(objects, kind)
+        assert obj["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+        assert obj["metadata"]["labels"]["sloserve.io/model-service"] == "chat"  # never overridden
+    assert all("release" not in obj["metadata"]["labels"] for obj in objects
+               if obj["kind"] not in ("PodMonitor", "PrometheusRule"))
+
+
+def test_prestop_sleep_needs_the_charts_kubernetes_version() -> None:
+    """The sleep action is on by default from 1.30; the chart must not claim less (it did: >= 1.27)."""
+    chart = yaml.safe_load((Path(__file__).resolve().parents[2] / "charts" / "sloserve" / "Chart.yaml").read_text())
+    minimum = re.match(r">=\s*(\d+)\.(\d+)", chart["kubeVersion"])
+    assert minimum and (int(minimum[1]), int(minimum[2])) >= (1, 30), chart["kubeVersion"]
+    container = by_kind(render_default(service_from(base_spec())), "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]
+    assert "sleep" in container["lifecycle"]["preStop"]
 
 
 def test_pod_security_is_restricted() -> None:
@@ -490,7 +524,12 @@ def test_model_sources() -> None:
     init = hf["initContainers"][0]
     env = {item["name"]: item.get("value") for item in init["env"]}
     assert env["HF_REPO"] == "meta-llama/Llama-3.1-8B-Instruct" and env["HF_REVISION"] == "abc123"
-    assert {"name": "model", "emptyDir": {}} in hf["volumes"]
+    assert {"name": "model", "emptyDir": {"sizeLimit": "100Gi"}} in hf["volumes"]  # spec.model.storage's default
+    assert hf["containers"][0]["resources"]["requests"]["ephemeral-storage"] == "100Gi"
+    assert "ephemeral-storage" not in pvc["containers"][0]["resources"]["requests"]
+    sized = base_spec(model={"name": "llama", "uri": "hf://org/big", "storage": "300Gi"})
+    sized_pod = by_kind(render_default(service_from(sized)), "Deployment")[0]["spec"]["template"]["spec"]
+    assert {"name": "model", "emptyDir": {"sizeLimit": "300Gi"}} in sized_pod["volumes"]
     assert init["image"] == hf["containers"][0]["image"]
     assert flags(hf["containers"][0]["args"])["--model"] == "/models/model"
 

@@ -37,6 +37,17 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 {{- end -}}
 
+{{/* The namespaces given a Role, as a JSON list (empty with watchAllNamespaces). */}}
+{{- define "sloserve.watchedNamespaces" -}}
+{{- if .Values.watchAllNamespaces -}}
+[]
+{{- else if .Values.watchNamespaces -}}
+{{- toJson .Values.watchNamespaces -}}
+{{- else -}}
+{{- fail "watchNamespaces is empty: list the namespaces to watch, or set watchAllNamespaces=true" -}}
+{{- end -}}
+{{- end -}}
+
 {{/* Rules for the ModelServices and their children: exactly the verbs the operator uses. */}}
 {{- define "sloserve.namespacedRules" -}}
 - apiGroups: ["sloserve.io"]
@@ -45,6 +56,11 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 - apiGroups: ["sloserve.io"]
   resources: ["modelservices/status"]
   verbs: ["get", "patch"]
+# Children carry ownerReferences with blockOwnerDeletion: the OwnerReferencesPermissionEnforcement admission
+# plugin refuses those unless their creator may update the owner's finalizers.
+- apiGroups: ["sloserve.io"]
+  resources: ["modelservices/finalizers"]
+  verbs: ["update"]
 - apiGroups: ["apps"]
   resources: ["deployments"]
   verbs: ["get", "list", "create", "patch", "delete"]

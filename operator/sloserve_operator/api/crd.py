@@ -169,7 +169,13 @@ def spec_schema() -> dict[str, Any]:
 
 
 def status_schema() -> dict[str, Any]:
+    """The status schema; status.selector has no default and may not be empty: the scale subresource hands
+    it to HPA, KEDA and VPA, and an empty selector selects every pod of the namespace."""
     schema = _structural(ModelServiceStatus)
+    selector = schema["properties"]["selector"]
+    selector.pop("default", None)
+    selector["minLength"] = 1
+    schema["properties"]["selector"] = _ordered(selector)
     return schema
 
 
@@ -238,7 +244,9 @@ def build_crd() -> dict[str, Any]:
                         "status": {},
                         "scale": {
                             "specReplicasPath": ".spec.replicas",
-                            "statusReplicasPath": ".status.replicas",
+                            # The pods labelSelectorPath selects: ready serving pods, never warm or
+                            # starting ones (status.replicas counts those too).
+                            "statusReplicasPath": ".status.serving",
                             "labelSelectorPath": ".status.selector",
                         },
                     },

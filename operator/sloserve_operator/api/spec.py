@@ -191,6 +191,12 @@ class ModelRef(_Model):
     revision: str = Field(
         default="", max_length=128, description="Model revision (commit or tag) for hf:// URIs; empty: main."
     )
+    storage: MemoryQuantity = Field(
+        default="100Gi",
+        description="Disk for an hf:// download: the emptyDir's sizeLimit and the pod's ephemeral-storage request "
+        "(weights plus a margin), so the scheduler picks a node with room and a runaway download is evicted "
+        "instead of filling the node. Unused for other sources.",
+    )
 
 
 class Speculative(_Model):
@@ -525,6 +531,8 @@ class ObservedLatency(_Model):
     itl_p95: str | None = Field(default=None, description="Observed p95 inter-token latency.")
     request_rate: float | None = Field(default=None, description="Requests per second.")
     within_budget: float | None = Field(default=None, description="Fraction of requests meeting both budgets.")
+    last_sample_time: str | None = Field(
+        default=None, description="When a metrics sample last arrived; absent: none ever has (see MetricsAvailable).")
 
 
 class Decision(_Model):
@@ -541,11 +549,11 @@ class ModelServiceStatus(_Model):
         max_length=MAX_CONDITIONS,
         description="Ready, Progressing, SLOMet, MetricsAvailable, Degraded.",
     )
-    replicas: int = Field(default=0, description="Pods of all roles (the scale subresource's status).")
-    serving: int = Field(default=0, description="Ready pods serving traffic.")
+    replicas: int = Field(default=0, description="Pods of all roles.")
+    serving: int = Field(default=0, description="Ready pods serving traffic (the scale subresource's status).")
     warm: int = Field(default=0, description="Ready pods in the warm pool.")
     desired_replicas: int = Field(default=0, description="Serving replicas the autoscaler wants.")
-    selector: str = Field(default="", description="Label selector of the pods, for the scale subresource.")
+    selector: str = Field(default="", description="Label selector of the serving pods, for the scale subresource.")
     regions: list[RegionStatus] = Field(
         default_factory=list, max_length=MAX_REGIONS + 1, description="Per-region counts."
     )

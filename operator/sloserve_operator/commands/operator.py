@@ -14,6 +14,14 @@ import os
 import random
 
 
+def label_pair(text: str) -> tuple[str, str]:
+    """KEY=VALUE of --monitoring-label; the API server checks the syntax of the label itself."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key, value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     scope = parser.add_mutually_exclusive_group()
     scope.add_argument("-n", "--namespace", action="append", default=[],
@@ -29,6 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="seconds between drift checks of each ModelService's children (default 60)")
     parser.add_argument("--runtime-image", default=os.environ.get("SLOSERVE_RUNTIME_IMAGE"),
                         help="image for the bundled engine (default: render.py's default)")
+    parser.add_argument("--monitoring-label", action="append", default=[], type=label_pair, metavar="KEY=VALUE",
+                        help="label for the PodMonitors and PrometheusRules the operator creates (repeatable), "
+                             "e.g. release=kube-prometheus-stack so that stack's Prometheus selects them")
     parser.add_argument("--bind-address", default="0.0.0.0",
                         help="address the health and metrics endpoints listen on (default 0.0.0.0; tests: 127.0.0.1)")
     parser.add_argument("--health-port", type=int, default=8080, help="liveness/readiness port (/healthz)")
@@ -62,7 +73,8 @@ def run(args: argparse.Namespace) -> int:
     config = OperatorConfig(prometheus_url=args.prometheus_url, autoscale_interval=args.autoscale_interval,
                             metrics_window=args.metrics_window, drift_interval=args.drift_interval,
                             peering_lifetime=args.peering_lifetime, images=images,
-                            request_timeout=args.request_timeout, wedged_after=args.wedged_after)
+                            request_timeout=args.request_timeout, wedged_after=args.wedged_after,
+                            monitoring_labels=dict(args.monitoring_label))
     registry = register(kopf.OperatorRegistry(), config)
     if args.metrics_port:
         operator_metrics.serve(args.metrics_port, addr=args.bind_address)

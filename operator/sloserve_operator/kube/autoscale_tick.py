@@ -96,8 +96,16 @@ def load_profile(kube: Kube, namespace: str, spec: ModelServiceSpec) -> Any:
         return None
 
 
-def summarize(observation: Observation) -> dict[str, Any]:
-    """status.observed: worst region's p95s, total request rate, lowest within-budget fraction."""
+def any_sample(observation: Observation) -> bool:
+    """True when Prometheus returned at least one series for the service (a pod was scraped), complete or not."""
+    return any(value is not None for region in observation.regions.values()
+               for value in (region.ready_replicas, region.request_rate, region.running, region.waiting,
+                             region.kv_usage, region.ttft_p95, region.itl_p95))
+
+
+def summarize(observation: Observation, previous: dict[str, Any] | None = None) -> dict[str, Any]:
+    """status.observed: worst region's p95s, total request rate, lowest within-budget fraction, and when a
+    sample last arrived (kept from `previous`, the last status.observed, while none does)."""
     regions = list(observation.regions.values())
     ttft = [r.ttft_p95 for r in regions if r.ttft_p95 is not None]
     itl = [r.itl_p95 for r in regions if r.itl_p95 is not None]
@@ -109,6 +117,8 @@ def summarize(observation: Observation) -> dict[str, Any]:
         "itlP95": format_ms(max(itl)) if itl else None,
         "requestRate": round(sum(rates), 4) if rates else None,
         "withinBudget": round(min(within), 4) if within else None,
+        "lastSampleTime": cond.rfc3339(observation.time) if any_sample(observation)
+        else (previous or {}).get("lastSampleTime"),
     }
 
 
@@ -128,10 +138,19 @@ def slo_condition(spec: ModelServiceSpec, observation: Observation) -> dict[str,
     return cond.condition("SLOMet", True, "WithinBudget", "p95 TTFT and ITL within budget in every region")
 
 
-def metrics_condition(observation: Observation) -> dict[str, Any]:
+NO_SAMPLES_HINT = ("no metrics sample has ever arrived for this ModelService: is a Prometheus selecting its "
+                   "PodMonitor? kube-prometheus-stack selects by its release label (operator flag "
+                   "--monitoring-label, chart value monitoring.labels)")
+
+
+def metrics_condition(observation: Observation, previous: dict[str, Any] | None = None) -> dict[str, Any]:
+    """MetricsAvailable; NoSamplesYet when nothing was ever scraped (`previous`: the last status.observed),
+    which on a real cluster is nearly always a Prometheus that does not select the PodMonitor."""
     if observation.available:
         return cond.condition("MetricsAvailable", True, "Observed", "latency and load observed in every region")
     detail = "; ".join(observation.problems) or "no complete observation"
+    if not any_sample(observation) and not (previous or {}).get("lastSampleTime"):
+        return cond.condition("MetricsAvailable", False, "NoSamplesYet", f"{NO_SAMPLES_HINT}; {detail}")
     return cond.condition("MetricsAvailable", False, "MetricsMissing", f"holding replicas: {detail}")
 
 
@@ -184,7 +203,7 @@ def autoscale_once(kube: Kube, source: Any, body: dict[str, Any], now: float,
         events.append(KubeEvent("Normal", kind, f"serving {before} -> {after}: {reason}"))
 
     counts = count_pods(kube.list("Pod", namespace, {MODEL_SERVICE_LABEL: name}), list(serving))
-    updates = [slo_condition(spec, observation), metrics_condition(observation),
+    updates = [slo_condition(spec, observation), metrics_condition(observation, status.get("observed")),
                degraded_condition(kube.serves("monitoring.coreos.com/v1"), degraded)]
     for item in cond.changed(status.get("conditions"), updates):
         if item["type"] in ("MetricsAvailable", "Degraded", "SLOMet"):
@@ -197,7 +216,7 @@ def autoscale_once(kube: Kube, source: Any, body: dict[str, Any], now: float,
         "replicas": sum(counts[r]["total"] for r in counts),
         "regions": [{"name": region, "desired": serving[region], "serving": counts[region]["serving"],
                      "warm": counts[region]["warm"], "pending": counts[region]["pending"]} for region in serving],
-        "observed": summarize(observation),
+        "observed": summarize(observation, status.get("observed")),
         "conditions": cond.set_conditions(status.get("conditions"), updates, now=now,
                                           generation=meta.get("generation")),
     }

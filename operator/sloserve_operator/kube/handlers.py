@@ -44,6 +44,7 @@ class OperatorConfig:
     wedged_after: float = 300.0  # /healthz fails once a handler has run this long (the kubelet restarts us)
     request_timeout: float = 30.0  # seconds per Kubernetes API call: a hung call must not hold the lock
     images: dict[str, str] = field(default_factory=dict)  # engine -> image override
+    monitoring_labels: dict[str, str] = field(default_factory=dict)  # on PodMonitors and PrometheusRules
     kube: Kube | None = None  # built lazily on first use (after kopf has logged in)
     metrics_source: Any = None  # a sources.MetricsSource; default PrometheusSource(prometheus_url)
 
@@ -167,6 +168,7 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> kopf.Op
                 return
             try:
                 result = reconcile(kube, current, now=time.time(), images=config.images or None,
+                                   monitoring_labels=config.monitoring_labels or None,
                                    actuate=lambda body, serving, warm: KubernetesActuator(kube).apply(
                                        body, serving, warm).events)
                 written = write(kube, current, result.status)

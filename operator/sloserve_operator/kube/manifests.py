@@ -28,7 +28,7 @@ NAMESPACE = "sloserve-system"
 RELEASE = "sloserve"
 # Install order, as Helm applies kinds (CRDs and namespaces before what lives in them).
 KIND_ORDER = ["Namespace", "CustomResourceDefinition", "ServiceAccount", "ClusterRole", "ClusterRoleBinding",
-              "Role", "RoleBinding", "ConfigMap", "NetworkPolicy", "Service", "ClusterKopfPeering", "KopfPeering", "Deployment"]
+              "Role", "RoleBinding", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding", "ConfigMap", "NetworkPolicy", "Service", "ClusterKopfPeering", "KopfPeering", "Deployment"]
 
 
 def render_chart(values: dict[str, Any] | None = None, *, chart: Path = CHART, namespace: str = NAMESPACE,

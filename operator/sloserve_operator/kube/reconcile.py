@@ -312,7 +312,8 @@ def invalid_spec_status(body: dict[str, Any], problems: list[str], now: float) -
     ]
     # observedGeneration too: GitOps tools wait for it to reach metadata.generation before reading conditions,
     # so without it an invalid spec would look "in progress" forever instead of failed.
-    return {"observedGeneration": meta.get("generation"),
+    # The selector too: it depends on the name only, and the scale subresource must never hand out "".
+    return {"observedGeneration": meta.get("generation"), "selector": serving_selector(meta["name"]),
             "conditions": cond.set_conditions(status.get("conditions"), updates, now=now,
                                               generation=meta.get("generation"))}
 
@@ -338,7 +339,8 @@ def add_scrape_annotations(obj: dict[str, Any]) -> dict[str, Any]:
 
 def desired_children(body: dict[str, Any], spec: ModelServiceSpec, serving: dict[str, int],
                      warm: dict[str, int], monitoring: bool,
-                     images: dict[str, str] | None = None) -> list[dict[str, Any]]:
+                     images: dict[str, str] | None = None,
+                     monitoring_labels: dict[str, str] | None = None) -> list[dict[str, Any]]:
     from sloserve_operator.kube.render import render_objects
 
     meta = body["metadata"]
@@ -348,7 +350,8 @@ def desired_children(body: dict[str, Any], spec: ModelServiceSpec, serving: dict
                      "labels": meta.get("labels") or {}},
         "spec": spec.model_dump(by_alias=True, exclude_none=True),
     })
-    objects = render_objects(service, serving, warm_by_region=warm, monitoring=monitoring, images=images)
+    objects = render_objects(service, serving, warm_by_region=warm, monitoring=monitoring, images=images,
+                             monitoring_labels=monitoring_labels)
     reference = owner_reference(body)
     result = []
     for obj in objects:
@@ -360,6 +363,7 @@ def desired_children(body: dict[str, Any], spec: ModelServiceSpec, serving: dict
 
 def reconcile(kube: Kube, body: dict[str, Any], *, now: float,
               images: dict[str, str] | None = None,
+              monitoring_labels: dict[str, str] | None = None,
               on_event: Callable[[KubeEvent], None] | None = None,
               actuate: Callable[[dict[str, Any], dict[str, int], dict[str, int]], list[KubeEvent]] | None = None,
               ) -> ReconcileResult:
@@ -388,7 +392,7 @@ def reconcile(kube: Kube, body: dict[str, Any], *, now: float,
     memory = read_memory(kube, namespace, name)
     warm = warm_targets(spec, memory)
     try:
-        desired = desired_children(body, spec, serving, warm, monitoring, images)
+        desired = desired_children(body, spec, serving, warm, monitoring, images, monitoring_labels)
     except ValueError as error:  # a spec the models accept but no object can express (render says why)
         problems = [f"spec: {error}"]
         emit(KubeEvent("Warning", "InvalidSpec", problems[0][:1000]))

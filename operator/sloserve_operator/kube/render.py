@@ -22,7 +22,8 @@ Model sources (spec.model.uri, and spec.runtime.speculative.draftModel):
   SGLang are given spec.model.name and download it themselves (HF_TOKEN from the optional Secret `hf-token`).
 - pvc://CLAIM/PATH: the claim mounted read-only at /models/<role>, the engine pointed at PATH inside it.
 - hf://ORG/NAME: an emptyDir filled by an init container (the engine image's own huggingface_hub,
-  spec.model.revision honoured, HF_TOKEN from the optional Secret `hf-token`), then mounted read-only.
+  spec.model.revision honoured, HF_TOKEN from the optional Secret `hf-token`), then mounted read-only. Its
+  sizeLimit is spec.model.storage (a draft model's: DRAFT_STORAGE), requested as ephemeral-storage too.
 - file:///PATH: a path inside the image (a model baked into a custom spec.runtime.image). hostPath volumes
   are not allowed under the restricted Pod Security Standard, so node-local files are not mounted.
 - s3:// and gs:// are refused with a clear error (no in-cluster fetcher yet).
@@ -80,6 +81,7 @@ DRAIN_SECONDS = 30  # in-flight requests get this long to finish after SIGTERM
 GRACE_MARGIN_SECONDS = 15
 STARTUP_BUDGET_SECONDS = 1800  # loading large weights onto GPUs can take many minutes
 RUN_AS_ID = 1000
+DRAFT_STORAGE = "20Gi"  # draft models are small (a few hundred MB to a few GB)
 HF_TOKEN_SECRET = "hf-token"
 HF_TOKEN_KEY = "token"
 MAX_NAME = 63
@@ -161,9 +163,11 @@ class ModelSource:
     volumes: list[dict[str, Any]] = field(default_factory=list)
     mounts: list[dict[str, Any]] = field(default_factory=list)
     init_containers: list[dict[str, Any]] = field(default_factory=list)
+    storage: str | None = None  # ephemeral storage the source needs on the node (hf:// downloads)
 
 
-def model_source(uri: str, revision: str, *, role: str, field_name: str, image: str) -> ModelSource:
+def model_source(uri: str, revision: str, *, role: str, field_name: str, image: str,
+                 storage: str = DRAFT_STORAGE) -> ModelSource:
     """Resolve a model URI (see the module doc) for the volume named `role` ("model" or "draft")."""
     if not uri:
         return ModelSource()
@@ -188,9 +192,10 @@ def model_source(uri: str, revision: str, *, role: str, field_name: str, image: 
         repo = rest.strip("/")
         return ModelSource(
             path=mount_dir,
-            volumes=[{"name": role, "emptyDir": {}}],
+            volumes=[{"name": role, "emptyDir": {"sizeLimit": storage}}],
             mounts=[{"name": role, "mountPath": mount_dir, "readOnly": True}],
             init_containers=[_fetch_container(role, repo, revision, mount_dir, image)],
+            storage=storage,
         )
     raise UnsupportedKnob(f"{field_name}: scheme {scheme}:// is not supported by the renderer; "
                           "use pvc://, hf:// or file://")
@@ -220,7 +225,7 @@ def _fetch_container(role: str, repo: str, revision: str, mount_dir: str, image:
 
 def _model_sources(spec: ModelServiceSpec, image: str) -> tuple[ModelSource, ModelSource]:
     main = model_source(spec.model.uri, spec.model.revision, role="model", field_name="spec.model.uri",
-                        image=image)
+                        image=image, storage=spec.model.storage)
     draft = ModelSource()
     speculative = spec.runtime.speculative
     if speculative.method == SpeculativeMethod.draft and speculative.draft_model:
@@ -291,12 +296,19 @@ def _engine_env(spec: ModelServiceSpec, main: ModelSource) -> list[dict[str, Any
     return env
 
 
-def _resources(spec: ModelServiceSpec) -> dict[str, Any]:
+def _resources(spec: ModelServiceSpec, *sources: ModelSource) -> dict[str, Any]:
     amounts: dict[str, str] = {"cpu": spec.resources.cpu, "memory": spec.resources.memory}
     if spec.resources.gpus > 0:
         amounts["nvidia.com/gpu"] = str(spec.resources.gpus)
     # requests == limits: Guaranteed QoS, so latency does not depend on noisy neighbours.
-    return {"requests": dict(amounts), "limits": dict(amounts)}
+    resources = {"requests": dict(amounts), "limits": dict(amounts)}
+    downloads = [source.storage for source in sources if source.storage]
+    if downloads:  # a request only: the emptyDir's sizeLimit is what evicts a runaway download
+        from kubernetes.utils import parse_quantity  # (the kubernetes client is needed only here)
+
+        resources["requests"]["ephemeral-storage"] = downloads[0] if len(downloads) == 1 else \
+            str(int(sum(parse_quantity(size) for size in downloads)))
+    return resources
 
 
 def _probes(engine: EngineProfile) -> dict[str, Any]:
@@ -336,7 +348,7 @@ def _runtime_container(service: ModelService, image: str, main: ModelSource,
                                                         paths=ModelPaths(main.path, draft.path))],
         "ports": ports,
         "env": _engine_env(spec, main),
-        "resources": _resources(spec),
+        "resources": _resources(spec, main, draft),
         **_probes(engine),
         "lifecycle": {"preStop": {"sleep": {"seconds": PRESTOP_SECONDS}}},
         "securityContext": _container_security(),
@@ -440,14 +452,18 @@ def _service(service: ModelService, name: str, selector: dict[str, str],
     }
 
 
-def _pdb(service: ModelService, region: str) -> dict[str, Any]:
+def _pdb(service: ModelService, region: str, pods: int) -> dict[str, Any]:
+    """At most one pod of the region evicted at a time, and never its only one: with `pods` <= 1 (no warm
+    pod, one serving) maxUnavailable is 0, so a drain waits instead of taking the region to zero. Always
+    maxUnavailable (never minAvailable): the drift patch is a merge patch, and switching between the two
+    would leave both set, which the API server refuses."""
     return {
         "apiVersion": "policy/v1",
         "kind": "PodDisruptionBudget",
         "metadata": _metadata(service, child_name(service.metadata.name, region),
                               {**common_labels(service), REGION_LABEL: region}),
         "spec": {
-            "maxUnavailable": 1,
+            "maxUnavailable": 0 if pods <= 1 else 1,
             "selector": {"matchLabels": pod_selector(service, region)},
             # A pod that never became ready must not block node drains.
             "unhealthyPodEvictionPolicy": "AlwaysAllow",
@@ -538,12 +554,18 @@ POD_MONITOR_RELABELINGS = (
 )
 
 
-def _pod_monitor(service: ModelService) -> dict[str, Any]:
+def _monitoring_labels(service: ModelService, extra: dict[str, str] | None) -> dict[str, str]:
+    """The operator's labels plus --monitoring-label ones: a Prometheus from kube-prometheus-stack selects
+    PodMonitors and PrometheusRules by `release: <its release>`, and picks up nothing without it."""
+    return {**(extra or {}), **common_labels(service, "monitoring")}
+
+
+def _pod_monitor(service: ModelService, extra_labels: dict[str, str] | None = None) -> dict[str, Any]:
     engine = PROFILES[service.spec.engine.value]
     return {
         "apiVersion": "monitoring.coreos.com/v1",
         "kind": "PodMonitor",
-        "metadata": _metadata(service, service.metadata.name, common_labels(service, "monitoring")),
+        "metadata": _metadata(service, service.metadata.name, _monitoring_labels(service, extra_labels)),
         "spec": {
             "selector": {"matchLabels": {MODEL_SERVICE_LABEL: service.metadata.name}},
             "podMetricsEndpoints": [{
@@ -559,9 +581,9 @@ def _pod_monitor(service: ModelService) -> dict[str, Any]:
     }
 
 
-def _prometheus_rule(service: ModelService) -> dict[str, Any]:
+def _prometheus_rule(service: ModelService, extra_labels: dict[str, str] | None = None) -> dict[str, Any]:
     rule = prometheus_rule(service)
-    rule["metadata"] = _metadata(service, rule["metadata"]["name"], common_labels(service, "monitoring"))
+    rule["metadata"] = _metadata(service, rule["metadata"]["name"], _monitoring_labels(service, extra_labels))
     return rule
 
 
@@ -592,8 +614,11 @@ def _check_regions(spec: ModelServiceSpec, counts: dict[str, int], argument: str
 
 def render_objects(service: ModelService, serving_by_region: dict[str, int], *,
                    warm_by_region: dict[str, int] | None = None, monitoring: bool = True,
-                   images: dict[str, str] | None = None) -> list[dict[str, Any]]:
+                   images: dict[str, str] | None = None,
+                   monitoring_labels: dict[str, str] | None = None) -> list[dict[str, Any]]:
     """Every object the ModelService needs, for these serving counts (warm default: spec.scaling.warmPool).
+
+    `monitoring_labels` go on the PodMonitor and PrometheusRule (never overriding the operator's own).
 
     Regions of the spec missing from the counts get 0 serving replicas. Raises ValueError (UnsupportedKnob
     for spec problems) with a message naming the field or argument.
@@ -616,11 +641,12 @@ def render_objects(service: ModelService, serving_by_region: dict[str, int], *,
             objects.append(_service(service, child_name(service.metadata.name, region),
                                     {**pod_selector(service, region), ROLE_LABEL: SERVING},
                                     {REGION_LABEL: region}))
-    objects.extend(_pdb(service, region) for region in regions)
+    objects.extend(_pdb(service, region, serving_by_region.get(region, 0) + warm_by_region.get(region, 0))
+                   for region in regions)
     objects.extend(_routing_objects(service, regions))
     if monitoring:
-        objects.append(_pod_monitor(service))
-        objects.append(_prometheus_rule(service))
+        objects.append(_pod_monitor(service, monitoring_labels))
+        objects.append(_prometheus_rule(service, monitoring_labels))
     return objects
 
 

@@ -153,6 +153,9 @@ class ControlPlane:
             "--requestheader-allowed-names=front-proxy-client",
             f"--token-auth-file={pki / 'tokens.csv'}",
             "--authorization-mode=RBAC",
+            # On top of the default plugins (ValidatingAdmissionPolicy among them): what refuses children
+            # whose blockOwnerDeletion the creator may not set (managed clusters such as OpenShift enable it).
+            "--enable-admission-plugins=OwnerReferencesPermissionEnforcement",
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
             f"--service-account-key-file={pki / 'sa.pub'}",
             f"--service-account-signing-key-file={pki / 'sa.key'}",

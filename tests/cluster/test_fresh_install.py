@@ -1,0 +1,41 @@
+"""The e2e install (e2e/install.py) on a fresh API server: the chart as one `kubectl apply` stream fails
+there (kubectl maps every kind before applying, and the KopfPeering CRD is in the same stream); CRDs first,
+`kubectl wait --for=condition=Established`, then the rest installs."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+
+import pytest
+from cluster_harness import ROOT_DIR, api_client
+from controlplane import ControlPlane, build_binaries
+from kubernetes import client
+
+sys.path.insert(0, str(ROOT_DIR))
+from e2e import install  # noqa: E402
+
+pytestmark = pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl not installed")
+
+
+def test_crds_then_wait_then_the_rest_installs_on_a_fresh_cluster(tmp_path):
+    plane = ControlPlane(tmp_path / "fresh", build_binaries())
+    try:
+        plane.start(timeout=120)
+        kubectl = ["kubectl", f"--kubeconfig={plane.admin_kubeconfig}"]
+        steps = install.parts()
+        one_stream = subprocess.run([*kubectl, "apply", "--server-side", "-f", "-"], text=True,
+                                    input=install.as_yaml(steps["crds"] + steps["rest"]), capture_output=True,
+                                    timeout=120)
+        assert one_stream.returncode != 0 and "KopfPeering" in one_stream.stderr, one_stream.stderr
+
+        install.apply(kubectl)
+        api = api_client(plane.admin_kubeconfig)
+        peerings = client.CustomObjectsApi(api).list_namespaced_custom_object(
+            "kopf.dev", "v1", "default", "kopfpeerings")["items"]
+        assert [p["metadata"]["name"] for p in peerings] == ["sloserve"]
+        deployments = client.AppsV1Api(api).list_namespaced_deployment("sloserve-system").items
+        assert [d.metadata.name for d in deployments] == ["sloserve"]
+    finally:
+        plane.stop()
