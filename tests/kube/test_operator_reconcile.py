@@ -228,7 +228,8 @@ def test_invalid_spec_status_keeps_counts_and_other_conditions():
     before = body(generation=2, conditions=[{"type": "SLOMet", "status": "True", "reason": "WithinBudget",
                                              "message": "", "lastTransitionTime": "2026-01-01T00:00:00Z"}])
     status = invalid_spec_status(before, ["spec.scaling.minReplicas: too big"], now=5.0)
-    assert set(status) == {"conditions", "observedGeneration"}  # counts untouched: no child was touched
+    # Counts untouched (no child was touched); the selector is written: /scale must never hand out "".
+    assert set(status) == {"conditions", "observedGeneration", "selector"}
     assert status["observedGeneration"] == 2  # GitOps tools compare it with metadata.generation
     ready = cond.find(status["conditions"], "Ready")
     assert (ready["status"], ready["reason"], ready["observedGeneration"]) == ("False", "InvalidSpec", 2)
