@@ -24,6 +24,9 @@ log = logging.getLogger(__name__)
 REGION = "topology.kubernetes.io/region"
 ZONE = "topology.kubernetes.io/zone"
 GPU_PRODUCT = "nvidia.com/gpu.product"
+# A test sets this annotation on a pod to make it fail its readiness probe (a hung or crash-looping
+# runtime): the fake kubelet reports it Running but not Ready until the annotation is removed.
+HOLD_UNREADY = "fake-kubelet.sloserve.io/unready"
 
 
 def _now() -> str:
@@ -63,7 +66,8 @@ class FakeKubelet:
 
     `startup_seconds` stands in for the model load: a bound pod is Running but not Ready for that long.
     With 0 (the default) pods are Ready at once, which hides what a warm pool is for; tests about
-    promotion and rollouts set it (a real runtime takes minutes)."""
+    promotion and rollouts set it (a real runtime takes minutes). A pod annotated HOLD_UNREADY is made
+    (or kept) Running and not Ready, whatever its age: its readiness probe fails."""
 
     def __init__(self, api: client.ApiClient) -> None:
         self.core = client.CoreV1Api(api)
@@ -108,6 +112,11 @@ class FakeKubelet:
             if meta.deletion_timestamp is not None:
                 # The kubelet's part of graceful deletion: containers stopped, the pod object removed.
                 self.core.delete_namespaced_pod(meta.name, meta.namespace, grace_period_seconds=0)
+            elif spec.node_name and _held_unready(pod):
+                with self._lock:  # released later: start again (startup_seconds), as a restarted runtime
+                    self._starting.discard(meta.uid)
+                if _is_ready(pod) or (status.phase or "") != "Running":
+                    self.core.patch_namespaced_pod_status(meta.name, meta.namespace, self._unready_status(pod))
             elif spec.node_name and not _is_ready(pod):
                 if self.startup_seconds > 0:
                     self._start_later(pod)
@@ -125,18 +134,13 @@ class FakeKubelet:
             if meta.uid in self._starting:
                 return
             self._starting.add(meta.uid)
-        starting = self._running_status(pod, pod.status)
-        for condition in starting["status"]["conditions"]:
-            if condition["type"] in ("Ready", "ContainersReady"):
-                condition["status"] = "False"
-        for container in starting["status"]["containerStatuses"]:
-            container["ready"] = False
-        self.core.patch_namespaced_pod_status(meta.name, meta.namespace, starting)
+        self.core.patch_namespaced_pod_status(meta.name, meta.namespace, self._unready_status(pod))
 
         def ready() -> None:
             try:
                 current = self.core.read_namespaced_pod(meta.name, meta.namespace)
-                if current.metadata.uid == meta.uid and current.metadata.deletion_timestamp is None:
+                if current.metadata.uid == meta.uid and current.metadata.deletion_timestamp is None \
+                        and not _held_unready(current):
                     self.core.patch_namespaced_pod_status(meta.name, meta.namespace,
                                                           self._running_status(current, current.status))
             except ApiException as error:
@@ -146,6 +150,16 @@ class FakeKubelet:
         timer = threading.Timer(self.startup_seconds, ready)
         timer.daemon = True
         timer.start()
+
+    def _unready_status(self, pod: client.V1Pod) -> dict[str, Any]:
+        """Running with an IP, containers started but not ready (a probe failing or the model loading)."""
+        starting = self._running_status(pod, pod.status)
+        for condition in starting["status"]["conditions"]:
+            if condition["type"] in ("Ready", "ContainersReady"):
+                condition["status"] = "False"
+        for container in starting["status"]["containerStatuses"]:
+            container["ready"] = False
+        return starting
 
     def _running_status(self, pod: client.V1Pod, status: client.V1PodStatus) -> dict[str, Any]:
         now = _now()
@@ -158,6 +172,10 @@ class FakeKubelet:
                       for c in pod.spec.containers]
         return {"status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}], "hostIP": "192.0.2.1",
                            "startTime": now, "conditions": conditions, "containerStatuses": containers}}
+
+
+def _held_unready(pod: client.V1Pod) -> bool:
+    return (pod.metadata.annotations or {}).get(HOLD_UNREADY) == "true"
 
 
 def _is_ready(pod: client.V1Pod) -> bool:

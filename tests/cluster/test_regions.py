@@ -46,3 +46,27 @@ def _refresh(cluster, pod):
 def _degraded(cluster, namespace: str):
     found = cluster.condition("chat", namespace, "Degraded")
     return found if found and found["status"] == "True" and "eu-west-1" in (found.get("message") or "") else None
+
+
+def test_zones_as_regions_pin_each_deployment_to_its_zone(cluster, namespace):
+    """placement.topology: zone, for one cluster whose "regions" are its zones: each zone's pods land on
+    that zone's node, and the Service over all zones prefers same-zone endpoints."""
+    spec = {**QUICKSTART_SPEC,
+            "scaling": {"mode": "manual", "minReplicas": 1, "maxReplicas": 4, "warmPool": {"size": 0}},
+            "replicas": 2,
+            "placement": {"topology": "zone", "regions": [{"name": "us-east-1a"}, {"name": "us-east-1b"}]}}
+    cluster.create_msvc("chat", namespace, spec)
+    nodes = wait_for(lambda: _nodes_by_zone(cluster, namespace), timeout=60, what="one ready pod per zone",
+                     explain=lambda: cluster.describe(namespace))
+    assert nodes == {"us-east-1a": {"node-a"}, "us-east-1b": {"node-b"}}  # conftest.NODES
+    assert cluster.core.read_namespaced_service("chat", namespace).spec.traffic_distribution == "PreferClose"
+    regional = cluster.core.read_namespaced_service("chat-us-east-1a", namespace)
+    assert regional.spec.traffic_distribution is None  # one zone's Service: nothing to prefer
+
+
+def _nodes_by_zone(cluster, namespace: str) -> dict[str, set[str]] | None:
+    pods = cluster.ready_pods(namespace, "sloserve.io/model-service=chat")
+    found: dict[str, set[str]] = {}
+    for pod in pods:
+        found.setdefault(pod.metadata.labels["sloserve.io/region"], set()).add(pod.spec.node_name)
+    return found if len(pods) == 2 and len(found) == 2 else None

@@ -313,6 +313,21 @@ def test_role_label_selection() -> None:
         assert "sloserve.io/role" not in pdb["spec"]["selector"]["matchLabels"]
 
 
+def test_zone_topology_selects_zones_and_prefers_close_endpoints() -> None:
+    zones = {"topology": "zone", "regions": [{"name": "us-east-1a"}, {"name": "us-east-1b"}]}
+    objects = render_objects(service_from(base_spec(placement=zones)), {"us-east-1a": 1, "us-east-1b": 1})
+    for deployment in by_kind(objects, "Deployment"):
+        selector = deployment["spec"]["template"]["spec"]["nodeSelector"]
+        assert selector["topology.kubernetes.io/zone"] == deployment["metadata"]["labels"]["sloserve.io/region"]
+        assert "topology.kubernetes.io/region" not in selector
+    services = {s["metadata"]["name"]: s["spec"] for s in by_kind(objects, "Service")}
+    assert services["chat"]["trafficDistribution"] == "PreferClose"
+    assert "trafficDistribution" not in services["chat-us-east-1a"]
+    regions = render_objects(service_from(base_spec(placement=TWO_REGIONS)), {"us-east-1": 1, "eu-west-1": 1})
+    assert all("trafficDistribution" not in s["spec"] for s in by_kind(regions, "Service"))  # the default
+    assert "topology.kubernetes.io/region" in by_kind(regions, "Deployment")[0]["spec"]["template"]["spec"]["nodeSelector"]
+
+
 def test_pdb_never_evicts_a_regions_only_pod() -> None:
     service = service_from(base_spec(placement=TWO_REGIONS))
     objects = render_objects(service, {"us-east-1": 1, "eu-west-1": 2}, warm_by_region={"us-east-1": 0, "eu-west-1": 1})

@@ -350,7 +350,8 @@ class Scaling(_Model):
 
 class Region(_Model):
     name: str = Field(
-        description="Region name, matched against the node label topology.kubernetes.io/region.",
+        description="Region name, matched against the node label topology.kubernetes.io/region (or "
+        "topology.kubernetes.io/zone with placement.topology: zone).",
         min_length=1,
         max_length=DNS_LABEL_MAX,
         pattern=NAME_PATTERN,
@@ -372,6 +373,9 @@ class Region(_Model):
 MAX_REGIONS = 32
 
 
+Topology = Literal["region", "zone"]
+
+
 class Placement(_Model):
     regions: list[Region] = Field(
         default_factory=list,
@@ -380,6 +384,13 @@ class Placement(_Model):
     )
     pending_timeout: Duration = Field(
         default="5m", description="Pods Pending this long mark their region short of capacity; its deficit spills."
+    )
+    topology: Topology = Field(
+        default="region",
+        description="What a region names inside this cluster: region matches topology.kubernetes.io/region (a "
+        "cluster spanning regions is rare: most platforms run one cluster per region); zone matches "
+        "topology.kubernetes.io/zone, and the Service over all of them prefers same-zone endpoints "
+        "(trafficDistribution: PreferClose, Kubernetes >= 1.31).",
     )
 
     rules: ClassVar[tuple[Rule, ...]] = (

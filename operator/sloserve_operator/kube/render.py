@@ -11,6 +11,9 @@ picker Service (`<picker>`, `<picker>-R`), and, with spec.routing.httpRoute, an 
 (gateway.networking.k8s.io/v1) whose backend is the pool `<name>`. Without spec.routing nothing of the
 gateway API is rendered (the Services alone, as before).
 
+With spec.placement.topology "zone" the "regions" are zones of this cluster (node label
+topology.kubernetes.io/zone) and the Service `<name>` over all of them prefers same-zone endpoints.
+
 Naming: the default region (no spec.placement.regions) renders `<name>`; region R renders `<name>-R`,
 shortened with a hash suffix when longer than 63 characters (a Service name's limit). `region_children`
 lists what one region owns, so the operator can delete the children of a region removed from the spec; all
@@ -85,6 +88,8 @@ DRAFT_STORAGE = "20Gi"  # draft models are small (a few hundred MB to a few GB)
 HF_TOKEN_SECRET = "hf-token"
 HF_TOKEN_KEY = "token"
 MAX_NAME = 63
+# spec.placement.topology -> the node label a region's name is matched against
+TOPOLOGY_LABELS = {"region": "topology.kubernetes.io/region", "zone": "topology.kubernetes.io/zone"}
 
 _FETCH_SCRIPT = (
     "import os\n"
@@ -372,7 +377,7 @@ def _volumes(spec: ModelServiceSpec, main: ModelSource, draft: ModelSource) -> l
 def _scheduling(spec: ModelServiceSpec, region: str, selector: dict[str, str]) -> dict[str, Any]:
     node_selector: dict[str, str] = {}
     if region != DEFAULT_REGION:
-        node_selector["topology.kubernetes.io/region"] = region
+        node_selector[TOPOLOGY_LABELS[spec.placement.topology]] = region
     if spec.resources.gpus > 0 and spec.resources.gpu_type:
         node_selector["nvidia.com/gpu.product"] = spec.resources.gpu_type
     spread = [
@@ -443,12 +448,15 @@ def _service_ports(service: ModelService) -> list[dict[str, Any]]:
 
 
 def _service(service: ModelService, name: str, selector: dict[str, str],
-             extra_labels: dict[str, str]) -> dict[str, Any]:
+             extra_labels: dict[str, str], prefer_close: bool = False) -> dict[str, Any]:
+    spec: dict[str, Any] = {"type": "ClusterIP", "selector": selector, "ports": _service_ports(service)}
+    if prefer_close:  # same-zone endpoints first, any zone when the client's zone has none ready
+        spec["trafficDistribution"] = "PreferClose"
     return {
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": _metadata(service, name, {**common_labels(service), **extra_labels}),
-        "spec": {"type": "ClusterIP", "selector": selector, "ports": _service_ports(service)},
+        "spec": spec,
     }
 
 
@@ -635,7 +643,8 @@ def render_objects(service: ModelService, serving_by_region: dict[str, int], *,
         for region in regions
     ]
     objects.append(_service(service, service.metadata.name,
-                            {MODEL_SERVICE_LABEL: service.metadata.name, ROLE_LABEL: SERVING}, {}))
+                            {MODEL_SERVICE_LABEL: service.metadata.name, ROLE_LABEL: SERVING}, {},
+                            prefer_close=spec.placement.topology == "zone" and bool(spec.placement.regions)))
     for region in regions:
         if region != DEFAULT_REGION:
             objects.append(_service(service, child_name(service.metadata.name, region),
