@@ -1,0 +1,45 @@
+"""The PodDisruptionBudget on the real disruption controller and Eviction API (what `kubectl drain` calls):
+the only pod of a region is never evicted; with a second pod (a warm one) one eviction goes through."""
+
+from __future__ import annotations
+
+import pytest
+from cluster_harness import QUICKSTART_SPEC, wait_for
+from kubernetes.client.rest import ApiException
+
+pytestmark = pytest.mark.usefixtures("operator")
+SELECTOR = "sloserve.io/model-service=chat"
+
+
+def evict(cluster, namespace: str, name: str) -> int:
+    body = {"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": name, "namespace": namespace}}
+    try:
+        cluster.core.create_namespaced_pod_eviction(name, namespace, body)
+    except ApiException as error:
+        return error.status
+    return 201
+
+
+def _budget_observed(cluster, namespace: str, pods: int) -> bool:
+    pdb = cluster.policy.read_namespaced_pod_disruption_budget("chat", namespace)
+    return bool(pdb.status and pdb.status.observed_generation == pdb.metadata.generation
+                and pdb.status.current_healthy == pods)
+
+
+def test_a_regions_only_pod_is_not_evicted_but_one_of_two_is(cluster, namespace):
+    spec = {**QUICKSTART_SPEC, "scaling": {"mode": "manual", "minReplicas": 1, "maxReplicas": 3,
+                                           "warmPool": {"size": 0}}, "replicas": 1}
+    cluster.create_msvc("chat", namespace, spec)
+    wait_for(lambda: len(cluster.ready_pods(namespace, SELECTOR)) == 1, timeout=60, what="1 ready pod",
+             explain=lambda: cluster.describe(namespace))
+    wait_for(lambda: _budget_observed(cluster, namespace, 1), timeout=30, what="PDB status for 1 pod")
+    (only,) = cluster.ready_pods(namespace, SELECTOR)
+    assert evict(cluster, namespace, only.metadata.name) == 429  # "would violate the disruption budget"
+    assert only.metadata.name in {p.metadata.name for p in cluster.live_pods(namespace, SELECTOR)}
+
+    cluster.patch_msvc("chat", namespace, {"spec": {"scaling": {"warmPool": {"size": 1}}}})  # 1 serving + 1 warm
+    wait_for(lambda: len(cluster.ready_pods(namespace, SELECTOR)) == 2
+             and cluster.policy.read_namespaced_pod_disruption_budget("chat", namespace).spec.max_unavailable == 1
+             and _budget_observed(cluster, namespace, 2), timeout=60, what="2 ready pods, maxUnavailable 1",
+             explain=lambda: cluster.describe(namespace))
+    assert evict(cluster, namespace, only.metadata.name) == 201
