@@ -10,12 +10,12 @@ import pytest
 import yaml
 from sloserve_operator.api.spec import validate_document
 from sloserve_operator.cli import main
-from sloserve_operator.local.loadgen import RequestResult, percentile
+from sloserve_operator.load_client import RequestResult, make_prompt, percentile
 from sloserve_operator.local.prometheus import file_sd_entries, prometheus_config
 from sloserve_operator.local.replicas import LocalModeError, Replica, runtime_args, set_flag
 from sloserve_operator.local.rundir import RunDir, write_json_atomic
 from sloserve_operator.local.status import format_status
-from sloserve_operator.local.workload import make_prompt, parse_steps, ramp_steps, step_schedule
+from sloserve_operator.local.workload import parse_steps, ramp_steps, step_schedule
 
 QUICKSTART = Path(__file__).resolve().parents[2] / "examples" / "quickstart.yaml"
 

@@ -10,6 +10,7 @@ import pytest
 from autoscaler.helpers import fixture_profile, make_spec
 from sloserve_operator.api.labels import SERVING, WARM
 from sloserve_operator.autoscaler.decide.capacity import load_shipped
+from sloserve_operator.autoscaler.observe.sources import histogram_quantile
 from sloserve_operator.simulate import traces
 from sloserve_operator.simulate.autoscalers import (
     KedaHpa,
@@ -19,7 +20,7 @@ from sloserve_operator.simulate.autoscalers import (
     StaticPeak,
 )
 from sloserve_operator.simulate.fleet import Fleet
-from sloserve_operator.simulate.recorder import Recorder, histogram_quantile
+from sloserve_operator.simulate.recorder import Recorder, cumulative_buckets
 from sloserve_operator.simulate.replica import ReplicaEngine
 from sloserve_operator.simulate.run import simulate, with_preroll
 from sloserve_operator.simulate.traces import Request
@@ -164,9 +165,10 @@ def test_batch_size_bounds_admission():
 def test_histogram_quantile_and_exact_within_budget():
     bounds = [0.1, 0.5, 1.0, 2.0]
     counts = np.array([50, 40, 10, 0, 0])
-    assert histogram_quantile(0.5, bounds, counts) == pytest.approx(0.1)
-    assert histogram_quantile(0.95, bounds, counts) == pytest.approx(0.5 + 0.5 * 5 / 10)
-    assert histogram_quantile(0.95, bounds, np.zeros(5)) is None
+    assert histogram_quantile(0.5, cumulative_buckets(bounds, counts)) == pytest.approx(0.1)
+    assert histogram_quantile(0.95, cumulative_buckets(bounds, counts)) == pytest.approx(0.5 + 0.5 * 5 / 10)
+    assert histogram_quantile(0.95, cumulative_buckets(bounds, np.zeros(5))) is None
+    assert histogram_quantile(0.999, cumulative_buckets(bounds, np.array([0, 0, 0, 0, 3]))) == 2.0  # past the top
     recorder = Recorder(["default"], 100, ttft_budget=0.7, itl_budget=0.05)
     for value in [0.1] * 94 + [0.7] + [0.71] * 5:  # exactly at the budget counts as within
         recorder.ttft("default", 10.0, value)

@@ -90,7 +90,7 @@ def _ms(value: float | None) -> str:
 
 
 def progress_line(elapsed: float, results: list, window: float) -> str:
-    from sloserve_operator.local.loadgen import percentile
+    from sloserve_operator.load_client import percentile
 
     recent = [r for r in results if r.sent_at >= elapsed - window]
     done = [r for r in results if r.e2e is not None or r.error]
@@ -124,7 +124,8 @@ def format_summary(summary: dict, ttft_budget: float | None, itl_budget: float |
 def run(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
-    from sloserve_operator.local.loadgen import run_load, served_model
+    from sloserve_operator.load_client import served_model
+    from sloserve_operator.local.loadgen import run_load
 
     try:
         ttft_budget, itl_budget, spec_model = _budgets(args)

@@ -1,57 +1,19 @@
 """A small open-loop load generator: real streaming /v1/completions requests, TTFT and ITL per request.
 
 Open loop: requests are sent at their scheduled arrival times whatever the server does, so overload shows
-as growing TTFT (as it would for users), not as a slower sender. TTFT is the time from sending to the first
-streamed chunk carrying text; ITL is the gap between successive chunks carrying text. aiohttp keeps the
-client's own CPU share small (the server under test shares the machine's two cores).
+as growing TTFT (as it would for users), not as a slower sender. Requests go through load_client.LoadClient
+(the client `sloserve profile` uses too; its module says how TTFT, ITL and percentiles are defined).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
-import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-import aiohttp
-
-from sloserve_operator.local.workload import Arrival, make_prompt
-
-
-@dataclass
-class RequestResult:
-    index: int
-    sent_at: float  # seconds after the start of the run
-    prompt_tokens: int
-    ok: bool = False
-    status: int | None = None
-    error: str | None = None
-    ttft: float | None = None
-    itls: list[float] = field(default_factory=list)
-    e2e: float | None = None
-    output_chunks: int = 0
-    completion_tokens: int | None = None  # from the usage chunk, when the server sends it
-
-    @property
-    def itl_p95(self) -> float | None:
-        return percentile(self.itls, 95) if self.itls else None
-
-    def within(self, ttft_budget: float, itl_budget: float) -> bool:
-        """Both budgets met, as the simulator counts it: TTFT within budget and at most 5% of the request's
-        inter-token gaps over the ITL budget (its own p95 ITL within budget)."""
-        if not self.ok or self.ttft is None or self.ttft > ttft_budget:
-            return False
-        return sum(1 for gap in self.itls if gap > itl_budget) <= 0.05 * len(self.itls)
-
-
-def percentile(values: list[float], q: float) -> float | None:
-    """Nearest-rank percentile (no interpolation), None for no data."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[min(max(math.ceil(q / 100 * len(ordered)) - 1, 0), len(ordered) - 1)]
+from sloserve_operator.load_client import LoadClient, RequestResult, make_prompt, percentile
+from sloserve_operator.local.workload import Arrival
 
 
 @dataclass
@@ -98,53 +60,6 @@ class LoadReport:
         return summary
 
 
-async def send_one(session: aiohttp.ClientSession, url: str, model: str, arrival: Arrival,
-                   result: RequestResult, *, seed: int, extra: dict | None = None) -> None:
-    """One streaming completion; fills `result` (never raises for HTTP or connection errors)."""
-    body = {"model": model, "prompt": make_prompt(result.index, arrival.prompt_tokens, seed),
-            "max_tokens": arrival.max_tokens, "temperature": 0.0, "stream": True,
-            "stream_options": {"include_usage": True}, **(extra or {})}
-    started = time.perf_counter()
-    last = None
-    try:
-        async with session.post(url + "/v1/completions", json=body) as response:
-            result.status = response.status
-            if response.status != 200:
-                result.error = (await response.text())[:500]
-                return
-            finished = False
-            async for raw in response.content:
-                line = raw.strip()
-                if not line.startswith(b"data:"):
-                    continue
-                data = line[5:].strip()
-                if data == b"[DONE]":
-                    finished = True  # read on to the end of the body so the connection can be reused
-                    continue
-                chunk = json.loads(data)
-                if chunk.get("error"):
-                    result.error = str(chunk["error"])[:500]
-                    return
-                if chunk.get("usage"):
-                    result.completion_tokens = chunk["usage"].get("completion_tokens")
-                choices = chunk.get("choices") or []
-                if not any(choice.get("text") for choice in choices):
-                    continue
-                now = time.perf_counter()
-                if last is None:
-                    result.ttft = now - started
-                else:
-                    result.itls.append(now - last)
-                last = now
-                result.output_chunks += 1
-            result.e2e = time.perf_counter() - started
-            result.ok = finished
-            if not finished:
-                result.error = "stream ended without [DONE]"
-    except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as error:
-        result.error = f"{type(error).__name__}: {error}"
-
-
 ProgressCallback = Callable[[float, list[RequestResult]], None]
 
 
@@ -156,7 +71,6 @@ async def run_load(url: str, model: str, arrivals: list[Arrival], *, seed: int =
     url = url.rstrip("/")
     results: list[RequestResult] = []
     limit = asyncio.Semaphore(max_in_flight)
-    timeout = aiohttp.ClientTimeout(total=request_timeout, sock_connect=10.0)
     start = time.perf_counter()
 
     async def fire(index: int, arrival: Arrival) -> None:
@@ -164,7 +78,8 @@ async def run_load(url: str, model: str, arrivals: list[Arrival], *, seed: int =
             result = RequestResult(index=index, sent_at=time.perf_counter() - start,
                                    prompt_tokens=arrival.prompt_tokens)
             results.append(result)
-            await send_one(session, url, model, arrival, result, seed=seed, extra=extra)
+            await client.complete(make_prompt(index, arrival.prompt_tokens, seed), arrival.max_tokens, result,
+                                  extra)
 
     async def report() -> None:
         while True:
@@ -172,7 +87,7 @@ async def run_load(url: str, model: str, arrivals: list[Arrival], *, seed: int =
             if on_progress:
                 on_progress(time.perf_counter() - start, results)
 
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), timeout=timeout) as session:
+    async with LoadClient(url, model, request_timeout) as client:
         reporter = asyncio.create_task(report())
         tasks = []
         try:
@@ -196,15 +111,3 @@ async def run_load(url: str, model: str, arrivals: list[Arrival], *, seed: int =
             for task in tasks:
                 task.cancel()
     return LoadReport(sorted(results, key=lambda r: r.index), time.perf_counter() - start)
-
-
-async def served_model(url: str) -> str:
-    """The first model the endpoint lists (what requests name when the user gives no --model)."""
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10.0)) as session:
-        async with session.get(url.rstrip("/") + "/v1/models") as response:
-            response.raise_for_status()
-            data = await response.json()
-    models = data.get("data") or []
-    if not models:
-        raise RuntimeError(f"{url}/v1/models lists no model")
-    return models[0]["id"]

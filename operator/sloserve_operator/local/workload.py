@@ -1,4 +1,5 @@
-"""What `sloserve load` sends: arrival schedules (constant, steps, a shared trace slice) and prompts.
+"""What `sloserve load` sends: arrival schedules (constant, steps, a shared trace slice); prompts are
+load_client.make_prompt.
 
 An Arrival is when (seconds after the start) a request is sent, with its prompt and output length. Trace
 slices are scaled down to what a CPU fleet can take: time compressed by `speedup`, rate scaled by
@@ -12,26 +13,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-WORDS = (
-    "river mountain signal garden window lantern harbor engine violet market silver orbit planet meadow "
-    "candle thunder copper forest canyon pepper marble falcon ribbon glacier basket compass tunnel velvet "
-    "island rocket saddle meteor puzzle walnut anchor blossom cactus dolphin ember feather harvest jungle "
-    "kettle ladder magnet nectar oyster pillow quartz raven spiral timber umbrella valley whistle yellow"
-).split()
-
 
 @dataclass(frozen=True)
 class Arrival:
     at: float  # seconds after the start of the run
     prompt_tokens: int
     max_tokens: int
-
-
-def make_prompt(index: int, tokens: int, seed: int = 0) -> str:
-    """About `tokens` tokens of distinct text (a unique lead-in: no prefix-cache reuse between requests)."""
-    rng = random.Random(seed * 1_000_003 + index)
-    words = [rng.choice(WORDS) for _ in range(max(tokens - 4, 1))]
-    return f"Request {index}: " + " ".join(words)
 
 
 def _times(rate: float, start: float, seconds: float, rng: random.Random | None) -> Iterator[float]:

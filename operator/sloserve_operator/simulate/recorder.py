@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from sloserve_operator.autoscaler.observe.observation import RegionObservation
+from sloserve_operator.autoscaler.observe.sources import histogram_quantile
 from sloserve_operator.simulate.traces import Request
 
 BREACH_FRACTION = 0.95  # a p95 is within budget iff at least 95% of samples are
@@ -28,22 +29,13 @@ def bucket_bounds(*budgets: float) -> list[float]:
     return sorted(bounds)
 
 
-def histogram_quantile(q: float, bounds: list[float], counts: np.ndarray) -> float | None:
-    """Prometheus histogram_quantile over non-cumulative bucket counts (last entry is +Inf)."""
-    total = float(counts.sum())
-    if total <= 0:
-        return None
+def cumulative_buckets(bounds: list[float], counts: np.ndarray) -> dict[float, float]:
+    """Non-cumulative bucket counts (last entry +Inf) as the cumulative {upper bound: count} Prometheus keeps,
+    so the simulator's quantiles come from the operator's own histogram_quantile."""
     cumulative = np.cumsum(counts)
-    rank = q * total
-    index = int(np.searchsorted(cumulative, rank, side="left"))
-    if index >= len(bounds):
-        return bounds[-1]
-    lower = bounds[index - 1] if index > 0 else 0.0
-    before = float(cumulative[index - 1]) if index > 0 else 0.0
-    in_bucket = float(counts[index])
-    if in_bucket <= 0:
-        return bounds[index]
-    return lower + (bounds[index] - lower) * (rank - before) / in_bucket
+    buckets = {bound: float(cumulative[i]) for i, bound in enumerate(bounds)}
+    buckets[math.inf] = float(cumulative[-1])
+    return buckets
 
 
 @dataclass
@@ -127,8 +119,9 @@ class Recorder:
         ttft_total, itl_total = float(ttft_counts.sum()), float(itl_counts.sum())
         ttft_within = float(ttft_counts[: self.ttft_index + 1].sum()) / ttft_total if ttft_total else None
         itl_within = float(itl_counts[: self.itl_index + 1].sum()) / itl_total if itl_total else None
-        return (histogram_quantile(quantile, self.bounds, ttft_counts),
-                histogram_quantile(quantile, self.bounds, itl_counts), ttft_within, itl_within, ttft_total)
+        return (histogram_quantile(quantile, cumulative_buckets(self.bounds, ttft_counts)),
+                histogram_quantile(quantile, cumulative_buckets(self.bounds, itl_counts)), ttft_within, itl_within,
+                ttft_total)
 
     def arrival_rate(self, region: str, now: float, window: float) -> float:
         rows = self.window_rows(now, window)

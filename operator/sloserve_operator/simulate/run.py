@@ -22,6 +22,7 @@ from sloserve_operator.autoscaler.decide.placement import (
     split_by_weight,
     split_plain,
 )
+from sloserve_operator.load_client import percentile
 from sloserve_operator.routing import Router
 from sloserve_operator.simulate.autoscalers import Autoscaler, SloservePolicy, StaticPeak, View
 from sloserve_operator.simulate.fleet import Fleet
@@ -148,8 +149,8 @@ def simulate(requests: list[Request], profile: CapacityProfile, spec: ModelServi
         scale_events=events, timeline=timeline,
         prefix_hit_rate=None if kv_cache_tokens is None or None in hit_rates else
         statistics.fmean(hit_rates) if len(hit_rates) > 1 else hit_rates[0],
-        ttft_p50=float(np.percentile(ttfts, 50)) if ttfts else None,
-        ttft_p95=float(np.percentile(ttfts, 95)) if ttfts else None,
+        ttft_p50=percentile(ttfts, 50),  # nearest rank, as `sloserve load` and `sloserve profile` report
+        ttft_p95=percentile(ttfts, 95),
     )
 
 

@@ -10,7 +10,8 @@ streams and honours vLLM's `ignore_eos`):
 
 The step model (capacity.StepModel: base + per_prefill_token * prefill + per_decode_seq * batch) is the
 non-negative least-squares fit of both sweeps' points. Prompts are distinct from their first word, so the
-prefix cache does not shorten prefill. The result is the capacity.py JSON, or a ConfigMap holding it that
+prefix cache does not shorten prefill. Requests go through load_client.LoadClient (the client `sloserve load`
+uses), so both commands report the same (nearest-rank) percentiles from the same samples. The result is the capacity.py JSON, or a ConfigMap holding it that
 spec.scaling.profile can reference.
 """
 
@@ -19,11 +20,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
-import json
 import math
 import os
 import platform
-import random
 import statistics
 import sys
 import time
@@ -31,26 +30,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-WORDS = (
-    "river stone lamp orange garden cloud silver window market forest quiet engine paper bridge candle "
-    "winter harbor pencil meadow thunder violet castle ladder mirror planet saddle tunnel velvet anchor "
-    "basket copper desert feather glacier hammer island jacket kettle lemon marble needle ocean pepper "
-    "rocket shadow timber umbrella valley wagon yellow zebra"
-).split()
+import aiohttp
+
+from sloserve_operator.load_client import LoadClient, RequestResult, make_prompt, percentile, served_model
 
 
 class ProfileError(RuntimeError):
     """The sweep could not produce a trustworthy profile (server errors, no tokens streamed...)."""
-
-
-@dataclass
-class RequestResult:
-    prompt_tokens: int
-    output_tokens: int
-    ttft: float  # send -> first streamed text, seconds
-    gaps: list[float]  # between successive streamed chunks, seconds
-    started: float
-    finished: float
 
 
 @dataclass
@@ -61,88 +47,21 @@ class LevelResult:
     seconds: float = 0.0
 
 
-def percentile(values: list[float], q: float) -> float | None:
-    """Linear-interpolated percentile (q in 0..100); None for no values."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    position = (len(ordered) - 1) * q / 100.0
-    low, high = math.floor(position), math.ceil(position)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
-
-
-def make_prompt(words: int, salt: int) -> str:
-    """A prompt of `words` common words, distinct from its first word on (defeats the prefix cache)."""
-    rng = random.Random(salt)
-    return f"{salt} " + " ".join(rng.choice(WORDS) for _ in range(max(words - 1, 0)))
-
-
-# ---------------------------------------------------------------- the HTTP client
-
-
-class Client:
-    """Streaming /v1/completions requests, timed at chunk arrival."""
-
-    def __init__(self, url: str, model: str, timeout: float) -> None:
-        import httpx
-
-        self.url = url.rstrip("/")
-        self.model = model
-        self._http = httpx.AsyncClient(timeout=httpx.Timeout(timeout, connect=10.0),
-                                       limits=httpx.Limits(max_connections=256, max_keepalive_connections=256))
-
-    async def close(self) -> None:
-        await self._http.aclose()
-
-    async def complete(self, prompt: str, max_tokens: int) -> RequestResult:
-        body = {"model": self.model, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0.0,
-                "ignore_eos": True, "stream": True, "stream_options": {"include_usage": True}}
-        started = time.perf_counter()
-        arrivals: list[float] = []
-        usage: dict[str, Any] | None = None
-        async with self._http.stream("POST", f"{self.url}/v1/completions", json=body) as response:
-            if response.status_code != 200:
-                text = (await response.aread()).decode(errors="replace")[:300]
-                raise ProfileError(f"HTTP {response.status_code}: {text}")
-            async for line in response.aiter_lines():
-                if not line.startswith("data:"):
-                    continue
-                data = line[5:].strip()
-                if data == "[DONE]":
-                    break
-                payload = json.loads(data)
-                if "error" in payload:
-                    raise ProfileError(f"error in stream: {payload['error']}")
-                if any(choice.get("text") for choice in payload.get("choices") or []):
-                    arrivals.append(time.perf_counter())
-                if payload.get("usage"):
-                    usage = payload["usage"]
-        finished = time.perf_counter()
-        if not arrivals:
-            raise ProfileError("the server streamed no text")
-        output_tokens = int(usage["completion_tokens"]) if usage else len(arrivals)
-        prompt_tokens = int(usage["prompt_tokens"]) if usage else 0
-        gaps = [later - earlier for earlier, later in itertools.pairwise(arrivals)]
-        return RequestResult(prompt_tokens, output_tokens, arrivals[0] - started, gaps, started, finished)
-
-
-async def served_model(url: str, timeout: float) -> str:
-    """The first model /v1/models lists."""
-    import httpx
-
-    async with httpx.AsyncClient(timeout=timeout) as http:
-        response = await http.get(url.rstrip("/") + "/v1/models")
-        response.raise_for_status()
-        models = response.json().get("data") or []
-    if not models:
-        raise ProfileError(f"{url}/v1/models lists no model")
-    return str(models[0]["id"])
+async def complete(client: LoadClient, prompt: str, max_tokens: int) -> RequestResult:
+    """One request of the sweep (greedy, ignore_eos: exactly max_tokens out); ProfileError when it failed."""
+    result = await client.complete(prompt, max_tokens, extra={"ignore_eos": True})
+    if not result.ok:
+        raise ProfileError(f"HTTP {result.status}: {result.error}" if result.status not in (None, 200)
+                           else f"request failed: {result.error}")
+    if result.ttft is None:
+        raise ProfileError("the server streamed no text")
+    return result
 
 
 # ---------------------------------------------------------------- sweeps
 
 
-async def run_level(client: Client, concurrency: int, requests: int, prompt_words: int, max_tokens: int,
+async def run_level(client: LoadClient, concurrency: int, requests: int, prompt_words: int, max_tokens: int,
                     salts: itertools.count) -> LevelResult:
     """`requests` requests through `concurrency` closed-loop workers."""
     level = LevelResult(concurrency)
@@ -151,7 +70,7 @@ async def run_level(client: Client, concurrency: int, requests: int, prompt_word
     async def worker() -> None:
         while next(remaining) < requests:
             try:
-                level.results.append(await client.complete(make_prompt(prompt_words, next(salts)), max_tokens))
+                level.results.append(await complete(client, make_prompt(next(salts), prompt_words), max_tokens))
             except Exception as error:  # noqa: BLE001 - every failure is counted and reported
                 level.errors.append(f"{type(error).__name__}: {error}")
 
@@ -164,7 +83,7 @@ async def run_level(client: Client, concurrency: int, requests: int, prompt_word
 def summarize(level: LevelResult) -> dict[str, Any]:
     """One profile point (capacity.py's keys)."""
     ttfts = [result.ttft for result in level.results]
-    gaps = [gap for result in level.results for gap in result.gaps]
+    gaps = [gap for result in level.results for gap in result.itls]
     output_tokens = sum(result.output_tokens for result in level.results)
     point: dict[str, Any] = {"concurrency": level.concurrency}
     for key, values, q in (("ttftP50", ttfts, 50), ("ttftP95", ttfts, 95), ("itlP50", gaps, 50), ("itlP95", gaps, 95)):
@@ -264,31 +183,31 @@ def _say(settings: SweepSettings, text: str) -> None:
         print(text, file=sys.stderr, flush=True)
 
 
-async def _words_per_token(client: Client) -> float:
+async def _words_per_token(client: LoadClient) -> float:
     """Calibrate prompt length: words per prompt token of this server's tokenizer."""
     probe_words = 64
-    result = await client.complete(make_prompt(probe_words, 999_999), max_tokens=1)
-    if result.prompt_tokens <= 0:
+    result = await complete(client, make_prompt(999_999, probe_words), max_tokens=1)
+    if not result.usage_prompt_tokens:
         return 1.0  # no usage reported: assume a word per token
-    return probe_words / result.prompt_tokens
+    return probe_words / result.usage_prompt_tokens
 
 
 async def sweep(settings: SweepSettings) -> dict[str, Any]:
     """Run both sweeps; return the profile as a capacity.py JSON dict."""
     model = settings.model or await served_model(settings.url, settings.timeout)
     title = settings.title or model
-    client = Client(settings.url, model, settings.timeout)
+    client = LoadClient(settings.url, model, settings.timeout, max_connections=256)
     salts = itertools.count(1)
     try:
         ratio = await _words_per_token(client)
-        await client.complete(make_prompt(16, next(salts)), max_tokens=4)  # warm-up (lazy init, caches)
+        await complete(client, make_prompt(next(salts), 16), max_tokens=4)  # warm-up (lazy init, caches)
         step_points: list[StepPoint] = []
         for length in settings.prefill_lengths:
             ttfts = []
             for _ in range(settings.prefill_repeats):
-                result = await client.complete(make_prompt(max(int(length * ratio), 1), next(salts)), max_tokens=1)
+                result = await complete(client, make_prompt(next(salts), max(int(length * ratio), 1)), max_tokens=1)
                 ttfts.append(result.ttft)
-                tokens = result.prompt_tokens or length
+                tokens = result.usage_prompt_tokens or length
             chunks = max(math.ceil(tokens / settings.max_batched_tokens), 1)
             median = percentile(ttfts, 50) or 0.0
             # One step per prefill chunk, each with its share of the prompt (and of the context its tokens
@@ -308,7 +227,7 @@ async def sweep(settings: SweepSettings) -> dict[str, Any]:
             points.append(point)
             if "itlP50" in point:
                 # Each decoder attends to its prompt plus, on average, half its output.
-                prompt = statistics.fmean(r.prompt_tokens for r in level.results) or settings.prompt_tokens
+                prompt = statistics.fmean(r.usage_prompt_tokens or 0 for r in level.results) or settings.prompt_tokens
                 context = prompt + settings.output_tokens / 2
                 step_points.append(StepPoint(0.0, float(concurrency), concurrency * context, point["itlP50"], False))
             _say(settings, f"concurrency {concurrency:3d}: ttft p50/p95 {point.get('ttftP50', 0) * 1000:7.1f}/"
@@ -424,12 +343,10 @@ def run(args: argparse.Namespace) -> int:
         max_batched_tokens=args.max_batched_tokens, hardware=args.hardware or _default_hardware(),
         engine=args.engine, cold_start_seconds=args.cold_start_seconds, quiet=args.quiet,
     )
-    import httpx
-
     try:
         document = asyncio.run(sweep(settings))
         profile = CapacityProfile.from_json(document)  # the schema check the operator will apply
-    except (ProfileError, ValueError, httpx.HTTPError) as error:
+    except (RuntimeError, ValueError, aiohttp.ClientError, OSError, TimeoutError) as error:  # ProfileError too
         print(f"sloserve profile: {type(error).__name__}: {error}", file=sys.stderr)
         return 1
     text = profile.to_json()
