@@ -7,7 +7,9 @@ used on other devices, when the build fails (no C++ compiler: a warning says so)
 
 The build takes ~20 s once per machine and torch version; `python -m sloserve_runtime.kernels` does it ahead
 of time (`make setup` and the runtime image run it). The cache key includes the CPU's feature flags because
-the code is compiled with -march=native.
+the code is compiled with -march=native, and the sources' directory: ninja's build file names the sources by
+path, so two checkouts sharing one cache would otherwise rebuild in turn, and a process killed mid-build
+leaves cpp_extension's lock behind, on which every later build waits forever.
 """
 
 from __future__ import annotations
@@ -34,7 +36,8 @@ _available: bool | None = None
 
 def build_directory() -> Path:
     root = Path(os.environ.get("SLOSERVE_KERNEL_CACHE", Path.home() / ".cache" / "sloserve" / "kernels"))
-    return root / f"torch-{torch.__version__}-{platform.machine()}-{_cpu_fingerprint()}"
+    checkout = hashlib.sha256(str(KERNEL_DIR.resolve()).encode()).hexdigest()[:8]
+    return root / f"torch-{torch.__version__}-{platform.machine()}-{_cpu_fingerprint()}-{checkout}"
 
 
 def _cpu_fingerprint() -> str:
