@@ -8,7 +8,7 @@ actuator's pod-label promotion and Deployment scaling through kmock, status, Eve
 from __future__ import annotations
 
 import pytest
-from operator_harness import fake_pod, wait_for
+from operator_harness import QUICKSTART_SPEC, fake_pod, wait_for
 from prometheus_client import generate_latest
 from sloserve_operator.autoscaler.observe.observation import Observation, RegionObservation
 from sloserve_operator.kube.operator_metrics import REGISTRY
@@ -64,3 +64,69 @@ def test_breach_scales_up_promotes_the_warm_pod_and_reports(op):
            'model_service="hot",namespace="default"}' in exposition
     assert 'sloserve_operator_desired_replicas{model_service="hot",namespace="default",region="default",' \
            'role="serving"}' in exposition
+
+
+class OneRegionBreaching:
+    """Region us-east reports p95 TTFT at 3x its budget; every other region of the service is comfortable."""
+
+    def observe(self, service, now: float) -> Observation:
+        def region(name: str) -> RegionObservation:
+            hot = name == "us-east"
+            return RegionObservation(
+                region=name, window_seconds=60.0, ready_replicas=1, request_rate=4.0 if hot else 0.5,
+                ttft_p95=3.0 if hot else 0.1, itl_p95=0.05, ttft_within_budget=0.5 if hot else 1.0,
+                itl_within_budget=0.99, mean_prompt_tokens=200.0, mean_output_tokens=100.0,
+                running=8.0 if hot else 1.0, waiting=12.0 if hot else 0.0, kv_usage=0.5, requests_observed=240.0,
+            )
+
+        return Observation(time=now, regions={r.name: region(r.name) for r in service.spec.placement.regions})
+
+
+def metric_value(exposition: str, series: str) -> float | None:
+    for line in exposition.splitlines():
+        if line.startswith(series + " "):
+            return float(line.split()[-1])
+    return None
+
+
+@pytest.fixture(scope="module")
+def op_regions(operator_factory):
+    operator = operator_factory(monitoring=True, drift_interval=2.0, autoscale_interval=0.5,
+                                source=OneRegionBreaching())
+    yield operator
+    operator.cleanup()
+
+
+def test_a_promotion_is_counted_in_the_region_of_the_promoted_pod(op_regions):
+    """Region names that prefix one another (us, us-east): the pod us-east promotes is named
+    `multi-us-east-pod-0`, which a guess from the name put in region us (both regions scale up here, so
+    without the actuator's region every promotion was counted in us)."""
+    op = op_regions
+    spec = {**QUICKSTART_SPEC, "scaling": {"mode": "slo", "minReplicas": 2, "maxReplicas": 6, "warmPool": {"size": 2}},
+            "placement": {"regions": [{"name": "us", "weight": 1}, {"name": "us-east", "weight": 1}]}}
+    op.create("multi", spec)
+    for deployment_name in ("multi-us", "multi-us-east"):
+        deployment = wait_for(lambda n=deployment_name: op.cluster.objects("apps/v1/deployments").get(n),
+                              what=f"Deployment {deployment_name}")
+        for index in range(2):  # started warm: whatever the first decision, serving pods come by promotion
+            pod = fake_pod(deployment, index)
+            pod["metadata"]["labels"]["sloserve.io/role"] = "warm"
+            op.kube.create(pod)
+    series = 'sloserve_operator_promotions_total{{model_service="multi",namespace="default",region="{}"}}'
+    wait_for(lambda: metric_value(generate_latest(REGISTRY).decode(), series.format("us-east")), timeout=30,
+             what="a promotion counted in us-east")
+
+
+def test_reconcile_keeps_the_warm_target_on_metrics(operator_factory):
+    """Only reconcile runs here (the autoscale timer's first tick is an hour away): the desired warm replicas
+    on /metrics are the warm pool reconcile applied, not 0."""
+    op = operator_factory(drift_interval=0.5, autoscale_interval=3600.0)
+    try:
+        op.create("warmgauge")  # quickstart: warm pool 1
+        series = ('sloserve_operator_desired_replicas{{model_service="warmgauge",namespace="default",'
+                  'region="default",role="{}"}}')
+        wait_for(lambda: metric_value(generate_latest(REGISTRY).decode(), series.format("serving")) is not None,
+                 what="reconcile recorded the replicas")
+        assert metric_value(generate_latest(REGISTRY).decode(), series.format("warm")) == 1.0
+    finally:
+        op.cleanup()

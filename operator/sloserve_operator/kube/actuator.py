@@ -29,8 +29,8 @@ from sloserve_operator.kube.reconcile import KubeEvent, pod_ready
 class Actuation:
     """What one call changed, for Events, status and /metrics."""
 
-    promoted: list[str] = field(default_factory=list)
-    demoted: list[str] = field(default_factory=list)
+    promoted: dict[str, str] = field(default_factory=dict)  # pod -> its region
+    demoted: dict[str, str] = field(default_factory=dict)  # pod -> its region
     replicas: dict[str, int] = field(default_factory=dict)  # region -> Deployment replicas written
     events: list[KubeEvent] = field(default_factory=list)
 
@@ -79,11 +79,11 @@ class KubernetesActuator:
             plan = plan_roles(pod_infos(pods, region), serving[region], warm.get(region, 0))
             for pod_name in plan.promote:
                 self._set_role(namespace, pod_name, SERVING)
-                result.promoted.append(pod_name)
+                result.promoted[pod_name] = region
                 result.events.append(KubeEvent("Normal", "Promoted", f"pod {pod_name} promoted from warm to serving"))
             for pod_name in plan.demote:
                 self._set_role(namespace, pod_name, WARM)
-                result.demoted.append(pod_name)
+                result.demoted[pod_name] = region
                 result.events.append(KubeEvent("Normal", "Demoted", f"pod {pod_name} demoted from serving to warm"))
             for pod_name, cost in plan.deletion_cost.items():
                 current = (by_name.get(pod_name, {}).get("metadata", {}).get("annotations") or {}).get(DELETION_COST_ANNOTATION)

@@ -183,7 +183,7 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> kopf.Op
             why = result.transient_error or "status changed while reconciling"
             raise kopf.TemporaryError(f"{trigger}: {why}", delay=backoff(retry))
         if result.valid and "regions" in result.status:
-            operator_metrics.record_replicas(namespace, name, result.status["regions"], {})
+            operator_metrics.record_replicas(namespace, name, result.status["regions"], result.warm)
 
     @kopf.on.create(*resource, id="reconcile-on-create", registry=registry)
     def on_create(body: kopf.Body, retry: int, **_: Any) -> None:
@@ -235,8 +235,8 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> kopf.Op
         for region, observed in (tick.observation.regions.items() if tick.observation else ()):
             operator_metrics.record_observed(namespace, name, region, observed.ttft_p95, observed.itl_p95)
         if tick.actuation:
-            for pod in tick.actuation.promoted:
-                operator_metrics.PROMOTIONS.labels(namespace, name, _region_of(tick, pod)).inc()
+            for region in tick.actuation.promoted.values():
+                operator_metrics.PROMOTIONS.labels(namespace, name, region).inc()
 
     without_finalizer(registry, {"drift-check", "autoscale"})
     return registry
@@ -253,8 +253,3 @@ def without_finalizer(registry: kopf.OperatorRegistry, handler_ids: set[str]) ->
         dataclasses.replace(handler, requires_finalizer=False) if handler.id in handler_ids else handler
         for handler in spawning._handlers  # noqa: SLF001
     ]
-
-
-def _region_of(tick: Any, pod: str) -> str:
-    regions = list(tick.serving)
-    return regions[0] if len(regions) == 1 else next((r for r in regions if f"-{r}-" in pod), "unknown")

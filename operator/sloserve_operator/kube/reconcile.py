@@ -72,6 +72,7 @@ class ReconcileResult:
     events: list[KubeEvent]
     valid: bool
     transient_error: str | None = None  # set when a retry with backoff should follow
+    warm: dict[str, int] = field(default_factory=dict)  # the warm targets applied, region -> pods (for /metrics)
 
 
 # ---------------------------------------------------------------- owned fields and drift
@@ -427,7 +428,7 @@ def reconcile(kube: Kube, body: dict[str, Any], *, now: float,
     status = reconcile_status(body, serving=serving, pods=pods, deployments=deployments,
                               apply_problems=apply_problems, monitoring=monitoring, now=now,
                               autoscaler_degraded=memory.get("degraded"))
-    return ReconcileResult(status, events, valid=True, transient_error=transient)
+    return ReconcileResult(status, events, valid=True, transient_error=transient, warm=warm)
 
 
 def _writes(kube: Kube, plan: ChildPlan, namespace: str):
