@@ -115,16 +115,17 @@ def test_never_scales_down_when_load_rises(data, use_profile, rise):
     spec = make_spec(min_replicas=0, max_replicas=40, window="30s", max_step=3)
     state = PolicyState()
     current = {"default": data.draw(st.integers(0, 40))}
-    last_rate = 0.0
+    highest = 0.0
     for step in range(data.draw(st.integers(1, 8))):  # a quiet history that makes shrinking eligible
         now = step * 10.0
         obs = data.draw(region_observations())
         obs = region_obs(rate=data.draw(st.floats(0.0, 5.0)), ready=obs.ready_replicas, ttft=obs.ttft_p95,
                          itl=obs.itl_p95, ttft_within=obs.ttft_within_budget, itl_within=obs.itl_within_budget)
-        last_rate = obs.request_rate
+        highest = max(highest, obs.request_rate)
         current = decide(spec, observation(now, obs), state, now, current_serving=current,
                          profile=PROFILE if use_profile else None).serving
-    rising = region_obs(rate=last_rate + rise, ready=current["default"], ttft=0.1, itl=0.01)
-    decision = decide(spec, observation(1000.0, rising), state, 1000.0, current_serving=current,
+    # Rising: above every rate of the last window (a new high), not merely above the sample before.
+    rising = region_obs(rate=highest + rise, ready=current["default"], ttft=0.1, itl=0.01)
+    decision = decide(spec, observation(80.0, rising), state, 80.0, current_serving=current,
                       profile=PROFILE if use_profile else None)
     assert decision.serving["default"] >= current["default"], decision.reason

@@ -11,16 +11,21 @@ How a region is sized, in order:
    on a model whose p95 point was checked against the simulated fleet's 99%-of-requests point).
    The prompt length sized with is its uncached part: the observed prefix-cache hit rate (share of prompt
    tokens found cached) is prefill the replicas do not do (_uncached_prompt).
-2. Forecast: the rate is extrapolated over the cold-start horizon (forecast.py) so capacity is ready when
-   the load arrives.
+2. Demand: the windowed rate, or, when a backlog forms, what the queue implies (the fleet's capacity plus
+   the queue's growth per second), which shows a burst within one interval where a 60 s rate lags. It is
+   extrapolated over the cold-start horizon (forecast.py) only when the rise is sustained over two
+   windows (a ramp, not a step seen through a window).
 3. Feedback: a breach (exact within-budget fraction below 95%, i.e. p95 over budget, or p95 over budget)
    scales up at once by at least one replica or 10% of the ready ones (the actuator promotes warm pods
-   first), and the factors it moves make the model ask for more from then on. While our own pods are
-   still starting, a breach does not stack more cold pods: they would not arrive sooner.
+   first), never beyond twice what the uncalibrated model needs for the demand. Calibration only learns from
+   windows whose rate is steady (a window straddling a burst's onset belongs to neither load) and without
+   a backlog, and moves down as well as up. While our own pods are still starting, a breach does not stack
+   more cold pods: they would not arrive sooner.
 4. Scale down only when every recommendation over the stabilization window was below the current size, the
-   load is not rising and there is no breach; at most maxStep per decision. The window remembers what the
-   current rate needs: the forecast scales up ahead of a ramp, but a forecast that did not come true does
-   not hold its extra replicas for a whole window.
+   load is not at a new high and there is no breach; at most maxStep per decision. The window remembers
+   what the observed demand needs (not a breach's or a forecast's extra). Traffic that has shown a burst
+   ending abruptly keeps its recent peak for HISTORY_SECONDS (the next burst may come faster than a cold
+   start); otherwise the peak is kept for the longest gap seen between bursts plus a cold start.
 5. Bounds per region, then the fleet's min/max. Missing or stale metrics: hold (never scale down).
 6. A region whose new pods stay Pending past pendingTimeout is held at its running size for a timeout and
    its deficit spills to the other regions by weight; `degraded` says so.
@@ -55,7 +60,7 @@ TAIL_CALIBRATION_FROM = 0.9  # calibrate TTFT at the budget's observed quantile 
 BREACH_WITHIN = 0.95  # a p95 budget is breached when fewer than 95% of samples are within it
 HISTORY_SECONDS = 900.0
 MAX_PREFIX_HIT_RATE = 0.9  # size for at least a tenth of the prompt, whatever the caches report
-LENGTH_MEMORY_SECONDS = 600.0  # size for the longest mean prompt seen this long (see _sizing_lengths)
+LENGTH_MEMORY_SECONDS = 600.0  # size for at least the average mean prompt of this long (see _sizing_lengths)
 FACTOR_MIN, FACTOR_MAX = 0.5, 4.0  # bounds of the learned latency factors (observed / modelled p95)
 FACTOR_SMOOTHING = 0.3  # weight of the newest observation in the factors' moving average
 BREACH_STEP = 0.1  # on a breach, add at least this share of the ready replicas (and at least one)
@@ -73,6 +78,12 @@ QUEUE_RATE_MAX_MULTIPLE = 3.0
 # A burst is a recommendation of at least this share of the window's peak; the longest gap between bursts
 # (plus a cold start) is how long the scale-down floor remembers the peak (see _burst_memory).
 BURST_SHARE = 0.5
+IDLE_SHARE = 0.25  # a burst has ended when the rate falls below this share of the peak (see _bursts_ended)
+RECURRING_BURSTS = 1  # abrupt burst ends within HISTORY_SECONDS that make traffic on/off (see _burst_memory)
+# Calibration only learns from windows whose rate is within this share of the rate a window earlier.
+STATIONARY_CHANGE = 0.3
+# A queue sample older than this is not used for the queue's growth.
+QUEUE_SAMPLE_MAX_AGE = 30.0
 MIN_CAPACITY = 1e-6  # req/s per replica; below this the model is treated as absent
 
 
@@ -86,6 +97,7 @@ class PolicyState:
     learned_capacity: dict[str, float] = field(default_factory=dict)  # req/s per replica, when no profile
     blocked_until: dict[str, float] = field(default_factory=dict)  # region -> time its spill ends
     prompt_tokens: dict[str, list[tuple[float, float]]] = field(default_factory=dict)  # region -> (time, mean)
+    queue: dict[str, tuple[float, float]] = field(default_factory=dict)  # region -> (time, running + waiting)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -95,6 +107,7 @@ class PolicyState:
             "learnedCapacity": dict(self.learned_capacity),
             "blockedUntil": dict(self.blocked_until),
             "promptTokens": {k: [list(p) for p in v] for k, v in self.prompt_tokens.items()},
+            "queue": {k: list(v) for k, v in self.queue.items()},
         }
 
     @classmethod
@@ -117,7 +130,10 @@ class PolicyState:
             return {str(k): [float(v[0]), float(v[1])] for k, v in raw.items()
                     if isinstance(v, list | tuple) and len(v) == 2}
 
+        queue = data.get("queue")
         return cls(
+            queue={str(k): (float(v[0]), float(v[1])) for k, v in queue.items()
+                   if isinstance(v, list | tuple) and len(v) == 2} if isinstance(queue, dict) else {},
             rates=pairs(data.get("rates"), float),
             recommendations=pairs(data.get("recommendations"), int),
             latency_factor=factors(data.get("latencyFactor")),
@@ -177,6 +193,18 @@ def _mean_lengths(obs: RegionObservation, profile: CapacityProfile | None) -> tu
     return float(prompt), float(output)
 
 
+def _stationary(history: list[tuple[float, float]], now: float, window: float) -> bool:
+    """Whether the rate a window ago is within STATIONARY_CHANGE of the rate now (or unknown): a window
+    straddling a burst's onset or end mixes two loads, and its p95 belongs to neither."""
+    if len(history) < 2:
+        return True
+    before = [r for t, r in history[:-1] if t <= now - window]
+    if not before:
+        return True
+    then, rate = before[-1], history[-1][1]
+    return abs(rate - then) <= STATIONARY_CHANGE * max(rate, then, MIN_CAPACITY)
+
+
 def _update_factors(factors: list[float], obs: RegionObservation, profile: CapacityProfile,
                     ttft_budget: float, objective: float) -> list[float]:
     """Calibrate the profile to what is observed, smoothed: factor = observed p95 / modelled p95 at the
@@ -220,19 +248,26 @@ def _ratio(seen: float | None, modelled: float) -> float | None:
 
 
 def _remember(history: list[tuple[float, float]], now: float, value: float | None) -> float | None:
-    """Record `value` and return the largest one of the last LENGTH_MEMORY_SECONDS (None if none was seen)."""
+    """Record `value` and return the larger of it and the average of the last LENGTH_MEMORY_SECONDS (None if
+    none was seen)."""
     if value is not None:
         history.append((now, value))
     del history[: sum(1 for t, _ in history if t < now - LENGTH_MEMORY_SECONDS)]
-    return max((v for _, v in history), default=None)
+    if not history:
+        return value
+    return max(sum(v for _, v in history) / len(history), value or 0.0)
 
 
 def _sizing_lengths(state: PolicyState, region: str, obs: RegionObservation, profile: CapacityProfile | None,
                     now: float) -> tuple[float, float]:
-    """Mean prompt and output lengths to size with: the longest mean prompt of the last
-    LENGTH_MEMORY_SECONDS, the current mean output. The mix of prompts shifts (a trace's long-prompt phase
-    comes back minutes later), and a fleet shrunk for the short-prompt phase meets the long one with a cold
-    start to wait for. (Remembering outputs too cost replica-hours and bought nothing in the benchmark.)"""
+    """Mean prompt and output lengths to size with: the current mean prompt or, if larger, the average of
+    the mean prompts of the last LENGTH_MEMORY_SECONDS; the current mean output. The mix of prompts shifts
+    (a trace's long-prompt phase comes back minutes later), and a fleet shrunk for the short-prompt phase
+    meets the long one with a cold start to wait for. The average, not the largest: the largest of many
+    60-second means of heavy-tailed prompts is far above the typical one, and capacity falls steeply with
+    the prompt (on the CPU profile 1.6x the mean prompt is a third of the capacity): sizing for it cost
+    twice the replica-hours of a fixed fleet on bursty traffic. (Remembering outputs too cost
+    replica-hours and bought nothing in the benchmark.)"""
     enough = (obs.requests_observed or 0) >= MIN_REQUESTS_FOR_LEARNING  # a few stragglers are no mean
     longest = _remember(state.prompt_tokens.setdefault(region, []), now, _uncached_prompt(obs) if enough else None)
     prompt, output = _mean_lengths(obs, profile)
@@ -268,34 +303,55 @@ def _fleet_for(rate: float, capacity_at: Callable[[int], float | None], start: i
     return size, capacity
 
 
-def _queue_rate(obs: RegionObservation, spec: ModelServiceSpec, profile: CapacityProfile | None,
-                lengths: tuple[float, float], capacity: float | None, fleet: int) -> float | None:
-    """The arrival rate the requests in the system imply, when a queue is forming: by Little's law, the
-    running and waiting requests over the time one spends in a replica loaded at capacity. The windowed rate
-    averages a burst's first seconds with the quiet before it; the queue shows the burst at once. None
-    without a queue (then the windowed rate is the better figure) or without a model."""
-    if profile is None or capacity is None or not obs.waiting or obs.running is None:
+def _queue_rate(obs: RegionObservation, capacity: float | None, previous: tuple[float, float] | None,
+                now: float) -> float | None:
+    """The arrival rate a forming queue implies: a fleet with a backlog is serving about its capacity, and
+    the backlog grows by what arrives beyond that, so arrivals = served + the queue's growth per second. The
+    windowed rate averages a burst's first seconds with the quiet before it; the queue shows the burst
+    within one interval. None without a backlog (the windowed rate is then the better figure) or without a
+    capacity. Bounded by QUEUE_RATE_MAX_MULTIPLE x what is served."""
+    if capacity is None or not obs.waiting or obs.running is None:
         return None
-    if obs.waiting <= max(obs.ready_replicas or 0, 1) * BACKLOG_PER_REPLICA:
+    ready = max(obs.ready_replicas or 0, 1)
+    if obs.waiting <= ready * BACKLOG_PER_REPLICA:
         return None
-    prompt, output = lengths
-    state = profile.steady_state(capacity, prompt, output, MODEL_QUANTILE, max(fleet, 1))
-    if state is None:
-        return None
-    seconds_in_system = state.ttft_shift + state.ttft_mean_excess + output * state.itl_p95
-    served = max(obs.request_rate or 0.0, capacity * max(obs.ready_replicas or 0, 1))
-    return min((obs.running + obs.waiting) / max(seconds_in_system, 1e-6), QUEUE_RATE_MAX_MULTIPLE * served)
+    served = capacity * ready
+    growth = 0.0
+    if previous is not None and 0.0 < now - previous[0] <= QUEUE_SAMPLE_MAX_AGE:
+        growth = max((obs.running + obs.waiting - previous[1]) / (now - previous[0]), 0.0)
+    return min(served + growth, QUEUE_RATE_MAX_MULTIPLE * max(served, obs.request_rate or 0.0))
 
 
-def _burst_memory(recommendations: list[tuple[float, int]], now: float, window: float, cold_start: float) -> float:
-    """How long the scale-down floor remembers the recent peak, learned from the traffic's own burstiness:
-    the longest gap between bursts (recommendations of at least BURST_SHARE of the peak) seen in the
-    history, plus a cold start, so a quiet spell between two bursts does not leave the next one a cold
-    start short. Flat traffic has no gaps: the stabilization window alone. At most HISTORY_SECONDS."""
+def _bursts_ended(rates: list[tuple[float, float]], window: float) -> int:
+    """How many abrupt burst ends the rate history holds: the rate falling from at least BURST_SHARE of the
+    history's peak to below IDLE_SHARE of it within two windows. A daily decline takes many windows to
+    halve; an on/off burst or a spike ends within one."""
+    peak = max((r for _, r in rates), default=0.0)
+    if peak <= 0:
+        return 0
+    ends, idle = 0, False
+    for index, (t, rate) in enumerate(rates):
+        if rate >= IDLE_SHARE * peak:
+            idle = False
+        elif not idle and any(r >= BURST_SHARE * peak for u, r in rates[:index] if u >= t - 2 * window):
+            ends, idle = ends + 1, True
+    return ends
+
+
+def _burst_memory(recommendations: list[tuple[float, int]], rates: list[tuple[float, float]], now: float,
+                  window: float, cold_start: float, rate_window: float) -> float:
+    """How long the scale-down floor remembers the recent peak, learned from the traffic's own burstiness.
+    Traffic that has shown RECURRING_BURSTS bursts ending abruptly (on/off traffic: the next one may come
+    as abruptly, faster than a cold start) keeps the peak for HISTORY_SECONDS; a lone spike does not. Otherwise the longest gap between bursts (recommendations of at
+    least BURST_SHARE of the peak) seen in the history plus a cold start, so a quiet spell between two
+    bursts does not leave the next one a cold start short. Flat or slowly moving traffic: the
+    stabilization window alone."""
     recent = [(t, n) for t, n in recommendations if t >= now - HISTORY_SECONDS]
     peak = max((n for _, n in recent), default=0)
     if peak <= 1:
         return window
+    if _bursts_ended([(t, r) for t, r in rates if t >= now - HISTORY_SECONDS], rate_window) >= RECURRING_BURSTS:
+        return max(HISTORY_SECONDS, window)
     bursts = [t for t, n in recent if n >= BURST_SHARE * peak]
     gaps = [b - a for a, b in zip(bursts, bursts[1:], strict=False)]
     longest = max(gaps, default=0.0)
@@ -329,7 +385,6 @@ def _plan_region(spec: ModelServiceSpec, region: str, obs: RegionObservation, st
     horizon = (profile.cold_start_seconds if profile else DEFAULT_COLD_START_SECONDS) + obs.window_seconds / 2
     rate = max(obs.request_rate or 0.0, 0.0)
     history = state.rates.setdefault(region, [])
-    previous_rate = history[-1][1] if history else None
     history.append((now, rate))
     del history[: max(0, len(history) - 1 - sum(1 for t, _ in history if t >= now - HISTORY_SECONDS))]
 
@@ -343,16 +398,19 @@ def _plan_region(spec: ModelServiceSpec, region: str, obs: RegionObservation, st
     learned = _learn_capacity(state.learned_capacity.get(region), obs, ratio, breach)
     if learned is not None:
         state.learned_capacity[region] = learned
-    if profile is not None and settled:
+    if profile is not None and settled and _stationary(history, now, obs.window_seconds):
         factors = state.latency_factor[region] = _update_factors(factors, obs, profile, ttft_budget,
                                                                  spec.slo.objective_fraction)
-    planned_rate = forecast_rate(history, now, horizon)
+    planned_rate = forecast_rate(history, now, horizon, obs.window_seconds)
     lengths = _sizing_lengths(state, region, obs, profile, now)
 
     def capacity_at(size: int) -> float | None:
         return _capacity_per_replica(spec, lengths, profile, factors, state.learned_capacity.get(region), size)
 
-    queued = _queue_rate(obs, spec, profile, lengths, capacity_at(max(ready, 1)), ready)
+    previous_queue = state.queue.get(region)
+    if obs.running is not None and obs.waiting is not None:
+        state.queue[region] = (now, obs.running + obs.waiting)
+    queued = _queue_rate(obs, capacity_at(max(ready, 1)), previous_queue, now) if profile is not None else None
     demand = max(rate, queued or 0.0)
     planned_rate = max(planned_rate, demand)
     need, capacity = _fleet_for(planned_rate, capacity_at, max(current, 1))
@@ -392,7 +450,9 @@ def _plan_region(spec: ModelServiceSpec, region: str, obs: RegionObservation, st
             need = max(need, current)
 
     recommendations = state.recommendations.setdefault(region, [])
-    recommendations.append((now, need if breach else min(need, need_now)))
+    # The window (and the burst memory) remembers what the observed demand needs, not a breach's or a
+    # forecast's extra: a burst's peak ask would otherwise be held for the whole memory.
+    recommendations.append((now, min(need, need_now)))
     window = spec.scaling.scale_down.stabilization_seconds
     observed_since = recommendations[0][0]
     del recommendations[: max(0, len(recommendations) - 1 - sum(1 for t, _ in recommendations
@@ -404,9 +464,12 @@ def _plan_region(spec: ModelServiceSpec, region: str, obs: RegionObservation, st
     # Headroom: remove capacity only after a whole stabilization window of it, load not rising, and never
     # below what the recent bursts needed while the gaps between them are shorter than the memory.
     cold_start = profile.cold_start_seconds if profile else DEFAULT_COLD_START_SECONDS
-    memory = _burst_memory(recommendations, now, window, cold_start)
+    memory = _burst_memory(recommendations, history, now, window, cold_start, obs.window_seconds)
     in_window = [n for t, n in recommendations if t >= now - memory]
-    rising = previous_rate is not None and rate > previous_rate
+    # Rising: a new high over the last window (noise makes every other sample higher than the one before).
+    recent = [r for t, r in history[:-1] if t >= now - max(obs.window_seconds, 1.0)] or \
+        [r for _, r in history[-2:-1]]
+    rising = bool(recent) and rate > max(recent)
     if now - observed_since < window or rising or not in_window:
         why = "load rising" if rising else "headroom not yet sustained"
         return _RegionPlan(current, f"{region}: {p95_text}; {model_text}; hold {current} ({why})")
