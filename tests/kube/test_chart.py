@@ -273,9 +273,11 @@ def checkov_binary() -> Path:
 def test_checkov_finds_nothing_but_the_documented_skips(tmp_path):
     binary = checkov_binary()
     documents = []
-    for case in ("digest", "namespaced"):
-        values = {**VALUES_MATRIX[case], "image": {"repository": "registry.example/sloserve/operator",
-                                                   "digest": DIGEST}}
+    for case in ("digest", "namespaced", "all-namespaces"):
+        # The default scope is the namespace `default` (the quickstart's), which CKV_K8S_21 flags for any
+        # object placed there, the Role included: scan with the namespaces a production install lists.
+        values = {"watchNamespaces": ["ml-serving"], **VALUES_MATRIX[case],
+                  "image": {"repository": "registry.example/sloserve/operator", "digest": DIGEST}}
         documents.extend(manifests.render_chart(values))
     path = tmp_path / "chart.yaml"
     path.write_text("".join("---\n" + yaml.safe_dump(obj) for obj in documents))
