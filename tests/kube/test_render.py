@@ -30,11 +30,10 @@ from sloserve_operator.kube.render import (
     child_name,
     children,
     container_args,
-    region_children,
     render_objects,
-    rule_groups,
     spread_by_weight,
 )
+from sloserve_operator.kube.slo_rules import rule_groups
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 KUBERNETES_VERSIONS = ("1.30", "1.37")
@@ -260,8 +259,6 @@ def test_objects_per_region_and_names() -> None:
                                             "name": "chat", "uid": "1234-abcd", "controller": True,
                                             "blockOwnerDeletion": True}]
     assert {(kind, name) for _, kind, name in children(service)} == names
-    assert {(kind, name) for _, kind, name in region_children(service, "eu-west-1")} == {
-        ("Deployment", "chat-eu-west-1"), ("PodDisruptionBudget", "chat-eu-west-1"), ("Service", "chat-eu-west-1")}
 
 
 def test_no_owner_reference_without_uid_and_default_region_naming() -> None:

@@ -23,7 +23,6 @@ import sys
 from typing import Any
 
 from sloserve_operator.api.spec import (
-    API_VERSION,
     CATEGORIES,
     GROUP,
     KIND,
@@ -305,6 +304,3 @@ def run(args: argparse.Namespace) -> int:
         with open(args.output, "w") as handle:
             handle.write(text)
     return 0
-
-
-__all__ = ["API_VERSION", "CRD_NAME", "build_crd", "open_api_schema", "prune_nulls_and_default", "render_crd_yaml", "rules_by_class"]

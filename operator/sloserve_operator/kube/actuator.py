@@ -20,6 +20,7 @@ from sloserve_operator.api.labels import (
     SERVING,
     WARM,
 )
+from sloserve_operator.autoscaler.act.warmpool import PodInfo, plan_roles
 from sloserve_operator.autoscaler.decide.placement import DEFAULT_REGION
 from sloserve_operator.kube.client import Kube
 from sloserve_operator.kube.reconcile import KubeEvent, pod_ready
@@ -48,8 +49,6 @@ def created_at(pod: dict[str, Any]) -> float:
 
 
 def pod_infos(pods: list[dict[str, Any]], region: str) -> list[Any]:
-    from sloserve_operator.autoscaler.act.warmpool import PodInfo
-
     infos = []
     for pod in pods:
         meta = pod.get("metadata", {})
@@ -68,8 +67,6 @@ class KubernetesActuator:
         self.kube = kube
 
     def apply(self, body: dict[str, Any], serving: dict[str, int], warm: dict[str, int]) -> Actuation:
-        from sloserve_operator.autoscaler.act.warmpool import plan_roles
-
         meta = body["metadata"]
         namespace, name = meta.get("namespace", "default"), meta["name"]
         pods = self.kube.list("Pod", namespace, {MODEL_SERVICE_LABEL: name})

@@ -18,7 +18,10 @@ from pydantic import ValidationError
 from sloserve_operator.api.labels import MODEL_SERVICE_LABEL, REGION_LABEL
 from sloserve_operator.api.spec import ModelService, ModelServiceSpec, ScalingMode, parse_spec
 from sloserve_operator.api.units import format_ms
+from sloserve_operator.autoscaler.decide.capacity import CapacityProfile
 from sloserve_operator.autoscaler.decide.placement import DEFAULT_REGION, split_by_weight
+from sloserve_operator.autoscaler.decide.policy import PolicyState
+from sloserve_operator.autoscaler.decide.policy import decide as policy_decide
 from sloserve_operator.autoscaler.observe.observation import Observation
 from sloserve_operator.kube import conditions as cond
 from sloserve_operator.kube.actuator import Actuation, KubernetesActuator
@@ -84,8 +87,6 @@ def load_profile(kube: Kube, namespace: str, spec: ModelServiceSpec) -> Any:
     """The capacity profile a spec references (ConfigMap), or None; a broken reference is not fatal."""
     if spec.scaling.profile is None:
         return None
-    from sloserve_operator.autoscaler.decide.capacity import CapacityProfile
-
     config_map = kube.get("ConfigMap", namespace, spec.scaling.profile.config_map)
     text = ((config_map or {}).get("data") or {}).get(spec.scaling.profile.key)
     if not text:
@@ -164,9 +165,6 @@ def decide(spec: ModelServiceSpec, service: ModelService, observation: Observati
         serving = split_by_weight(spec, spec.replicas)
         return serving, warm_targets(spec, {}), f"manual: spec.replicas = {spec.replicas}", None, \
             memory.get("state") or {}
-    from sloserve_operator.autoscaler.decide.policy import PolicyState
-    from sloserve_operator.autoscaler.decide.policy import decide as policy_decide
-
     state = PolicyState.from_dict(memory["state"]) if memory.get("state") else PolicyState()
     decision = policy_decide(spec, observation, state, now, current_serving=current, pending_age=pending,
                              profile=profile, ready_serving=ready)

@@ -21,6 +21,7 @@ from kubernetes.client.exceptions import ApiException
 from sloserve_operator.api.labels import FINALIZER
 from sloserve_operator.api.spec import GROUP, PLURAL, VERSION
 from sloserve_operator.autoscaler.observe.observation import Observation
+from sloserve_operator.autoscaler.observe.sources import PrometheusSource
 from sloserve_operator.kube import operator_metrics
 from sloserve_operator.kube.actuator import KubernetesActuator
 from sloserve_operator.kube.autoscale_tick import autoscale_once
@@ -56,8 +57,6 @@ class OperatorConfig:
     def source(self) -> Any:
         if self.metrics_source is None:
             if self.prometheus_url:
-                from sloserve_operator.autoscaler.observe.sources import PrometheusSource
-
                 self.metrics_source = PrometheusSource(self.prometheus_url, window_seconds=self.metrics_window)
             else:
                 self.metrics_source = NoMetrics()

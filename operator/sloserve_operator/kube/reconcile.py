@@ -33,6 +33,7 @@ from sloserve_operator.kube import conditions as cond
 from sloserve_operator.kube.autoscaler_memory import read_memory
 from sloserve_operator.kube.client import MONITORING_API, Kube
 from sloserve_operator.kube.owners import owned_by, owner_reference, with_owner
+from sloserve_operator.kube.render import render_objects
 
 CHILD_KINDS = ("Deployment", "Service", "PodDisruptionBudget")  # listed even when none is rendered now
 MONITORING_KINDS = ("PodMonitor", "PrometheusRule")
@@ -47,10 +48,6 @@ class KubeEvent:
     type: str  # Normal | Warning
     reason: str
     message: str
-
-
-class TransientApiError(Exception):
-    """A child could not be written for a reason another attempt may cure (conflict, throttling, 5xx)."""
 
 
 @dataclass
@@ -342,8 +339,6 @@ def desired_children(body: dict[str, Any], spec: ModelServiceSpec, serving: dict
                      warm: dict[str, int], monitoring: bool,
                      images: dict[str, str] | None = None,
                      monitoring_labels: dict[str, str] | None = None) -> list[dict[str, Any]]:
-    from sloserve_operator.kube.render import render_objects
-
     meta = body["metadata"]
     service = ModelService.model_validate({
         "metadata": {"name": meta["name"], "namespace": meta.get("namespace", "default"),

@@ -15,10 +15,9 @@ With spec.placement.topology "zone" the "regions" are zones of this cluster (nod
 topology.kubernetes.io/zone) and the Service `<name>` over all of them prefers same-zone endpoints.
 
 Naming: the default region (no spec.placement.regions) renders `<name>`; region R renders `<name>-R`,
-shortened with a hash suffix when longer than 63 characters (a Service name's limit). `region_children`
-lists what one region owns, so the operator can delete the children of a region removed from the spec; all
-children carry the label `sloserve.io/model-service=<name>` (`child_selector`) and an owner reference to the
-ModelService when its uid is known.
+shortened with a hash suffix when longer than 63 characters (a Service name's limit). All children carry the
+label `sloserve.io/model-service=<name>` (the operator lists them by it, and deletes those of a region removed
+from the spec) and an owner reference to the ModelService when its uid is known.
 
 Model sources (spec.model.uri, and spec.runtime.speculative.draftModel):
 - empty: the engine's default. The bundled runtime serves its built-in SmolLM2-135M-Instruct; vLLM and
@@ -36,7 +35,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,12 +66,7 @@ from sloserve_operator.api.spec import (
     SpeculativeMethod,
 )
 from sloserve_operator.autoscaler.decide.placement import DEFAULT_REGION, region_names
-from sloserve_operator.kube.slo_rules import prometheus_rule, rule_groups
-
-__all__ = [
-    "child_name", "child_selector", "children", "container_args", "engine_image", "model_source",
-    "prometheus_rule", "region_children", "regions_removed", "render_objects", "rule_groups", "spread_by_weight",
-]
+from sloserve_operator.kube.slo_rules import prometheus_rule
 
 HTTP_PORT = 8000
 GRPC_PORT = 8001
@@ -112,11 +105,6 @@ def child_name(service_name: str, region: str) -> str:
     return f"{name[:MAX_NAME - 9].rstrip('-')}-{digest}"
 
 
-def child_selector(service: ModelService) -> str:
-    """Label selector matching every object rendered for this ModelService."""
-    return f"{MODEL_SERVICE_LABEL}={service.metadata.name}"
-
-
 def common_labels(service: ModelService, component: str = "model-server") -> dict[str, str]:
     """No app.kubernetes.io/instance: ArgoCD tracks its applications' objects by that label, so children
     carrying `<msvc>` there would look like a stray Argo app's (and could be pruned); the ModelService is
@@ -134,17 +122,6 @@ def common_labels(service: ModelService, component: str = "model-server") -> dic
 def pod_selector(service: ModelService, region: str) -> dict[str, str]:
     """The Deployment's (immutable) selector: never the role, which the operator changes on live pods."""
     return {MODEL_SERVICE_LABEL: service.metadata.name, REGION_LABEL: region}
-
-
-def region_children(service: ModelService, region: str) -> list[tuple[str, str, str]]:
-    """(apiVersion, kind, name) of the objects one region owns; delete them when the region is removed."""
-    name = child_name(service.metadata.name, region)
-    owned = [("apps/v1", "Deployment", name), ("policy/v1", "PodDisruptionBudget", name)]
-    if region != DEFAULT_REGION:
-        owned.append(("v1", "Service", name))
-        if service.spec.routing is not None:
-            owned.append((INFERENCE_POOL_API, "InferencePool", name))
-    return owned
 
 
 def _metadata(service: ModelService, name: str, labels: dict[str, str]) -> dict[str, Any]:
@@ -663,9 +640,3 @@ def children(service: ModelService, *, monitoring: bool = True) -> list[tuple[st
     """(apiVersion, kind, name) of everything render_objects produces for the current spec."""
     return [(obj["apiVersion"], obj["kind"], obj["metadata"]["name"])
             for obj in render_objects(service, {}, warm_by_region={}, monitoring=monitoring)]
-
-
-def regions_removed(service: ModelService, known_regions: Iterable[str]) -> list[str]:
-    """Regions the operator has children for that the spec no longer lists."""
-    current = set(region_names(service.spec))
-    return sorted(set(known_regions) - current)

@@ -19,12 +19,15 @@ from typing import Any
 
 from sloserve_operator.api.labels import SERVING, WARM
 from sloserve_operator.api.spec import ModelService
+from sloserve_operator.autoscaler.act.warmpool import PodInfo, plan_roles
 from sloserve_operator.autoscaler.decide.placement import (
     region_names,
     region_weights,
     split_by_weight,
     split_plain,
 )
+from sloserve_operator.autoscaler.decide.policy import PolicyState, decide
+from sloserve_operator.autoscaler.observe.observation import Observation
 from sloserve_operator.local.prometheus import MetricsBackend
 from sloserve_operator.local.replicas import Replica, ReplicaSet
 from sloserve_operator.local.router import Router
@@ -62,8 +65,6 @@ class Controller:
 
     def __init__(self, service: ModelService, replicas: ReplicaSet, router: Router, metrics: MetricsBackend,
                  run_dir: RunDir, *, interval: float, endpoint: str, profile: Any = None) -> None:
-        from sloserve_operator.autoscaler.decide.policy import PolicyState
-
         self.service = service
         self.spec = service.spec
         self.replicas = replicas
@@ -115,8 +116,6 @@ class Controller:
 
     def reconcile(self) -> None:
         """Make processes and roles match desired_serving / desired_warm (idempotent, no waiting)."""
-        from sloserve_operator.autoscaler.act.warmpool import PodInfo, plan_roles
-
         changed = False
         for region in region_names(self.spec):
             members = self._region_replicas(region)
@@ -190,14 +189,10 @@ class Controller:
 
     async def tick(self) -> None:
         """One observe -> decide -> act round."""
-        from sloserve_operator.autoscaler.decide.policy import decide
-
         now = time.time()
         try:
             observation = await asyncio.to_thread(self.metrics.observe, now)
         except Exception as error:  # a metrics outage must not stop serving: the policy holds on no data
-            from sloserve_operator.autoscaler.observe.observation import Observation
-
             log.warning("observing failed: %s", error)
             observation = Observation(time=now, problems=(f"metrics source error: {error}",))
         self.last_observation = observation

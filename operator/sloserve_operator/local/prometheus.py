@@ -22,6 +22,8 @@ import yaml
 
 from sloserve_operator.api.labels import SERVING
 from sloserve_operator.api.spec import ModelService
+from sloserve_operator.autoscaler.observe.sources import PrometheusSource, ScrapeSource
+from sloserve_operator.kube.slo_rules import rule_groups
 from sloserve_operator.local.replicas import Replica, die_with_parent, free_port, terminate_process
 from sloserve_operator.local.rundir import RunDir, write_json_atomic
 
@@ -66,8 +68,6 @@ def prometheus_config(run_dir: RunDir, scrape_interval: float, rule_files: list[
 
 def write_rule_file(service: ModelService, run_dir: RunDir) -> list[str]:
     """The SLO recording rules and alerts render gives a cluster's PrometheusRule, when render provides them."""
-    from sloserve_operator.kube.slo_rules import rule_groups
-
     try:
         groups = rule_groups(service)
     except Exception as error:  # a rule problem must not stop local serving; say so
@@ -167,8 +167,6 @@ class MetricsBackend:
                 f"{self.window_seconds:.0f}s window)")
 
     async def start(self) -> None:
-        from sloserve_operator.autoscaler.observe.sources import PrometheusSource, ScrapeSource
-
         if self.prometheus is not None:
             self.prometheus.start(self.service, self.scrape_interval)
             await self.prometheus.wait_ready()

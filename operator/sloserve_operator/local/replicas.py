@@ -23,8 +23,10 @@ from pathlib import Path
 
 import aiohttp
 
+from sloserve_operator.api.engines import ModelPaths
 from sloserve_operator.api.spec import ModelService
 from sloserve_operator.autoscaler.decide.placement import DEFAULT_REGION
+from sloserve_operator.kube.render import container_args
 from sloserve_operator.local.rundir import RunDir
 
 log = logging.getLogger("sloserve.local")
@@ -96,9 +98,6 @@ def local_model_path(service: ModelService, model_override: str | None) -> str |
 def runtime_args(service: ModelService, port: int, *, threads: int | None, model: str | None) -> list[str]:
     """Runtime flags for one local replica: render's container args (so it runs as its pod would), with
     local weights, bound to 127.0.0.1 on its own port."""
-    from sloserve_operator.api.engines import ModelPaths
-    from sloserve_operator.kube.render import container_args
-
     if service.spec.engine.value != "bundled":
         raise LocalModeError(
             f"spec.engine {service.spec.engine.value} is not supported in local mode: it runs the bundled "

@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from sloserve_operator.simulate.traces import load_trace, scale_rate, scale_tokens, time_slice
+
 
 @dataclass(frozen=True)
 class Arrival:
@@ -80,8 +82,6 @@ def trace_requests(path: Path | str, *, start: float, duration: float, speedup: 
                    max_output_tokens: int = 128, seed: int = 0) -> list:
     """The slice as simulator Requests (arrival seconds after the slice start, on the replay clock)."""
     from dataclasses import replace
-
-    from sloserve_operator.simulate.traces import load_trace, scale_rate, scale_tokens, time_slice
 
     requests = time_slice(load_trace(path, seed=seed), start, start + duration)
     if rate_scale != 1.0:

@@ -28,6 +28,7 @@ from sloserve_operator.simulate.autoscalers import (
     SloservePolicy,
     StaticPeak,
 )
+from sloserve_operator.simulate.oracle import run_oracle
 from sloserve_operator.simulate.run import SimResult, simulate
 from sloserve_operator.simulate.traces import Request, per_minute_rates
 
@@ -97,8 +98,6 @@ def compare(requests: list[Request], profile: CapacityProfile, spec: ModelServic
     if "sloserve" in policies:
         entries.append(Entry(run(SloservePolicy(profile)), "-"))
     if "oracle" in policies:
-        from sloserve_operator.simulate.oracle import run_oracle
-
         result, _ = run_oracle(requests, profile, spec, options)
         if progress:
             progress(f"{result.policy} [{result.config}]: {result.within_both:.2%} within, "

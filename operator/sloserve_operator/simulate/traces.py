@@ -187,13 +187,6 @@ def time_slice(requests: list[Request], start: float, end: float) -> list[Reques
     return [replace(r, arrival=r.arrival - start) for r in requests if start <= r.arrival < end]
 
 
-def assign_regions(requests: list[Request], weights: dict[str, float], seed: int = 0) -> list[Request]:
-    """Spread requests over regions at random with the given weights (traces carry no region)."""
-    rng = random.Random(seed)
-    names, values = list(weights), list(weights.values())
-    return [replace(r, region=rng.choices(names, values)[0]) for r in requests]
-
-
 def synthetic_bursty(duration: float, base_rate: float, burst_rate: float, burst_every: float = 600.0,
                      burst_length: float = 120.0, prompt_tokens: int = 512, output_tokens: int = 128,
                      seed: int = 0) -> list[Request]:

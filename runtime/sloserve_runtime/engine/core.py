@@ -121,7 +121,6 @@ class EngineCore:
         first = not seq.output_token_ids
         seq.output_token_ids.append(token)
         if first:
-            seq.first_token_time = now
             self.observer.on_first_token(seq.request_id, now - seq.arrival_time)
         else:
             self.observer.on_token_gap(seq.request_id, now - (seq.last_token_time or now), 1)

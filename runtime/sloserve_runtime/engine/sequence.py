@@ -32,12 +32,10 @@ class Sequence:
     status: Status = Status.WAITING
     finish_reason: str | None = None
     scheduled_once: bool = False
-    first_token_time: float | None = None
     last_token_time: float | None = None
     generator: torch.Generator | None = None
     # detokenization: text already emitted, and how far into the decoded text that is
     emitted_text_len: int = 0
-    stop_hold: int = 0  # chars held back while they could be the start of a stop string
     detokenizer: IncrementalDetokenizer | None = None  # created by the engine at the first output token
 
     @property

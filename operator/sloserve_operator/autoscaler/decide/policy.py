@@ -152,10 +152,6 @@ class ScalingDecision:
     degraded: str | None
     state: PolicyState
 
-    @property
-    def total_serving(self) -> int:
-        return sum(self.serving.values())
-
 
 @dataclass
 class _RegionPlan:

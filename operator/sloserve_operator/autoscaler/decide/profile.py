@@ -32,6 +32,7 @@ from typing import Any
 
 import aiohttp
 
+from sloserve_operator.autoscaler.decide.capacity import CapacityProfile
 from sloserve_operator.load_client import LoadClient, RequestResult, make_prompt, percentile, served_model
 
 
@@ -329,8 +330,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sloserve_operator.autoscaler.decide.capacity import CapacityProfile
-
     for name in ("requests_per_level", "prompt_tokens", "output_tokens", "prefill_repeats", "max_batch_size",
                  "max_batched_tokens"):
         if getattr(args, name) < 1:
