@@ -42,12 +42,19 @@ def test_chunked_prefill_respects_the_budget_and_keeps_decodes_running():
     run_step(sched)  # short is decoding now
     long = make_seq("long", 35, first_token=2000)
     sched.add(long)
-    steps = drain(sched)
-    assert all(s.num_tokens <= 10 for s in steps)
-    prefill_steps = [s for s in steps if any(i.seq is long and i.num_new_tokens > 1 for i in s.scheduled)]
+    steps: list[tuple[SchedulerOutput, bool]] = []  # (step, short still unfinished when it was scheduled)
+    while sched.has_work():
+        assert len(steps) < 500, "scheduler did not finish its work"
+        short_unfinished = short.status != Status.FINISHED
+        steps.append((run_step(sched), short_unfinished))
+    assert all(s.num_tokens <= 10 for s, _ in steps)
+    prefill_steps = [(s, unfinished) for s, unfinished in steps
+                     if any(i.seq is long and i.num_new_tokens > 1 for i in s.scheduled)]
     assert len(prefill_steps) >= 4  # 35 tokens in chunks of at most 9 next to the decode
-    for s in prefill_steps:
-        assert any(i.seq is short for i in s.scheduled) or short.status == Status.FINISHED
+    # short (20 tokens to go) outlives long's prefill, so every chunk step must carry its decode too.
+    assert all(unfinished for _, unfinished in prefill_steps)
+    for s, _ in prefill_steps:
+        assert any(i.seq is short and i.num_new_tokens == 1 for i in s.scheduled)
     sched.allocator.check_no_leaks()
 
 
