@@ -3,6 +3,7 @@ operator querying it, and a TTFT breach turning into a larger Deployment on the 
 
 from __future__ import annotations
 
+import json
 import sys
 import threading
 import time
@@ -10,6 +11,7 @@ import time
 import httpx
 import pytest
 from cluster_harness import ROOT_DIR, wait_for
+from kubernetes.client.rest import ApiException
 
 # The shared Prometheus and exporter helpers (tests/autoscaler/observe since the layout change).
 for folder in ("tests/autoscaler/observe", "tests/metrics"):
@@ -91,3 +93,52 @@ def _prometheus_ttft_p95(url: str, namespace: str) -> float:
     answer = httpx.get(f"{url}/api/v1/query", params={"query": query}, timeout=5).json()
     result = answer.get("data", {}).get("result") or []
     return float(result[0]["value"][1]) if result else 0.0
+
+
+def _memory(cluster, namespace: str) -> dict:
+    """The autoscaler's ConfigMap memory of ModelService chat ({} before the first write)."""
+    try:
+        config_map = cluster.core.read_namespaced_config_map("chat-autoscaler", namespace)
+    except ApiException as error:
+        if error.status == 404:
+            return {}
+        raise
+    return json.loads((config_map.data or {}).get("memory.json") or "{}")
+
+
+def _rate_times(cluster, namespace: str) -> list[float]:
+    return [sample[0] for sample in ((_memory(cluster, namespace).get("state") or {}).get("rates") or {}).get(
+        "default", [])]
+
+
+@pytest.mark.skipif(PROMETHEUS is None, reason="prometheus binary not installed (make system-deps)")
+def test_autoscaler_memory_survives_an_operator_restart(cluster, namespace, operator_factory, tmp_path,
+                                                        breaching_runtime):
+    """An operator killed with SIGKILL and started again goes on from the ConfigMap memory: the rate history
+    the first one recorded is still there after the second has written its own samples (a restart that
+    started from an empty PolicyState would have replaced it, resetting stabilization windows)."""
+    runtime, _breach = breaching_runtime
+    labels = {"namespace": namespace, "model_service": "chat", "region": "default", "role": "serving",
+              "pod": "chat-synthetic"}
+    prometheus = PrometheusServer(tmp_path, [Target(runtime.url, labels)])
+    prometheus.start()
+    args = ("--all-namespaces", "--drift-interval=5", f"--autoscale-interval={INTERVAL}", "--metrics-window=10",
+            "--peering-lifetime=5", f"--prometheus-url={prometheus.url}")
+    try:
+        first = operator_factory(*args)
+        cluster.create_msvc("chat", namespace)
+        before = wait_for(lambda: len(_rate_times(cluster, namespace)) >= 2 and _rate_times(cluster, namespace),
+                          timeout=90, what="two rate samples in the autoscaler memory",
+                          explain=lambda: cluster.describe(namespace))
+        first.kill()
+        killed_at = time.time()
+        second = operator_factory(*args)
+        try:
+            after = wait_for(lambda: (times := _rate_times(cluster, namespace)) and times[-1] > killed_at and times,
+                             timeout=90, what="a rate sample written by the restarted operator",
+                             explain=lambda: cluster.describe(namespace))
+            assert set(before) <= set(after), (before, after)
+        finally:
+            second.stop()
+    finally:
+        prometheus.stop()
