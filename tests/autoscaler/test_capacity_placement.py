@@ -6,13 +6,15 @@ import dataclasses
 import json
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from sloserve_operator.autoscaler.decide.capacity import (
     CapacityProfile,
     load_profile,
     load_shipped,
     shipped_names,
 )
-from sloserve_operator.autoscaler.decide.placement import fit_to_bounds, split_plain
+from sloserve_operator.autoscaler.decide.placement import fit_to_bounds, split_by_weight, split_plain
 
 from .helpers import make_spec
 
@@ -69,6 +71,42 @@ def test_split_plain_adds_up_and_follows_weights():
     assert split_plain(4, {"a": 3.0, "b": 1.0}) == {"a": 3, "b": 1}
     assert sum(split_plain(7, {"a": 1.0, "b": 1.0, "c": 1.0}).values()) == 7
     assert split_plain(0, {"a": 1.0}) == {"a": 0}
+
+
+WEIGHTS = st.lists(st.integers(min_value=1, max_value=20), min_size=1, max_size=5)
+
+
+@given(total=st.integers(min_value=0, max_value=200), weights=WEIGHTS)
+def test_the_one_split_adds_up_and_gives_each_region_its_share_rounded(total, weights):
+    """Largest remainder: every part is its exact share rounded down or up, and the parts add up."""
+    named = {f"r{i}": float(w) for i, w in enumerate(weights)}
+    counts = split_plain(total, named)
+    assert sum(counts.values()) == total
+    for name, weight in named.items():
+        exact = total * weight / sum(named.values())
+        assert int(exact) <= counts[name] <= int(exact) + 1
+
+
+@given(total=st.integers(min_value=0, max_value=60), weights=WEIGHTS,
+       bounds=st.lists(st.tuples(st.integers(0, 3), st.one_of(st.none(), st.integers(0, 10))), min_size=5, max_size=5))
+def test_the_bounded_split_keeps_each_region_in_its_bounds_and_adds_up_when_it_can(total, weights, bounds):
+    regions = []
+    for i, weight in enumerate(weights):
+        low, extra = bounds[i]
+        region = {"name": f"r{i}", "weight": weight, "minReplicas": low}
+        if extra is not None:
+            region["maxReplicas"] = max(low + extra, 1)
+        regions.append(region)
+    spec = make_spec(min_replicas=0, max_replicas=1000, regions=regions)
+    counts = split_by_weight(spec, total)
+    lows = [r["minReplicas"] for r in regions]
+    highs = [r.get("maxReplicas") for r in regions]
+    for count, low, high in zip(counts.values(), lows, highs, strict=True):
+        assert count >= low and (high is None or count <= high)
+    room = None if None in highs else sum(highs)
+    assert sum(counts.values()) == max(sum(lows), total if room is None else min(total, room))
+    if all(low == 0 for low in lows) and all(high is None for high in highs):  # no bounds: the plain split
+        assert counts == split_plain(total, {r["name"]: float(r["weight"]) for r in regions})
 
 
 def test_fit_to_bounds_respects_region_and_fleet_limits():

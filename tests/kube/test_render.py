@@ -24,14 +24,13 @@ import yaml
 from kubernetes_validate.utils import SchemaNotFoundError
 from sloserve_operator.api.engines import ENGINE_METRICS, PROFILES, UnsupportedKnob
 from sloserve_operator.api.spec import ModelService, validate_document
-from sloserve_operator.autoscaler.decide.placement import split_by_weight
+from sloserve_operator.autoscaler.decide.placement import region_weights, split_by_weight, split_plain
 from sloserve_operator.commands import render as render_command
 from sloserve_operator.kube.render import (
     child_name,
     children,
     container_args,
     render_objects,
-    spread_by_weight,
 )
 from sloserve_operator.kube.slo_rules import rule_groups
 
@@ -274,7 +273,7 @@ def test_no_owner_reference_without_uid_and_default_region_naming() -> None:
 def test_replicas_are_serving_plus_warm_spread_by_weight() -> None:
     service = service_from(base_spec(placement=TWO_REGIONS, scaling={"minReplicas": 1, "maxReplicas": 8,
                                                                       "warmPool": {"size": 3}}))
-    assert spread_by_weight(service.spec, 3) == {"us-east-1": 2, "eu-west-1": 1}
+    assert split_plain(3, region_weights(service.spec)) == {"us-east-1": 2, "eu-west-1": 1}
     deployments = {d["metadata"]["name"]: d for d in by_kind(render_objects(service, {"us-east-1": 4}), "Deployment")}
     assert deployments["chat-us-east-1"]["spec"]["replicas"] == 6
     assert deployments["chat-eu-west-1"]["spec"]["replicas"] == 1  # missing from the counts: 0 serving

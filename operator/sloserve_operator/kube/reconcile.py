@@ -28,7 +28,13 @@ from sloserve_operator.api.labels import (
     WARM,
 )
 from sloserve_operator.api.spec import ModelService, ModelServiceSpec, ScalingMode, validate_spec
-from sloserve_operator.autoscaler.decide.placement import DEFAULT_REGION, region_names, split_by_weight
+from sloserve_operator.autoscaler.decide.placement import (
+    DEFAULT_REGION,
+    region_names,
+    region_weights,
+    split_by_weight,
+    split_plain,
+)
 from sloserve_operator.kube import conditions as cond
 from sloserve_operator.kube.autoscaler_memory import read_memory
 from sloserve_operator.kube.client import MONITORING_API, Kube
@@ -175,14 +181,7 @@ def warm_targets(spec: ModelServiceSpec, memory: dict[str, Any]) -> dict[str, in
     remembered = memory.get("warm")
     if isinstance(remembered, dict) and set(remembered) == set(names):
         return {name: max(int(remembered[name]), 0) for name in names}
-    size = spec.scaling.warm_pool.size
-    weights = {region.name: region.weight for region in spec.placement.regions} or {DEFAULT_REGION: 1}
-    total_weight = sum(weights.values())
-    shares = {name: size * weights[name] / total_weight for name in names}
-    counts = {name: int(shares[name]) for name in names}
-    for name in sorted(names, key=lambda n: shares[n] - counts[n], reverse=True)[: size - sum(counts.values())]:
-        counts[name] += 1
-    return counts
+    return split_plain(spec.scaling.warm_pool.size, region_weights(spec))
 
 
 # ---------------------------------------------------------------- pods and status

@@ -65,7 +65,12 @@ from sloserve_operator.api.spec import (
     ModelServiceSpec,
     SpeculativeMethod,
 )
-from sloserve_operator.autoscaler.decide.placement import DEFAULT_REGION, region_names
+from sloserve_operator.autoscaler.decide.placement import (
+    DEFAULT_REGION,
+    region_names,
+    region_weights,
+    split_plain,
+)
 from sloserve_operator.kube.slo_rules import prometheus_rule
 
 HTTP_PORT = 8000
@@ -575,19 +580,6 @@ def _prometheus_rule(service: ModelService, extra_labels: dict[str, str] | None 
 # ---------------------------------------------------------------- entry point
 
 
-def spread_by_weight(spec: ModelServiceSpec, total: int) -> dict[str, int]:
-    """`total` split over the regions by weight (largest remainder, ties to the region listed first)."""
-    names = region_names(spec)
-    weights = {region.name: region.weight for region in spec.placement.regions} or {DEFAULT_REGION: 1}
-    weight_sum = sum(weights.values())
-    exact = {name: total * weights[name] / weight_sum for name in names}
-    counts = {name: int(exact[name]) for name in names}
-    leftover = total - sum(counts.values())
-    for name in sorted(names, key=lambda n: (-(exact[n] - counts[n]), names.index(n)))[:leftover]:
-        counts[name] += 1
-    return counts
-
-
 def _check_regions(spec: ModelServiceSpec, counts: dict[str, int], argument: str) -> None:
     unknown = sorted(set(counts) - set(region_names(spec)))
     if unknown:
@@ -610,7 +602,7 @@ def render_objects(service: ModelService, serving_by_region: dict[str, int], *,
     """
     spec = service.spec
     if warm_by_region is None:
-        warm_by_region = spread_by_weight(spec, spec.scaling.warm_pool.size)
+        warm_by_region = split_plain(spec.scaling.warm_pool.size, region_weights(spec))
     _check_regions(spec, serving_by_region, "serving_by_region")
     _check_regions(spec, warm_by_region, "warm_by_region")
     image = engine_image(service, images)

@@ -2,7 +2,8 @@
 
 With no regions in the spec the fleet is one pseudo-region, DEFAULT_REGION, rendered without a region
 constraint. Splits respect each region's minReplicas/maxReplicas and use largest remainders so the parts
-always add up to the total (when the bounds allow it).
+always add up to the total (when the bounds allow it). split_plain is the one largest-remainder split; the
+operator, local mode, render and the simulator all split through it.
 """
 
 from __future__ import annotations
@@ -17,32 +18,23 @@ def region_names(spec: ModelServiceSpec) -> list[str]:
 
 
 def split_by_weight(spec: ModelServiceSpec, total: int, weights: dict[str, float] | None = None) -> dict[str, int]:
-    """Serving replicas per region for `total`, proportional to `weights` (default: the spec's weights)."""
+    """Serving replicas per region for `total`: each region's minReplicas first, the rest by `weights` (default:
+    the spec's) with split_plain; what a region's maxReplicas refuses goes round again to the others."""
     regions = spec.placement.regions
     if not regions:
         return {DEFAULT_REGION: max(total, 0)}
-    weights = weights or {region.name: float(region.weight) for region in regions}
-    floors = {region.name: region.min_replicas for region in regions}
-    caps = {region.name: region.max_replicas if region.max_replicas is not None else total for region in regions}
-    counts = dict(floors)
+    weights = weights or region_weights(spec)
+    counts = {region.name: region.min_replicas for region in regions}
+    caps = {region.name: region.max_replicas for region in regions}  # None: no cap of its own
     remaining = max(total - sum(counts.values()), 0)
-    while remaining > 0:
-        open_regions = [name for name in counts if counts[name] < caps[name]]
-        if not open_regions:
-            break
-        weight_sum = sum(max(weights.get(name, 0.0), 0.0) for name in open_regions) or float(len(open_regions))
-        shares = {
-            name: remaining * (max(weights.get(name, 0.0), 0.0) or (weight_sum / len(open_regions))) / weight_sum
-            for name in open_regions
-        }
-        granted = {name: min(int(shares[name]), caps[name] - counts[name]) for name in open_regions}
-        if sum(granted.values()) == 0:
-            # Largest remainder gets the next replica; ties go to the region listed first.
-            best = max(open_regions, key=lambda name: shares[name] - int(shares[name]))
-            granted[best] = 1
-        for name, extra in granted.items():
-            counts[name] += extra
-        remaining -= sum(granted.values())
+    open_regions = [name for name in counts if caps[name] is None or counts[name] < caps[name]]
+    while remaining > 0 and open_regions:
+        extra = split_plain(remaining, {name: weights.get(name, 0.0) for name in open_regions})
+        for name in open_regions:
+            room = extra[name] if caps[name] is None else min(extra[name], caps[name] - counts[name])
+            counts[name] += room
+            remaining -= room
+        open_regions = [name for name in open_regions if caps[name] is None or counts[name] < caps[name]]
     return counts
 
 

@@ -44,6 +44,7 @@ from sloserve_operator.autoscaler.decide.capacity import DEFAULT_COLD_START_SECO
 from sloserve_operator.autoscaler.decide.forecast import forecast_rate
 from sloserve_operator.autoscaler.decide.placement import (
     fit_to_bounds,
+    region_bounds,
     region_names,
     region_weights,
     split_plain,
@@ -551,10 +552,8 @@ def _trim_to_max(spec: ModelServiceSpec, counts: dict[str, int], keep_last: list
 
 
 def _region_cap(spec: ModelServiceSpec, region: str) -> int:
-    for item in spec.placement.regions:
-        if item.name == region and item.max_replicas is not None:
-            return min(item.max_replicas, spec.scaling.max_replicas)
-    return spec.scaling.max_replicas
+    """The region's own maximum (placement.region_bounds), never above the fleet's."""
+    return min(region_bounds(spec, region)[1], spec.scaling.max_replicas)
 
 
 def _spill_pending(spec: ModelServiceSpec, desired: dict[str, int], current: dict[str, int],
