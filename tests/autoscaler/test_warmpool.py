@@ -63,3 +63,23 @@ def test_unready_serving_pods_stay_while_no_warm_pod_is_ready():
     pods = [pod("s1", "serving", ready=False), pod("s2", "serving", ready=False), pod("w1", "warm", ready=False)]
     plan = plan_roles(pods, serving_target=2, warm_target=1)
     assert (plan.promote, plan.demote) == ([], [])
+
+
+def test_rollout_demotes_old_revision_pods_first_and_never_lowers_ready_serving():
+    def at(name: str, role: str, ready: bool = True, created: float = 0.0, current: bool = True) -> PodInfo:
+        return PodInfo(name=name, region="default", role=role, ready=ready, created_at=created, current=current)
+
+    old = [at("old-1", "serving", created=1, current=False), at("old-2", "serving", created=2, current=False),
+           at("old-w", "warm", created=3, current=False)]
+    # A new-revision pod starts as serving (the template's role) but is not ready: it waits as warm.
+    starting = plan_roles(old + [at("new-1", "serving", ready=False, created=10)], serving_target=2, warm_target=1)
+    assert (starting.promote, starting.demote) == ([], ["new-1"])
+    # Once ready it serves in place of an old-revision pod (the newest old one), in the same plan.
+    swapped = plan_roles(old + [at("new-1", "warm", created=10)], serving_target=2, warm_target=1)
+    assert (swapped.promote, swapped.demote) == (["new-1"], ["old-2"])
+    serving_after = {"old-1", "new-1"}
+    assert {name for name, cost in swapped.deletion_cost.items() if cost == COST_SERVING} == serving_after
+    # The ReplicaSet of the old revision removes its cheapest pod: a warm one, never a serving one.
+    old_costs = {pod.name: swapped.deletion_cost[pod.name] for pod in old}
+    assert min(old_costs, key=old_costs.get) in {"old-2", "old-w"}
+    assert old_costs["old-1"] > max(old_costs["old-2"], old_costs["old-w"])

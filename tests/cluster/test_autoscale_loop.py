@@ -142,3 +142,70 @@ def test_autoscaler_memory_survives_an_operator_restart(cluster, namespace, oper
             second.stop()
     finally:
         prometheus.stop()
+
+
+@pytest.mark.skipif(PROMETHEUS is None, reason="prometheus binary not installed (make system-deps)")
+def test_drift_check_does_not_revert_a_scale_up_whose_status_write_lost_a_race(cluster, namespace, operator_factory,
+                                                                             tmp_path, breaching_runtime):
+    """Another writer keeps moving the ModelService's resourceVersion, so status writes often answer 409.
+    The autoscaler's decision is persisted first (its ConfigMap) and is what the drift check renders too,
+    so once the Deployment has grown its replicas never go back down while the breach lasts (before, a lost
+    status write left the drift check rendering the old target: the replicas flapped)."""
+    runtime, breach = breaching_runtime
+    labels = {"namespace": namespace, "model_service": "chat", "region": "default", "role": "serving",
+              "pod": "chat-synthetic"}
+    prometheus = PrometheusServer(tmp_path, [Target(runtime.url, labels)])
+    prometheus.start()
+    stop = threading.Event()
+    samples: list[int] = []
+
+    def bump() -> None:
+        count = 0
+        while not stop.is_set():
+            count += 1
+            try:
+                cluster.patch_msvc("chat", namespace, {"metadata": {"annotations": {"test.sloserve.io/bump": str(count)}}})
+            except Exception:  # noqa: BLE001 - the object may not exist yet; keep bumping
+                pass
+            stop.wait(0.2)
+
+    def sample() -> None:
+        while not stop.is_set():
+            replicas = _replicas(cluster, namespace)
+            if replicas is not None and (not samples or samples[-1] != replicas):
+                samples.append(replicas)
+            stop.wait(0.1)
+
+    threads = [threading.Thread(target=bump, daemon=True), threading.Thread(target=sample, daemon=True)]
+    try:
+        operator = operator_factory("--all-namespaces", "--drift-interval=2", f"--autoscale-interval={INTERVAL}",
+                                    "--metrics-window=10", f"--prometheus-url={prometheus.url}")
+        cluster.create_msvc("chat", namespace)  # quickstart sizing: min 1, max 3, warm pool 1
+        wait_for(lambda: _replicas(cluster, namespace) == 2, timeout=60, what="1 serving + 1 warm",
+                 explain=lambda: cluster.describe(namespace))
+        wait_for(lambda: _condition_true(cluster, namespace, "MetricsAvailable"), timeout=60,
+                 what=f"MetricsAvailable (operator log: {operator.log_path})", explain=lambda: cluster.describe(namespace))
+        for thread in threads:
+            thread.start()
+        breach.set()
+        wait_for(lambda: (_replicas(cluster, namespace) or 0) >= 4, timeout=60,
+                 what="scaled to the maximum (3 serving + 1 warm)", explain=lambda: cluster.describe(namespace))
+        # Several drift checks and ticks after the maximum was reached, each a chance to revert it.
+        checks = _log_count(operator.log_path, "Timer 'drift-check' succeeded") + 4
+        wait_for(lambda: _log_count(operator.log_path, "Timer 'drift-check' succeeded") >= checks, timeout=60,
+                 what="four more drift checks", explain=lambda: cluster.describe(namespace))
+    finally:
+        stop.set()
+        for thread in threads:
+            if thread.is_alive():
+                thread.join(timeout=5)
+        prometheus.stop()
+    assert samples == sorted(samples), f"Deployment replicas went down during a breach: {samples}"
+    assert _log_count(operator.log_path, "status changed while reconciling") > 0, "no status write lost a race"
+
+
+def _log_count(path, text: str) -> int:
+    try:
+        return path.read_text(errors="replace").count(text)
+    except FileNotFoundError:
+        return 0

@@ -4,10 +4,15 @@ deficit to us-east-1 and says so in the Degraded condition."""
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
 from cluster_harness import QUICKSTART_SPEC, wait_for
 
 pytestmark = pytest.mark.usefixtures("operator")
+
+SELECTOR = "sloserve.io/model-service=chat"
 
 
 def test_region_without_nodes_stays_pending_then_spills(cluster, namespace):
@@ -70,3 +75,51 @@ def _nodes_by_zone(cluster, namespace: str) -> dict[str, set[str]] | None:
     for pod in pods:
         found.setdefault(pod.metadata.labels["sloserve.io/region"], set()).add(pod.spec.node_name)
     return found if len(pods) == 2 and len(found) == 2 else None
+
+
+def test_region_rename_keeps_serving_until_the_new_region_is_ready(cluster, namespace, startup_seconds):
+    """No regions -> us-east-1 renames Deployment `chat` to `chat-us-east-1`. The old one keeps serving until
+    the new one has its ready serving pods (each takes STARTUP seconds), then is scaled down and deleted: the
+    Service never has fewer serving endpoints than the target."""
+    spec = {**QUICKSTART_SPEC, "scaling": {"mode": "manual", "minReplicas": 1, "maxReplicas": 4,
+                                           "warmPool": {"size": 0}}, "replicas": 2}
+    cluster.create_msvc("chat", namespace, spec)
+    wait_for(lambda: len(cluster.endpoint_ips(namespace, "chat")) == 2, timeout=60, what="2 serving endpoints",
+             explain=lambda: cluster.describe(namespace))
+    startup_seconds(6.0)
+
+    lowest = [10**6]
+    held_while_starting = [False]  # the old Deployment was seen alive while the new pods were not ready
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            lowest[0] = min(lowest[0], len(cluster.endpoint_ips(namespace, "chat")))
+            names = {d.metadata.name for d in cluster.deployments(namespace)}
+            new_ready = len(cluster.ready_pods(namespace, f"{SELECTOR},sloserve.io/region=us-east-1"))
+            if "chat" in names and "chat-us-east-1" in names and new_ready < 2:
+                held_while_starting[0] = True
+            time.sleep(0.05)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        cluster.patch_msvc("chat", namespace, {"spec": {"placement": {"regions": [{"name": "us-east-1"}]}}})
+        wait_for(lambda: (cluster.condition("chat", namespace, "Progressing") or {}).get("reason") == "RegionHandover",
+                 timeout=30, what="Progressing=RegionHandover", explain=lambda: cluster.describe(namespace))
+
+        def handed_over() -> bool:
+            names = {d.metadata.name for d in cluster.deployments(namespace)}
+            pods = cluster.live_pods(namespace, SELECTOR)
+            return names == {"chat-us-east-1"} and len(pods) == 2 and all(
+                p.metadata.labels["sloserve.io/region"] == "us-east-1" for p in pods)
+
+        wait_for(handed_over, timeout=90, what="old Deployment and its pods gone, 2 pods in us-east-1",
+                 explain=lambda: cluster.describe(namespace))
+    finally:
+        stop.set()
+        sampler.join(timeout=5)
+    assert held_while_starting[0], "the old Deployment was not kept while the new region started"
+    assert lowest[0] >= 2, f"serving endpoints dropped to {lowest[0]} during the region handover"
+    pdbs = {p.metadata.name for p in cluster.policy.list_namespaced_pod_disruption_budget(namespace).items}
+    assert pdbs == {"chat-us-east-1"}

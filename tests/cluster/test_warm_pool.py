@@ -98,14 +98,12 @@ def test_scale_down_removes_the_pods_with_the_lowest_deletion_cost(cluster, name
     assert max(int(cost) for cost in deleted.values()) <= min(costs.values()), (deleted, costs)
 
 
-@pytest.mark.xfail(strict=True, reason="known gap (docs/operations.md): new pods start serving-but-unready and "
-                   "are demoted to warm; once Ready the Deployment controller deletes an old *serving* pod before "
-                   "the next autoscale tick promotes a new one, so the Service dips one below target for up to "
-                   "one interval")
 def test_rollout_keeps_the_serving_count(cluster, namespace, startup_seconds):
     """A spec change rolls out with maxSurge 1 / maxUnavailable 0. New pods start as `serving` (the
-    template's role): each is Ready before an old pod goes, so the Service never has fewer serving
-    endpoints than the serving target; the operator then demotes the extra serving pod to warm."""
+    template's role) and wait as warm until Ready; the next tick promotes a Ready new-revision pod and demotes
+    an old-revision serving pod in its place, before the pod counts as available (minReadySeconds > a tick),
+    so the old pod the Deployment then deletes is a warm one: the Service never has fewer serving endpoints
+    than the serving target. (Warm pods count as available, so maxUnavailable 0 alone would not do this.)"""
     spec = {**QUICKSTART_SPEC, "scaling": {"mode": "manual", "minReplicas": 1, "maxReplicas": 4,
                                            "warmPool": {"size": 1}}, "replicas": 2}
     startup_seconds(3)

@@ -13,7 +13,7 @@ import copy
 import time
 
 import pytest
-from operator_harness import QUICKSTART_SPEC, wait_for
+from operator_harness import QUICKSTART_SPEC, fake_pod, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -56,13 +56,19 @@ def test_create_makes_owned_children_status_and_events(op):
     wait_for(lambda: "Created" in op.reasons("chat"), what="Created events")
 
 
-def test_removed_region_loses_its_children(op):
+def test_removed_region_loses_its_children_once_the_rest_serve(op):
     spec = copy.deepcopy(QUICKSTART_SPEC)
     spec["placement"] = {"regions": [{"name": "east", "weight": 3, "minReplicas": 1}, {"name": "west", "weight": 1}]}
     op.create("geo", spec)
     wait_for(lambda: {"geo-east", "geo-west"} <= set(deployments(op, "geo")), what="two regional Deployments")
     op.kube.patch("ModelService", "default", "geo",
                   {"spec": {"placement": {"regions": [{"name": "east", "weight": 3, "minReplicas": 1}]}}})
+    # east has no ready pod yet (kmock runs no kubelet): west is held, and status says why.
+    held = wait_for(lambda: (op.condition("geo", "Progressing") or {}).get("reason") == "RegionHandover"
+                    and op.condition("geo", "Progressing"), what="Progressing=RegionHandover")
+    assert "west" in held["message"] and "east 0/1" in held["message"], held
+    assert "geo-west" in deployments(op, "geo")
+    op.kube.create(fake_pod(deployments(op, "geo")["geo-east"], 0))
     wait_for(lambda: set(deployments(op, "geo")) == {"geo-east"}, what="geo-west deleted")
     wait_for(lambda: "Deleted" in op.reasons("geo"), what="a Deleted Event")
 

@@ -16,6 +16,7 @@ from sloserve_operator.kube.reconcile import (
     owned_fields,
     plan_children,
     reconcile_status,
+    remembered_serving,
     serving_targets,
     warm_targets,
 )
@@ -124,24 +125,30 @@ def spec_with(**scaling) -> dict:
 def test_targets_start_at_min_replicas_and_follow_the_autoscaler_within_bounds():
     spec = parse_spec(spec_with(minReplicas=2, maxReplicas=4))
     assert serving_targets(spec, None) == {"default": 2}
-    assert serving_targets(spec, {"regions": [{"name": "default", "desired": 3}]}) == {"default": 3}
-    assert serving_targets(spec, {"regions": [{"name": "default", "desired": 9}]}) == {"default": 4}
-    assert serving_targets(spec, {"regions": [{"name": "default", "desired": 0}]}) == {"default": 2}
+    assert serving_targets(spec, {"default": 3}) == {"default": 3}
+    assert serving_targets(spec, {"default": 9}) == {"default": 4}
+    assert serving_targets(spec, {"default": 0}) == {"default": 2}
+
+
+def test_stored_targets_are_the_one_source_and_status_only_an_upgrade_fallback():
+    legacy = {"regions": [{"name": "default", "desired": 3}]}
+    assert remembered_serving({"serving": {"default": 2}}, legacy) == {"default": 2}
+    assert remembered_serving({}, legacy) == {"default": 3}  # written by a version that kept it in status
+    assert remembered_serving({}, None) is None
 
 
 def test_manual_mode_uses_spec_replicas():
     raw = spec_with(mode="manual")
     raw["replicas"] = 5
-    assert serving_targets(parse_spec(raw), {"regions": [{"name": "default", "desired": 1}]}) == {"default": 5}
+    assert serving_targets(parse_spec(raw), {"default": 1}) == {"default": 5}
 
 
 def test_targets_are_resplit_when_regions_change():
     raw = spec_with(minReplicas=1, maxReplicas=8)
     raw["placement"] = {"regions": [{"name": "east", "weight": 3}, {"name": "west", "weight": 1}]}
     spec = parse_spec(raw)
-    previous = {"regions": [{"name": "east", "desired": 2}, {"name": "west", "desired": 2}]}
-    assert serving_targets(spec, previous) == {"east": 2, "west": 2}
-    moved = {"regions": [{"name": "default", "desired": 4}]}  # the spec used to have no regions
+    assert serving_targets(spec, {"east": 2, "west": 2}) == {"east": 2, "west": 2}
+    moved = {"default": 4}  # the spec used to have no regions
     assert serving_targets(spec, moved) == {"east": 3, "west": 1}
 
 

@@ -28,3 +28,6 @@ DELETION_COST_ANNOTATION = "controller.kubernetes.io/pod-deletion-cost"
 SCRAPE_ANNOTATIONS = {"prometheus.io/scrape": "true", "prometheus.io/path": "/metrics"}
 PORT_ANNOTATION = "prometheus.io/port"
 FINALIZER = "sloserve.io/finalizer"
+# Hash of the rendered pod template, stamped on the template by reconcile: tells the actuator which pods are
+# of the Deployment's current revision without reading ReplicaSets (the chart grants no access to them).
+TEMPLATE_HASH_ANNOTATION = "sloserve.io/template-hash"

@@ -1,9 +1,9 @@
-"""The Kubernetes actuator: turn serving/warm targets per region into pod roles and Deployment replicas.
+"""The Kubernetes actuator: turn serving/warm targets per region into pod roles.
 
-warmpool.plan_roles decides (pure); this module only reads pods and writes the plan: pod label
-`sloserve.io/role` patches for promotion/demotion (seconds, no cold start), the
-`controller.kubernetes.io/pod-deletion-cost` annotation so the ReplicaSet removes the pods we demoted, and
-Deployment replicas = serving + warm.
+warmpool.plan_roles decides (pure); this module only writes the plan: pod label `sloserve.io/role` patches
+for promotion/demotion (seconds, no cold start) and the `controller.kubernetes.io/pod-deletion-cost`
+annotation so the ReplicaSet removes the pods we demoted. Deployment replicas (serving + warm) are not
+written here: reconcile renders them from the same stored targets, so they have one writer.
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from typing import Any
 
 from sloserve_operator.api.labels import (
     DELETION_COST_ANNOTATION,
-    MODEL_SERVICE_LABEL,
     REGION_LABEL,
     ROLE_LABEL,
     SERVING,
+    TEMPLATE_HASH_ANNOTATION,
     WARM,
 )
 from sloserve_operator.autoscaler.act.warmpool import PodInfo, plan_roles
@@ -32,7 +32,6 @@ class Actuation:
 
     promoted: dict[str, str] = field(default_factory=dict)  # pod -> its region
     demoted: dict[str, str] = field(default_factory=dict)  # pod -> its region
-    replicas: dict[str, int] = field(default_factory=dict)  # region -> Deployment replicas written
     events: list[KubeEvent] = field(default_factory=list)
 
 
@@ -48,32 +47,37 @@ def created_at(pod: dict[str, Any]) -> float:
     return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
 
 
-def pod_infos(pods: list[dict[str, Any]], region: str) -> list[Any]:
+def pod_infos(pods: list[dict[str, Any]], region: str, template_hash: str | None = None) -> list[PodInfo]:
+    """The region's live pods; `current` is False for pods of an older template than `template_hash`."""
     infos = []
     for pod in pods:
         meta = pod.get("metadata", {})
         labels = meta.get("labels") or {}
         if meta.get("deletionTimestamp") or labels.get(REGION_LABEL, DEFAULT_REGION) != region:
             continue
+        stamped = (meta.get("annotations") or {}).get(TEMPLATE_HASH_ANNOTATION)
         infos.append(PodInfo(name=meta["name"], region=region, role=labels.get(ROLE_LABEL, SERVING),
-                             ready=pod_ready(pod), created_at=created_at(pod)))
+                             ready=pod_ready(pod), created_at=created_at(pod),
+                             current=template_hash is None or stamped == template_hash))
     return infos
 
 
 class KubernetesActuator:
-    """Applies serving/warm targets to the pods and Deployments of one ModelService."""
+    """Applies serving/warm targets to the pod roles of one ModelService (reconcile's `actuate`)."""
 
     def __init__(self, kube: Kube) -> None:
         self.kube = kube
 
-    def apply(self, body: dict[str, Any], serving: dict[str, int], warm: dict[str, int]) -> Actuation:
-        meta = body["metadata"]
-        namespace, name = meta.get("namespace", "default"), meta["name"]
-        pods = self.kube.list("Pod", namespace, {MODEL_SERVICE_LABEL: name})
+    def apply(self, body: dict[str, Any], serving: dict[str, int], warm: dict[str, int],
+              pods: list[dict[str, Any]], revisions: dict[str, str] | None = None) -> Actuation:
+        """`pods`: the ModelService's pods as listed by the caller; `revisions`: region -> current template
+        hash, so that during a rollout old-revision pods are demoted first."""
+        namespace = body["metadata"].get("namespace", "default")
         by_name = {pod["metadata"]["name"]: pod for pod in pods}
         result = Actuation()
         for region in serving:
-            plan = plan_roles(pod_infos(pods, region), serving[region], warm.get(region, 0))
+            infos = pod_infos(pods, region, (revisions or {}).get(region))
+            plan = plan_roles(infos, serving[region], warm.get(region, 0))
             for pod_name in plan.promote:
                 self._set_role(namespace, pod_name, SERVING)
                 result.promoted[pod_name] = region
@@ -86,18 +90,7 @@ class KubernetesActuator:
                 current = (by_name.get(pod_name, {}).get("metadata", {}).get("annotations") or {}).get(DELETION_COST_ANNOTATION)
                 if current != str(cost):
                     self.kube.patch("Pod", namespace, pod_name, {"metadata": {"annotations": {DELETION_COST_ANNOTATION: str(cost)}}})
-            result.replicas[region] = plan.replicas
-            self._scale(namespace, deployment_name(name, region), plan.replicas, result)
         return result
 
     def _set_role(self, namespace: str, pod: str, role: str) -> None:
         self.kube.patch("Pod", namespace, pod, {"metadata": {"labels": {ROLE_LABEL: role}}})
-
-    def _scale(self, namespace: str, deployment: str, replicas: int, result: Actuation) -> None:
-        current = self.kube.get("Deployment", namespace, deployment)
-        if current is None:
-            return  # reconcile creates it with the same replicas on its next pass
-        before = (current.get("spec") or {}).get("replicas")
-        if before != replicas:
-            self.kube.patch("Deployment", namespace, deployment, {"spec": {"replicas": replicas}})
-            result.events.append(KubeEvent("Normal", "Scaled", f"deployment {deployment} replicas {before} -> {replicas}"))

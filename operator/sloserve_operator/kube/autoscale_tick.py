@@ -1,10 +1,13 @@
-"""One autoscaler tick for one ModelService in the cluster: observe, decide, act, report.
+"""One autoscaler tick for one ModelService in the cluster: observe, decide, persist, act, report.
 
 The kopf timer in handlers.py calls `autoscale_once` every --autoscale-interval seconds. Observation comes
 from a metrics.MetricsSource (PrometheusSource in-cluster), the decision from policy.decide (pure, shared
-with local mode and the simulator), the action from actuator.KubernetesActuator. What it returns is written
-by the handler: status fields, the remembered policy state (autoscaler_memory.py, so an operator restart
-or a leader change keeps the stabilization windows), and Events for every change.
+with local mode and the simulator). The decision is persisted first, in the memory ConfigMap with a
+resourceVersion precondition (autoscaler_memory.py: the one store of desired state, which also keeps the
+stabilization windows across restarts and leader changes); only when that write succeeded does the tick act,
+through reconcile.reconcile, which renders the Deployments from what was stored, runs the warm-pool actuator
+and builds the status. A tick that lost the race (409) acts on nothing: the drift check cannot revert what
+it did, because both apply the same stored targets. The pods are listed once per tick.
 """
 
 from __future__ import annotations
@@ -24,14 +27,17 @@ from sloserve_operator.autoscaler.decide.policy import PolicyState
 from sloserve_operator.autoscaler.decide.policy import decide as policy_decide
 from sloserve_operator.autoscaler.observe.observation import Observation
 from sloserve_operator.kube import conditions as cond
-from sloserve_operator.kube.actuator import Actuation, KubernetesActuator
-from sloserve_operator.kube.autoscaler_memory import read_memory
+from sloserve_operator.kube.autoscaler_memory import WriteOutcome, read_stored, write_memory
 from sloserve_operator.kube.client import Kube
 from sloserve_operator.kube.reconcile import (
+    AutoscalerReport,
     KubeEvent,
+    ReconcileOptions,
+    RoleChanges,
     count_pods,
-    degraded_condition,
     pod_ready,
+    reconcile,
+    remembered_serving,
     serving_targets,
     warm_targets,
 )
@@ -41,17 +47,18 @@ from sloserve_operator.kube.reconcile import (
 class Tick:
     """The outcome of one tick: what to write and what to tell."""
 
-    status: dict[str, Any]
-    memory: dict[str, Any]  # persisted by autoscaler_memory.write_memory
-    previous_memory: dict[str, Any] = field(default_factory=dict)
+    status: dict[str, Any] | None  # None: nothing to write (the decision could not be persisted)
+    memory: dict[str, Any]  # what autoscaler_memory.write_memory was asked to store
+    persisted: WriteOutcome = "written"  # "conflict": another writer won, nothing was acted on
     events: list[KubeEvent] = field(default_factory=list)
     serving: dict[str, int] = field(default_factory=dict)
     warm: dict[str, int] = field(default_factory=dict)
     direction: str = "hold"  # up | down | hold
     metrics_available: bool = False
     observation: Observation | None = None
-    actuation: Actuation | None = None
+    actuation: RoleChanges | None = None
     spec: ModelServiceSpec | None = None
+    transient_error: str | None = None
 
 
 def service_of(body: dict[str, Any], spec: ModelServiceSpec) -> ModelService:
@@ -172,8 +179,9 @@ def decide(spec: ModelServiceSpec, service: ModelService, observation: Observati
 
 
 def autoscale_once(kube: Kube, source: Any, body: dict[str, Any], now: float,
-                   actuator: KubernetesActuator | None = None) -> Tick | None:
-    """Observe, decide, act for one ModelService. None when its spec is invalid (reconcile reports that)."""
+                   options: ReconcileOptions | None = None) -> Tick | None:
+    """Observe, decide, persist, then act for one ModelService. None when its spec is invalid (reconcile
+    reports that). The returned status is the one to write (built by reconcile.reconcile_status)."""
     try:
         spec = parse_spec(body.get("spec") or {})
     except ValidationError:
@@ -182,8 +190,9 @@ def autoscale_once(kube: Kube, source: Any, body: dict[str, Any], now: float,
     namespace, name = meta.get("namespace", "default"), meta["name"]
     status = body.get("status") or {}
     service = service_of(body, spec)
-    memory = read_memory(kube, namespace, name)
-    current = serving_targets(spec, status)
+    stored = read_stored(kube, namespace, name)
+    memory = stored.memory
+    current = serving_targets(spec, remembered_serving(memory, status))
     pods = kube.list("Pod", namespace, {MODEL_SERVICE_LABEL: name})
     observation = observe_safely(source, service, now)
     profile = load_profile(kube, namespace, spec)
@@ -191,39 +200,36 @@ def autoscale_once(kube: Kube, source: Any, body: dict[str, Any], now: float,
     ready = {region: counts["serving"] for region, counts in count_pods(pods, list(current)).items()}
     serving, warm, reason, degraded, state = decide(spec, service, observation, memory, now, current,
                                                     pending_ages(pods, now), profile, ready)
-    actuation = (actuator or KubernetesActuator(kube)).apply(body, serving, warm)
+    new_memory = {"state": state, "serving": serving, "warm": warm, "degraded": degraded}
+    persisted = write_memory(kube, body, new_memory, stored)
+    if persisted == "conflict":
+        return Tick(status=None, memory=new_memory, persisted=persisted, serving=current, spec=spec,
+                    metrics_available=observation.available, observation=observation)
 
     before, after = sum(current.values()), sum(serving.values())
     direction = "up" if after > before else "down" if after < before else "hold"
-    events = list(actuation.events)
-    if direction != "hold" or serving != current:
+    fields: dict[str, Any] = {"observed": summarize(observation, status.get("observed"))}
+    last = status.get("lastDecision") or {}
+    if direction != "hold" or last.get("reason") != reason or not last:
+        fields["lastDecision"] = {"reason": reason, "from": before, "to": after, "time": cond.rfc3339(now)}
+    if after != before:
+        fields["lastScaleTime"] = cond.rfc3339(now)
+    report = AutoscalerReport(conditions=[slo_condition(spec, observation),
+                                          metrics_condition(observation, status.get("observed"))],
+                              fields=fields)
+    result = reconcile(kube, body, now=now, options=options, memory=new_memory, pods=pods, autoscaler=report)
+    if not result.valid:
+        return None
+
+    events = list(result.events)
+    if direction != "hold" or result.serving != current:
         kind = {"up": "ScaledUp", "down": "ScaledDown"}.get(direction, "Rebalanced")
         events.append(KubeEvent("Normal", kind, f"serving {before} -> {after}: {reason}"))
-
-    counts = count_pods(kube.list("Pod", namespace, {MODEL_SERVICE_LABEL: name}), list(serving))
-    updates = [slo_condition(spec, observation), metrics_condition(observation, status.get("observed")),
-               degraded_condition(kube.serves("monitoring.coreos.com/v1"), degraded)]
-    for item in cond.changed(status.get("conditions"), updates):
+    for item in cond.changed(status.get("conditions"), result.status["conditions"]):
         if item["type"] in ("MetricsAvailable", "Degraded", "SLOMet"):
             kind = "Normal" if (item["status"] == "True") != (item["type"] == "Degraded") else "Warning"
             events.append(KubeEvent(kind, item["reason"], item["message"] or item["type"]))
-    new_status: dict[str, Any] = {
-        "desiredReplicas": after,
-        "serving": sum(counts[r]["serving"] for r in counts),
-        "warm": sum(counts[r]["warm"] for r in counts),
-        "replicas": sum(counts[r]["total"] for r in counts),
-        "regions": [{"name": region, "desired": serving[region], "serving": counts[region]["serving"],
-                     "warm": counts[region]["warm"], "pending": counts[region]["pending"]} for region in serving],
-        "observed": summarize(observation, status.get("observed")),
-        "conditions": cond.set_conditions(status.get("conditions"), updates, now=now,
-                                          generation=meta.get("generation")),
-    }
-    last = status.get("lastDecision") or {}
-    if direction != "hold" or last.get("reason") != reason or not last:
-        new_status["lastDecision"] = {"reason": reason, "from": before, "to": after, "time": cond.rfc3339(now)}
-    if after != before:
-        new_status["lastScaleTime"] = cond.rfc3339(now)
-    new_memory = {"state": state, "warm": warm, "degraded": degraded}
-    return Tick(status=new_status, memory=new_memory, previous_memory=memory, events=events, serving=serving, warm=warm,
-                direction=direction, metrics_available=observation.available, observation=observation,
-                actuation=actuation, spec=spec)
+    return Tick(status=result.status, memory=new_memory, persisted=persisted, events=events,
+                serving=result.serving, warm=result.warm, direction=direction,
+                metrics_available=observation.available, observation=observation, actuation=result.actuation,
+                spec=spec, transient_error=result.transient_error)

@@ -25,10 +25,9 @@ from sloserve_operator.autoscaler.observe.sources import PrometheusSource
 from sloserve_operator.kube import operator_metrics
 from sloserve_operator.kube.actuator import KubernetesActuator
 from sloserve_operator.kube.autoscale_tick import autoscale_once
-from sloserve_operator.kube.autoscaler_memory import write_memory
 from sloserve_operator.kube.client import Kube, connection_settings, load_configuration
 from sloserve_operator.kube.liveness import HandlerClock
-from sloserve_operator.kube.reconcile import KubeEvent, reconcile
+from sloserve_operator.kube.reconcile import KubeEvent, ReconcileOptions, min_ready_seconds_for, reconcile
 
 log = logging.getLogger("sloserve.operator")
 
@@ -48,6 +47,13 @@ class OperatorConfig:
     monitoring_labels: dict[str, str] = field(default_factory=dict)  # on PodMonitors and PrometheusRules
     kube: Kube | None = None  # built lazily on first use (after kopf has logged in)
     metrics_source: Any = None  # a sources.MetricsSource; default PrometheusSource(prometheus_url)
+
+    def reconcile_options(self) -> ReconcileOptions:
+        """The same rendering and actuation for the change handlers, the drift check and the autoscaler."""
+        kube = self.client()
+        return ReconcileOptions(images=self.images or None, monitoring_labels=self.monitoring_labels or None,
+                                actuate=KubernetesActuator(kube).apply,
+                                min_ready_seconds=min_ready_seconds_for(self.autoscale_interval))
 
     def client(self) -> Kube:
         if self.kube is None:
@@ -166,10 +172,7 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> kopf.Op
             if current is None:
                 return
             try:
-                result = reconcile(kube, current, now=time.time(), images=config.images or None,
-                                   monitoring_labels=config.monitoring_labels or None,
-                                   actuate=lambda body, serving, warm: KubernetesActuator(kube).apply(
-                                       body, serving, warm).events)
+                result = reconcile(kube, current, now=time.time(), options=config.reconcile_options())
                 written = write(kube, current, result.status)
             except Exception:
                 operator_metrics.RECONCILES.labels(namespace, name, "error").inc()
@@ -217,11 +220,17 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> kopf.Op
             if current is None:
                 return
             try:
-                tick = autoscale_once(kube, config.source(), current, time.time())
+                # Persists the decision (memory ConfigMap, resourceVersion precondition) before it acts;
+                # a lost race acts on nothing and is retried on the next tick.
+                tick = autoscale_once(kube, config.source(), current, time.time(), config.reconcile_options())
                 if tick is None:
                     return  # invalid spec: reconcile has said so in status
-                if write(kube, current, tick.status) == "written":
-                    write_memory(kube, current, tick.memory, tick.previous_memory)
+                if tick.status is None:
+                    operator_metrics.ERRORS.labels(namespace, name, "transient").inc()
+                    log.info("autoscale %s/%s: decision not persisted (%s); not acting", namespace, name,
+                             tick.persisted)
+                    return
+                write(kube, current, tick.status)
             except Exception:
                 operator_metrics.ERRORS.labels(namespace, name, "autoscale").inc()
                 raise

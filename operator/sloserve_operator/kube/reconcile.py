@@ -5,15 +5,26 @@ directly: `plan_children` (create / patch / delete), `drift` (only the fields we
 that the API server or other controllers add never cause endless patches), `serving_targets`, `count_pods`
 and `reconcile_status`. `reconcile` is the one function with I/O: it applies a plan through kube.Kube.
 
+Desired state has one store, the autoscaler memory ConfigMap (autoscaler_memory.py): reconcile renders the
+Deployments (replicas included) from the serving and warm targets stored there, and the autoscale tick
+persists its decision there and then calls `reconcile` to act. So Deployment replicas have one writer (this
+module's plan) and status one builder (`reconcile_status`); status.regions[].desired is output only.
+
+Region changes hand over in phases (`hand_over_regions`): a Deployment of a region the spec no longer has
+keeps serving until every current region has its serving target of ready serving pods, is then scaled to 0,
+and is deleted once its pods are gone.
+
 An invalid spec (one the CRD schema could not catch) is reported in status and touches no child object.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from kubernetes.client.exceptions import ApiException
 from kubernetes.utils import parse_quantity
@@ -25,6 +36,7 @@ from sloserve_operator.api.labels import (
     ROLE_LABEL,
     SCRAPE_ANNOTATIONS,
     SERVING,
+    TEMPLATE_HASH_ANNOTATION,
     WARM,
 )
 from sloserve_operator.api.spec import ModelService, ModelServiceSpec, ScalingMode, validate_spec
@@ -63,10 +75,45 @@ class ChildPlan:
     delete: list[dict[str, Any]] = field(default_factory=list)
     foreign: list[dict[str, Any]] = field(default_factory=list)  # same name exists, owned by someone else
     unchanged: list[dict[str, Any]] = field(default_factory=list)
+    scale_down: list[dict[str, Any]] = field(default_factory=list)  # retiring Deployments: replicas -> 0
+    held: list[dict[str, Any]] = field(default_factory=list)  # retiring children kept until the handover ends
 
     @property
     def empty(self) -> bool:
-        return not (self.create or self.patch or self.delete)
+        return not (self.create or self.patch or self.delete or self.scale_down)
+
+
+class RoleChanges(Protocol):
+    """What the warm-pool actuator reports back (actuator.Actuation)."""
+
+    promoted: dict[str, str]  # pod -> its region
+    demoted: dict[str, str]
+    events: list[KubeEvent]
+
+
+# actuate(body, serving, warm, pods, revisions) applies pod roles and deletion costs (never replicas).
+Actuate = Callable[[dict[str, Any], dict[str, int], dict[str, int], list[dict[str, Any]], dict[str, str]],
+                   RoleChanges]
+
+
+@dataclass(frozen=True)
+class ReconcileOptions:
+    """How the operator was started, as far as the rendered children depend on it."""
+
+    images: dict[str, str] | None = None  # engine -> image override
+    monitoring_labels: dict[str, str] | None = None  # on PodMonitors and PrometheusRules
+    actuate: Actuate | None = None
+    # A new pod counts as available (so the Deployment deletes an old one) only after this long Ready: more
+    # than an autoscale interval, so the tick swaps roles (new pod serving, old pod warm) first.
+    min_ready_seconds: int = 0
+
+
+@dataclass(frozen=True)
+class AutoscalerReport:
+    """The autoscale tick's part of status: its conditions and fields, merged by `reconcile_status`."""
+
+    conditions: list[dict[str, Any]] = field(default_factory=list)
+    fields: dict[str, Any] = field(default_factory=dict)  # observed, lastDecision, lastScaleTime
 
 
 @dataclass
@@ -75,7 +122,9 @@ class ReconcileResult:
     events: list[KubeEvent]
     valid: bool
     transient_error: str | None = None  # set when a retry with backoff should follow
+    serving: dict[str, int] = field(default_factory=dict)  # the serving targets applied, region -> pods
     warm: dict[str, int] = field(default_factory=dict)  # the warm targets applied, region -> pods (for /metrics)
+    actuation: RoleChanges | None = None
 
 
 # ---------------------------------------------------------------- owned fields and drift
@@ -153,13 +202,23 @@ def plan_children(desired: list[dict[str, Any]], actual: list[dict[str, Any]], o
 # ---------------------------------------------------------------- targets
 
 
-def serving_targets(spec: ModelServiceSpec, status: dict[str, Any] | None) -> dict[str, int]:
-    """Serving replicas per region: spec.replicas in manual mode, else the autoscaler's latest targets
-    (status.regions[].desired) within the spec's bounds, else minReplicas split by weight."""
+def remembered_serving(memory: dict[str, Any], status: dict[str, Any] | None) -> dict[str, int] | None:
+    """The autoscaler's persisted serving targets per region. Objects written by a version that kept them
+    in status.regions[].desired are read from there until the first tick stores them (upgrade path only)."""
+    stored = memory.get("serving")
+    if isinstance(stored, dict):
+        return {str(name): int(count or 0) for name, count in stored.items()}
+    legacy = (status or {}).get("regions") or []
+    return {item.get("name"): int(item.get("desired") or 0) for item in legacy} or None
+
+
+def serving_targets(spec: ModelServiceSpec, remembered: dict[str, int] | None) -> dict[str, int]:
+    """Serving replicas per region: spec.replicas in manual mode, else the autoscaler's persisted targets
+    within the spec's bounds, else minReplicas split by weight."""
     if spec.scaling.mode == ScalingMode.manual:
         return split_by_weight(spec, spec.replicas)
     names = region_names(spec)
-    previous = {item.get("name"): int(item.get("desired") or 0) for item in (status or {}).get("regions") or []}
+    previous = dict(remembered or {})
     # When regions were added or removed the fleet keeps its size, re-split over the regions it has now.
     total = sum(previous.values()) if previous else spec.scaling.min_replicas
     total = min(max(total, spec.scaling.min_replicas), spec.scaling.max_replicas)
@@ -218,10 +277,52 @@ def serving_selector(name: str) -> str:
     return f"{MODEL_SERVICE_LABEL}={name},{ROLE_LABEL}={SERVING}"
 
 
+def with_roles(pods: list[dict[str, Any]], changes: RoleChanges | None) -> list[dict[str, Any]]:
+    """The pods as they are after the actuator's label patches, without listing them again."""
+    if changes is None or not (changes.promoted or changes.demoted):
+        return pods
+    roles = {**{name: SERVING for name in changes.promoted}, **{name: WARM for name in changes.demoted}}
+    result = []
+    for pod in pods:
+        role = roles.get(pod.get("metadata", {}).get("name"))
+        if role is None:
+            result.append(pod)
+            continue
+        meta = pod["metadata"]
+        result.append({**pod, "metadata": {**meta, "labels": {**(meta.get("labels") or {}), ROLE_LABEL: role}}})
+    return result
+
+
+def unschedulable(pods: list[dict[str, Any]]) -> list[str]:
+    """'pod: scheduler message' for every live pod the scheduler could not place."""
+    found = []
+    for pod in pods:
+        meta, status = pod.get("metadata", {}), pod.get("status") or {}
+        if meta.get("deletionTimestamp") or status.get("phase") not in (None, "Pending"):
+            continue
+        for item in status.get("conditions") or []:
+            if item.get("type") == "PodScheduled" and item.get("status") == "False":
+                found.append(f"{meta.get('name')}: {item.get('reason') or 'Unschedulable'} "
+                             f"{item.get('message') or ''}".strip())
+    return found
+
+
+def deadline_exceeded(deployments: list[dict[str, Any]]) -> list[str]:
+    """'deployment: message' for every Deployment whose rollout ran past progressDeadlineSeconds."""
+    found = []
+    for deployment in deployments:
+        for item in (deployment.get("status") or {}).get("conditions") or []:
+            if item.get("type") == "Progressing" and item.get("reason") == "ProgressDeadlineExceeded":
+                found.append(f"{deployment['metadata']['name']}: {item.get('message') or 'progress deadline exceeded'}")
+    return found
+
+
 def reconcile_status(body: dict[str, Any], *, serving: dict[str, int], pods: list[dict[str, Any]],
                      deployments: list[dict[str, Any]], apply_problems: list[str], monitoring: bool,
-                     now: float, autoscaler_degraded: str | None = None) -> dict[str, Any]:
-    """Status fields reconcile owns: counts, selector, observedGeneration, Ready/Progressing/Degraded."""
+                     now: float, autoscaler_degraded: str | None = None, handover: str | None = None,
+                     autoscaler: AutoscalerReport | None = None) -> dict[str, Any]:
+    """The one place status is built: counts, selector, observedGeneration, Ready/Progressing/Reconciling/
+    Stalled/Degraded, and the autoscale tick's conditions and fields when it is the caller."""
     meta = body["metadata"]
     status = body.get("status") or {}
     names = list(serving)
@@ -233,6 +334,8 @@ def reconcile_status(body: dict[str, Any], *, serving: dict[str, int], pods: lis
         if _deployment_rolling(deployment)
     ]
     pending = sum(counts[name]["pending"] for name in names)
+    stuck = unschedulable(pods)
+    overdue = deadline_exceeded(deployments)
     updates = []
     if apply_problems:
         updates.append(cond.condition("Ready", False, "ApplyFailed", "; ".join(apply_problems)))
@@ -244,6 +347,13 @@ def reconcile_status(body: dict[str, Any], *, serving: dict[str, int], pods: lis
                                       f"{ready_serving}/{wanted} serving replicas ready"))
     if apply_problems:
         updates.append(cond.condition("Progressing", False, "ApplyFailed", "children could not be written"))
+    elif overdue:
+        updates.append(cond.condition("Progressing", False, "ProgressDeadlineExceeded", "; ".join(overdue)))
+    elif handover:
+        updates.append(cond.condition("Progressing", True, "RegionHandover", handover))
+    elif stuck:
+        updates.append(cond.condition("Progressing", True, "PodsPending",
+                                      f"{len(stuck)} pods cannot be scheduled: " + "; ".join(stuck)))
     elif rolling or pending or ready_serving < wanted:
         detail = f"rolling out {', '.join(rolling)}" if rolling else f"{pending} pods starting"
         updates.append(cond.condition("Progressing", True, "ReplicasUpdating", detail))
@@ -254,9 +364,13 @@ def reconcile_status(body: dict[str, Any], *, serving: dict[str, int], pods: lis
                                   progressing["message"]))
     if apply_problems:
         updates.append(cond.condition("Stalled", True, "ApplyFailed", "; ".join(apply_problems)))
+    elif overdue:
+        updates.append(cond.condition("Stalled", True, "ProgressDeadlineExceeded", "; ".join(overdue)))
     else:
         updates.append(cond.condition("Stalled", False, "AsExpected", ""))
     updates.append(degraded_condition(monitoring, autoscaler_degraded))
+    if autoscaler is not None:
+        updates.extend(autoscaler.conditions)
     return {
         "observedGeneration": meta.get("generation"),
         "conditions": cond.set_conditions(status.get("conditions"), updates, now=now,
@@ -271,6 +385,7 @@ def reconcile_status(body: dict[str, Any], *, serving: dict[str, int], pods: lis
              "warm": counts[name]["warm"], "pending": counts[name]["pending"]}
             for name in names
         ],
+        **(autoscaler.fields if autoscaler is not None else {}),
     }
 
 
@@ -334,10 +449,34 @@ def add_scrape_annotations(obj: dict[str, Any]) -> dict[str, Any]:
     return obj
 
 
+def stamp_deployment(obj: dict[str, Any], min_ready_seconds: int) -> dict[str, Any]:
+    """minReadySeconds (see ReconcileOptions) and the template's own hash (TEMPLATE_HASH_ANNOTATION).
+
+    The hash is taken over the template without it, so it changes exactly when the template does: a
+    rollout is started by the same changes as before (once on upgrade, when the annotation first appears)."""
+    if obj.get("kind") != "Deployment":
+        return obj
+    spec = obj["spec"]
+    if min_ready_seconds:
+        spec["minReadySeconds"] = min_ready_seconds
+    template_meta = spec.setdefault("template", {}).setdefault("metadata", {})
+    annotations = template_meta.setdefault("annotations", {})
+    annotations.pop(TEMPLATE_HASH_ANNOTATION, None)
+    digest = hashlib.sha256(json.dumps(spec["template"], sort_keys=True).encode()).hexdigest()[:12]
+    annotations[TEMPLATE_HASH_ANNOTATION] = digest
+    return obj
+
+
+def min_ready_seconds_for(autoscale_interval: float) -> int:
+    """Two autoscale intervals and a margin: the tick that swaps roles runs before the pod counts as available."""
+    return math.ceil(2 * autoscale_interval) + 5
+
+
 def desired_children(body: dict[str, Any], spec: ModelServiceSpec, serving: dict[str, int],
                      warm: dict[str, int], monitoring: bool,
                      images: dict[str, str] | None = None,
-                     monitoring_labels: dict[str, str] | None = None) -> list[dict[str, Any]]:
+                     monitoring_labels: dict[str, str] | None = None,
+                     min_ready_seconds: int = 0) -> list[dict[str, Any]]:
     meta = body["metadata"]
     service = ModelService.model_validate({
         "metadata": {"name": meta["name"], "namespace": meta.get("namespace", "default"),
@@ -352,22 +491,75 @@ def desired_children(body: dict[str, Any], spec: ModelServiceSpec, serving: dict
     for obj in objects:
         owned = with_owner(obj, reference)
         owned["metadata"].setdefault("namespace", meta.get("namespace", "default"))
-        result.append(add_scrape_annotations(owned) if not monitoring else owned)
+        if not monitoring:
+            owned = add_scrape_annotations(owned)
+        result.append(stamp_deployment(owned, min_ready_seconds))
     return result
 
 
-def reconcile(kube: Kube, body: dict[str, Any], *, now: float,
-              images: dict[str, str] | None = None,
-              monitoring_labels: dict[str, str] | None = None,
-              on_event: Callable[[KubeEvent], None] | None = None,
-              actuate: Callable[[dict[str, Any], dict[str, int], dict[str, int]], list[KubeEvent]] | None = None,
-              ) -> ReconcileResult:
-    """Bring the children of one ModelService in line with its spec; return the status to write.
+def template_hashes(desired: list[dict[str, Any]]) -> dict[str, str]:
+    """Region -> the current pod-template hash of its Deployment."""
+    hashes = {}
+    for obj in desired:
+        if obj["kind"] == "Deployment":
+            region = (obj["metadata"].get("labels") or {}).get(REGION_LABEL, DEFAULT_REGION)
+            hashes[region] = obj["spec"]["template"]["metadata"]["annotations"][TEMPLATE_HASH_ANNOTATION]
+    return hashes
 
-    `actuate(body, serving, warm)` (the warm-pool actuator) runs before the children are written, so a
-    Deployment that shrinks has its victims marked with the lowest pod-deletion-cost first. Without it a
-    spec change that lowers replicas let the ReplicaSet pick serving pods and keep warm ones (seen on real
-    ReplicaSets in tests/cluster; kmock runs no ReplicaSet controller)."""
+
+def _child_region(obj: dict[str, Any]) -> str | None:
+    return (obj.get("metadata", {}).get("labels") or {}).get(REGION_LABEL)
+
+
+def hand_over_regions(plan: ChildPlan, pods: list[dict[str, Any]], serving: dict[str, int]) -> str | None:
+    """Phase the deletion of the children of regions the spec no longer has (renamed, removed, or the
+    default region replaced by named ones); returns what is happening, for the Progressing condition.
+
+    Deleting them in the same pass that creates the new regions' Deployments would take every serving pod
+    away minutes before a new one is ready. So the old children are held while any current region has fewer
+    ready serving pods than its target; then the old Deployments are scaled to 0, and all of an old region's
+    children are deleted once none of its pods is left. Children without a region label go at once."""
+    retiring = [obj for obj in plan.delete if _child_region(obj) is not None and _child_region(obj) not in serving]
+    if not retiring:
+        return None
+    plan.delete = [obj for obj in plan.delete if obj not in retiring]
+    regions = sorted({_child_region(obj) or "" for obj in retiring})
+    counts = count_pods(pods, list(serving))
+    short = [f"{name} {counts[name]['serving']}/{serving[name]}" for name in serving
+             if counts[name]["serving"] < serving[name]]
+    if short:
+        plan.held.extend(retiring)
+        return (f"{', '.join(regions)} keeps serving until the new regions are ready "
+                f"(ready serving/target: {', '.join(short)})")
+    draining = []
+    for region in regions:
+        children = [obj for obj in retiring if _child_region(obj) == region]
+        scaled = [obj for obj in children if obj["kind"] == "Deployment" and (obj.get("spec") or {}).get("replicas")]
+        if scaled or counts.get(region, {}).get("total"):
+            plan.scale_down.extend(scaled)
+            plan.held.extend(obj for obj in children if obj not in scaled)
+            draining.append(region)
+        else:
+            plan.delete.extend(children)
+    return f"new regions ready; draining {', '.join(draining)}" if draining else None
+
+
+def reconcile(kube: Kube, body: dict[str, Any], *, now: float,
+              options: ReconcileOptions | None = None,
+              on_event: Callable[[KubeEvent], None] | None = None,
+              memory: dict[str, Any] | None = None,
+              pods: list[dict[str, Any]] | None = None,
+              autoscaler: AutoscalerReport | None = None,
+              ) -> ReconcileResult:
+    """Bring the children of one ModelService in line with its spec and the stored targets; return the
+    status to write.
+
+    `memory`/`pods`: the autoscale tick passes what it has just persisted and listed (one read of each per
+    tick); the change handlers and the drift check leave them out and they are read here. The actuator
+    (`options.actuate`) runs before the children are written, so a Deployment that shrinks has its victims
+    marked with the lowest pod-deletion-cost first. Without it a spec change that lowers replicas let the
+    ReplicaSet pick serving pods and keep warm ones (seen on real ReplicaSets in tests/cluster)."""
+    options = options or ReconcileOptions()
     meta = body["metadata"]
     namespace, name = meta.get("namespace", "default"), meta["name"]
     events: list[KubeEvent] = []
@@ -383,21 +575,29 @@ def reconcile(kube: Kube, body: dict[str, Any], *, now: float,
         return ReconcileResult(invalid_spec_status(body, problems, now), events, valid=False)
 
     monitoring = kube.serves(MONITORING_API)
-    serving = serving_targets(spec, body.get("status"))
-    memory = read_memory(kube, namespace, name)
+    if memory is None:
+        memory = read_memory(kube, namespace, name)
+    serving = serving_targets(spec, remembered_serving(memory, body.get("status")))
     warm = warm_targets(spec, memory)
     try:
-        desired = desired_children(body, spec, serving, warm, monitoring, images, monitoring_labels)
+        desired = desired_children(body, spec, serving, warm, monitoring, options.images,
+                                   options.monitoring_labels, options.min_ready_seconds)
     except ValueError as error:  # a spec the models accept but no object can express (render says why)
         problems = [f"spec: {error}"]
         emit(KubeEvent("Warning", "InvalidSpec", problems[0][:1000]))
         return ReconcileResult(invalid_spec_status(body, problems, now), events, valid=False)
-    if actuate is not None:
-        for event in actuate(body, serving, warm):
+    if pods is None:
+        pods = kube.list("Pod", namespace, {MODEL_SERVICE_LABEL: name})
+    actuation = None
+    if options.actuate is not None:
+        actuation = options.actuate(body, serving, warm, pods, template_hashes(desired))
+        for event in actuation.events:
             emit(event)
+        pods = with_roles(pods, actuation)
     kinds = sorted({obj["kind"] for obj in desired} | set(CHILD_KINDS) | (set(MONITORING_KINDS) if monitoring else set()))
     actual = [obj for kind in kinds for obj in kube.list(kind, namespace, {MODEL_SERVICE_LABEL: name})]
     plan = plan_children(desired, actual, meta["uid"])
+    handover = hand_over_regions(plan, pods, serving)
 
     apply_problems: list[str] = []
     transient: str | None = None
@@ -415,23 +615,31 @@ def reconcile(kube: Kube, body: dict[str, Any], *, now: float,
                 apply_problems.append(message)
             emit(KubeEvent("Warning", "ApplyFailed", message))
             continue
-        emit(KubeEvent("Normal", action.capitalize(), f"{action} {label}"))
+        emit(KubeEvent("Normal", WRITE_REASONS[action], f"{action} {label}"))
 
-    pods = kube.list("Pod", namespace, {MODEL_SERVICE_LABEL: name})
     deployments = [obj for obj in actual if obj["kind"] == "Deployment"]
     status = reconcile_status(body, serving=serving, pods=pods, deployments=deployments,
                               apply_problems=apply_problems, monitoring=monitoring, now=now,
-                              autoscaler_degraded=memory.get("degraded"))
-    return ReconcileResult(status, events, valid=True, transient_error=transient, warm=warm)
+                              autoscaler_degraded=memory.get("degraded"), handover=handover,
+                              autoscaler=autoscaler)
+    return ReconcileResult(status, events, valid=True, transient_error=transient, serving=serving, warm=warm,
+                           actuation=actuation)
+
+
+WRITE_REASONS = {"created": "Created", "patched": "Patched", "scaled down": "Draining", "deleted": "Deleted"}
 
 
 def _writes(kube: Kube, plan: ChildPlan, namespace: str):
-    """(verb, object, thunk) for every write in the plan, creations first and deletions last."""
+    """(verb, object, thunk) for every write in the plan: creations first, then patches and the scale-down
+    of retiring Deployments, deletions last."""
     for obj in plan.create:
         yield "created", obj, (lambda obj=obj: kube.create(obj))
     for obj, _paths in plan.patch:
         yield "patched", obj, (
             lambda obj=obj: kube.patch(obj["kind"], namespace, obj["metadata"]["name"], owned_fields(obj)))
+    for obj in plan.scale_down:
+        yield "scaled down", obj, (
+            lambda obj=obj: kube.patch("Deployment", namespace, obj["metadata"]["name"], {"spec": {"replicas": 0}}))
     for obj in plan.delete:
         yield "deleted", obj, (lambda obj=obj: kube.delete(obj["kind"], namespace, obj["metadata"]["name"]))
 
