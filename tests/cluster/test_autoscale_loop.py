@@ -55,6 +55,7 @@ def test_breach_scales_the_deployment_within_two_intervals(cluster, namespace, o
               "pod": "chat-synthetic"}
     prometheus = PrometheusServer(tmp_path, [Target(runtime.url, labels)])
     prometheus.start()
+    operator = None
     try:
         operator = operator_factory("--all-namespaces", "--drift-interval=5", f"--autoscale-interval={INTERVAL}",
                                     "--metrics-window=10", f"--prometheus-url={prometheus.url}")
@@ -70,10 +71,14 @@ def test_breach_scales_the_deployment_within_two_intervals(cluster, namespace, o
         wait_for(lambda: _replicas(cluster, namespace) > 2, timeout=2 * INTERVAL + 3, interval=0.1,
                  what="Deployment scaled up within two autoscale intervals", explain=lambda: cluster.describe(namespace))
         assert time.monotonic() - seen <= 2 * INTERVAL + 3
-        status = cluster.msvc("chat", namespace)["status"]
-        assert status["desiredReplicas"] >= 2, status
+        # The same tick writes status right after the Deployment: poll for it rather than race it.
+        status = wait_for(lambda: (cluster.msvc("chat", namespace).get("status") or {}).get("desiredReplicas", 0) >= 2
+                          and cluster.msvc("chat", namespace)["status"], timeout=10, what="status desiredReplicas >= 2",
+                          explain=lambda: cluster.describe(namespace))
         assert any(c["type"] == "SLOMet" and c["status"] == "False" for c in status["conditions"]), status
     finally:
+        if operator is not None:
+            operator.stop()  # the next test starts its own, pointed at its own Prometheus
         prometheus.stop()
 
 
@@ -177,6 +182,7 @@ def test_drift_check_does_not_revert_a_scale_up_whose_status_write_lost_a_race(c
             stop.wait(0.1)
 
     threads = [threading.Thread(target=bump, daemon=True), threading.Thread(target=sample, daemon=True)]
+    operator = None
     try:
         operator = operator_factory("--all-namespaces", "--drift-interval=2", f"--autoscale-interval={INTERVAL}",
                                     "--metrics-window=10", f"--prometheus-url={prometheus.url}")
@@ -199,6 +205,8 @@ def test_drift_check_does_not_revert_a_scale_up_whose_status_write_lost_a_race(c
         for thread in threads:
             if thread.is_alive():
                 thread.join(timeout=5)
+        if operator is not None:
+            operator.stop()
         prometheus.stop()
     assert samples == sorted(samples), f"Deployment replicas went down during a breach: {samples}"
     assert _log_count(operator.log_path, "status changed while reconciling") > 0, "no status write lost a race"

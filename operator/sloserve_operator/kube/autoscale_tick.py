@@ -49,7 +49,7 @@ class Tick:
 
     status: dict[str, Any] | None  # None: nothing to write (the decision could not be persisted)
     memory: dict[str, Any]  # what autoscaler_memory.write_memory was asked to store
-    persisted: WriteOutcome = "written"  # "conflict": another writer won, nothing was acted on
+    persisted: WriteOutcome = "written"  # "conflict" / "gone": not stored, so nothing was acted on
     events: list[KubeEvent] = field(default_factory=list)
     serving: dict[str, int] = field(default_factory=dict)
     warm: dict[str, int] = field(default_factory=dict)
@@ -202,7 +202,7 @@ def autoscale_once(kube: Kube, source: Any, body: dict[str, Any], now: float,
                                                     pending_ages(pods, now), profile, ready)
     new_memory = {"state": state, "serving": serving, "warm": warm, "degraded": degraded}
     persisted = write_memory(kube, body, new_memory, stored)
-    if persisted == "conflict":
+    if persisted in ("conflict", "gone"):
         return Tick(status=None, memory=new_memory, persisted=persisted, serving=current, spec=spec,
                     metrics_available=observation.available, observation=observation)
 

@@ -26,7 +26,7 @@ from sloserve_operator.kube.owners import owner_reference
 
 KEY = "memory.json"
 
-WriteOutcome = Literal["written", "unchanged", "conflict"]
+WriteOutcome = Literal["written", "unchanged", "conflict", "gone"]
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,8 @@ def write_memory(kube: Kube, owner: dict[str, Any], memory: dict[str, Any], stor
     """Store `memory` if the ConfigMap is still at the version `stored` was read at.
 
     "unchanged" when there is nothing new to write, "conflict" when another writer got there first (409 on
-    the precondition, or the ConfigMap appeared / vanished since it was read): the caller must not act."""
+    the precondition, or the ConfigMap appeared / vanished since it was read), "gone" when the namespace is
+    being deleted (its ConfigMaps go before the ModelService): in both the caller must not act."""
     if memory == stored.memory and stored.resource_version is not None:
         return "unchanged"
     meta = owner["metadata"]
@@ -88,5 +89,7 @@ def write_memory(kube: Kube, owner: dict[str, Any], memory: dict[str, Any], stor
     except ApiException as error:
         if error.status in (404, 409):  # 409: changed or created meanwhile; 404: deleted meanwhile
             return "conflict"
+        if error.status == 403 and "NamespaceTerminating" in (error.body or ""):
+            return "gone"
         raise
     return "written"
