@@ -309,3 +309,43 @@ def test_written_status_fits_the_crd_status_schema():
     status["lastScaleTime"] = cond.rfc3339(11.0)
     jsonschema.validate(_without_nulls(status), schema)
     assert cond.find(status["conditions"], "SLOMet")["reason"] == "BudgetExceeded"  # itl 200ms > 100ms
+
+
+# ---------------------------------------------------------------- a namespace being deleted
+
+
+class TerminatingNamespace:
+    """The API server of a namespace being deleted: reads answer, every create is refused (403)."""
+
+    def __init__(self) -> None:
+        self.creates = 0
+
+    def serves(self, api: str) -> bool:
+        return False
+
+    def get(self, kind, namespace, name):
+        return None
+
+    def list(self, kind, namespace, labels=None):
+        return []
+
+    def create(self, obj):
+        from kubernetes.client.exceptions import ApiException
+
+        self.creates += 1
+        error = ApiException(status=403, reason="Forbidden")
+        error.body = ('{"reason":"Forbidden","details":{"causes":[{"reason":"NamespaceTerminating"}]},'
+                      '"message":"unable to create new content in namespace t because it is being terminated"}')
+        raise error
+
+
+def test_a_terminating_namespace_is_not_reported_as_a_failure():
+    from sloserve_operator.kube.reconcile import reconcile
+
+    kube = TerminatingNamespace()
+    body = {"metadata": {"name": "chat", "namespace": "t", "uid": UID, "generation": 1},
+            "spec": copy.deepcopy(QUICKSTART_SPEC)}
+    result = reconcile(kube, body, now=1.0)
+    assert kube.creates == 1  # stopped at the first refusal
+    assert result.events == []  # an Event could not be posted there either
+    assert cond.find(result.status["conditions"], "Stalled")["status"] == "False"

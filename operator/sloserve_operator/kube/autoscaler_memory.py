@@ -37,6 +37,12 @@ class Stored:
     resource_version: str | None = None
 
 
+def namespace_terminating(error: ApiException) -> bool:
+    """The API server refuses new objects in a namespace being deleted (403 NamespaceTerminating): not a
+    permission problem, the ModelService is about to go as well."""
+    return error.status == 403 and "NamespaceTerminating" in (error.body or "")
+
+
 def config_map_name(service: str) -> str:
     return f"{service}-autoscaler"
 
@@ -89,7 +95,7 @@ def write_memory(kube: Kube, owner: dict[str, Any], memory: dict[str, Any], stor
     except ApiException as error:
         if error.status in (404, 409):  # 409: changed or created meanwhile; 404: deleted meanwhile
             return "conflict"
-        if error.status == 403 and "NamespaceTerminating" in (error.body or ""):
+        if namespace_terminating(error):
             return "gone"
         raise
     return "written"

@@ -48,7 +48,7 @@ from sloserve_operator.autoscaler.decide.placement import (
     split_plain,
 )
 from sloserve_operator.kube import conditions as cond
-from sloserve_operator.kube.autoscaler_memory import read_memory
+from sloserve_operator.kube.autoscaler_memory import namespace_terminating, read_memory
 from sloserve_operator.kube.client import MONITORING_API, Kube
 from sloserve_operator.kube.owners import owned_by, owner_reference, with_owner
 from sloserve_operator.kube.render import render_objects
@@ -608,6 +608,8 @@ def reconcile(kube: Kube, body: dict[str, Any], *, now: float,
         try:
             write()
         except ApiException as error:
+            if namespace_terminating(error):
+                break  # the namespace is being deleted: nothing to write, nothing to report
             message = f"{action} {label}: {error.status} {_api_message(error)}"
             if error.status in TRANSIENT_STATUSES:
                 transient = transient or message
