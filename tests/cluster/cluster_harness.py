@@ -5,7 +5,6 @@ directory's conftest."""
 
 from __future__ import annotations
 
-import copy
 import json
 import time
 from collections.abc import Callable, Iterable
@@ -14,30 +13,14 @@ from typing import Any
 
 import yaml
 from kubernetes import client, config, dynamic
+from quickstart_spec import GROUP, VERSION, model_service
 
 ROOT_DIR = Path(__file__).resolve().parents[2]
-GROUP, VERSION, PLURAL = "sloserve.io", "v1alpha1", "modelservices"
+PLURAL = "modelservices"
 FIELD_MANAGER = "sloserve-tests"
-
-# The quickstart spec sized for tests: CPU only, one serving and one warm replica.
-QUICKSTART_SPEC: dict[str, Any] = {
-    "model": {"name": "smollm2-135m-instruct"},
-    "engine": "bundled",
-    "runtime": {"maxBatchSize": 16, "maxBatchedTokens": 512, "maxModelLen": 2048, "threads": 1},
-    "resources": {"gpus": 0, "cpu": "1", "memory": "2Gi"},
-    "slo": {"ttft": {"p95": "1s"}, "itl": {"p95": "100ms"}},
-    "scaling": {"mode": "slo", "minReplicas": 1, "maxReplicas": 3, "warmPool": {"size": 1}},
-}
-
 
 def api_client(kubeconfig: Path) -> client.ApiClient:
     return config.new_client_from_config(config_file=str(kubeconfig))
-
-
-def model_service(name: str, spec: dict[str, Any] | None = None, namespace: str = "default") -> dict[str, Any]:
-    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "ModelService",
-            "metadata": {"name": name, "namespace": namespace},
-            "spec": copy.deepcopy(spec if spec is not None else QUICKSTART_SPEC)}
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, interval: float = 0.2, what: str = "",

@@ -5,8 +5,9 @@ subresource in manual mode, and deletion collected by the real garbage collector
 from __future__ import annotations
 
 import pytest
-from cluster_harness import GROUP, PLURAL, QUICKSTART_SPEC, VERSION, wait_for
+from cluster_harness import PLURAL, wait_for
 from kubernetes.client.rest import ApiException
+from quickstart_spec import GROUP, QUICKSTART_SPEC, VERSION
 
 pytestmark = pytest.mark.usefixtures("operator")
 

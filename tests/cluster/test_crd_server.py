@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 import yaml
-from cluster_harness import GROUP, PLURAL, ROOT_DIR, VERSION, Cluster, load_yaml
+from cluster_harness import PLURAL, ROOT_DIR, Cluster, load_yaml
 from kubernetes.client.rest import ApiException
+from quickstart_spec import GROUP, VERSION
 
 SLOSERVE = Path(sys.executable).parent / "sloserve"
 BASE_SPEC: dict[str, Any] = {"model": {"name": "m"}, "slo": {"ttft": {"p95": "500ms"}, "itl": {"p95": "50ms"}}}

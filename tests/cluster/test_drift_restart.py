@@ -6,8 +6,9 @@ from __future__ import annotations
 import json
 import re
 
-from cluster_harness import QUICKSTART_SPEC, wait_for
+from cluster_harness import wait_for
 from kubernetes.client.rest import ApiException
+from quickstart_spec import QUICKSTART_SPEC
 
 # A short peering lifetime: a SIGKILLed replica's record counts as alive for this long.
 ARGS = ("--all-namespaces", "--drift-interval=2", "--autoscale-interval=2", "--peering-lifetime=5")

@@ -6,7 +6,8 @@ operator cannot render."""
 from __future__ import annotations
 
 import pytest
-from cluster_harness import QUICKSTART_SPEC, ROOT_DIR, wait_for
+from cluster_harness import ROOT_DIR, wait_for
+from quickstart_spec import QUICKSTART_SPEC
 
 lupa = pytest.importorskip("lupa")
 pytestmark = pytest.mark.usefixtures("operator")

@@ -5,8 +5,9 @@ an hf:// download's ephemeral-storage request on the real scheduler."""
 from __future__ import annotations
 
 import pytest
-from cluster_harness import QUICKSTART_SPEC, wait_for
+from cluster_harness import wait_for
 from kubernetes.client.rest import ApiException
+from quickstart_spec import QUICKSTART_SPEC
 
 pytestmark = pytest.mark.usefixtures("operator")
 SELECTOR = "sloserve.io/model-service=chat"

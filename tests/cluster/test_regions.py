@@ -8,7 +8,8 @@ import threading
 import time
 
 import pytest
-from cluster_harness import QUICKSTART_SPEC, wait_for
+from cluster_harness import wait_for
+from quickstart_spec import QUICKSTART_SPEC
 
 pytestmark = pytest.mark.usefixtures("operator")
 

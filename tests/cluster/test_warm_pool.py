@@ -7,8 +7,9 @@ import threading
 import time
 
 import pytest
-from cluster_harness import QUICKSTART_SPEC, wait_for
+from cluster_harness import wait_for
 from kubernetes import watch
+from quickstart_spec import QUICKSTART_SPEC
 
 pytestmark = pytest.mark.usefixtures("operator")
 

@@ -5,7 +5,6 @@ directory's conftest."""
 
 from __future__ import annotations
 
-import copy
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -14,21 +13,7 @@ from typing import Any
 ROOT_DIR = Path(__file__).resolve().parents[2]
 
 from kmock_cluster import KmockCluster  # noqa: E402
-
-QUICKSTART_SPEC: dict[str, Any] = {
-    "model": {"name": "smollm2-135m-instruct"},
-    "engine": "bundled",
-    "runtime": {"maxBatchSize": 16, "maxBatchedTokens": 512, "maxModelLen": 2048, "threads": 1},
-    "resources": {"gpus": 0, "cpu": "1", "memory": "2Gi"},
-    "slo": {"ttft": {"p95": "1s"}, "itl": {"p95": "100ms"}},
-    "scaling": {"mode": "slo", "minReplicas": 1, "maxReplicas": 3, "warmPool": {"size": 1}},
-}
-
-
-def model_service(name: str, spec: dict[str, Any] | None = None, namespace: str = "default") -> dict[str, Any]:
-    return {"apiVersion": "sloserve.io/v1alpha1", "kind": "ModelService",
-            "metadata": {"name": name, "namespace": namespace},
-            "spec": copy.deepcopy(spec if spec is not None else QUICKSTART_SPEC)}
+from quickstart_spec import model_service  # noqa: E402
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.1, what: str = "") -> Any:

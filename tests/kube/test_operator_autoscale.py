@@ -8,8 +8,9 @@ actuator's pod-label promotion and Deployment scaling through kmock, status, Eve
 from __future__ import annotations
 
 import pytest
-from operator_harness import QUICKSTART_SPEC, fake_pod, wait_for
+from operator_harness import fake_pod, wait_for
 from prometheus_client import generate_latest
+from quickstart_spec import QUICKSTART_SPEC
 from sloserve_operator.autoscaler.observe.observation import Observation, RegionObservation
 from sloserve_operator.kube.operator_metrics import REGISTRY
 

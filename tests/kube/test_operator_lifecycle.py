@@ -13,7 +13,8 @@ import copy
 import time
 
 import pytest
-from operator_harness import QUICKSTART_SPEC, fake_pod, wait_for
+from operator_harness import fake_pod, wait_for
+from quickstart_spec import QUICKSTART_SPEC
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 from kmock_cluster import KmockCluster
-from operator_harness import model_service, wait_for
+from operator_harness import wait_for
+from quickstart_spec import model_service
 
 
 def free_port() -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 
 import pytest
-from operator_harness import QUICKSTART_SPEC
+from quickstart_spec import QUICKSTART_SPEC
 from sloserve_operator.api.spec import parse_spec
 from sloserve_operator.kube import conditions as cond
 from sloserve_operator.kube.reconcile import (
