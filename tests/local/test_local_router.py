@@ -7,52 +7,12 @@ import json
 
 import aiohttp
 import pytest
-from aiohttp import web
 from sloserve_operator.local.replicas import free_port
 from sloserve_operator.local.router import Router
 
+from local.stub_replica import StubReplica
+
 pytestmark = pytest.mark.timeout(60)
-
-
-class Backend:
-    """Streams `chunks` SSE events; holds each request open until `release` is set."""
-
-    def __init__(self, name: str, chunks: int = 3) -> None:
-        self.name, self.chunks = name, chunks
-        self.release = asyncio.Event()
-        self.release.set()
-        self.seen = 0
-        self.first_chunk_sent = asyncio.Event()
-        self.runner: web.AppRunner | None = None
-        self.port = free_port()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    async def completions(self, request: web.Request) -> web.StreamResponse:
-        body = await request.json()
-        self.seen += 1
-        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-        await response.prepare(request)
-        for index in range(self.chunks):
-            chunk = {"choices": [{"text": f"{self.name}-{index}"}], "prompt": body["prompt"]}
-            await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
-            self.first_chunk_sent.set()
-            await self.release.wait()
-        await response.write(b"data: [DONE]\n\n")
-        return response
-
-    async def start(self) -> Backend:
-        app = web.Application()
-        app.router.add_post("/v1/completions", self.completions)
-        self.runner = web.AppRunner(app)
-        await self.runner.setup()
-        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
-        return self
-
-    async def stop(self) -> None:
-        await self.runner.cleanup()
 
 
 async def collect(session: aiohttp.ClientSession, url: str, prompt: str = "p") -> tuple[int, list[str]]:
@@ -73,7 +33,7 @@ async def router():
 
 
 async def test_least_outstanding_balancing_and_streaming_through(router: Router) -> None:
-    a, b, c = [await Backend(name).start() for name in "abc"]
+    a, b, c = [await StubReplica(name).start() for name in "abc"]
     try:
         router.add("a", a.url)
         router.add("b", b.url)
@@ -103,7 +63,7 @@ async def test_least_outstanding_balancing_and_streaming_through(router: Router)
 
 
 async def test_refused_backend_is_skipped_and_no_backend_is_a_503(router: Router) -> None:
-    alive = await Backend("alive").start()
+    alive = await StubReplica("alive").start()
     try:
         async with aiohttp.ClientSession() as session:
             status, body = await collect(session, router.url)
@@ -121,7 +81,7 @@ async def test_refused_backend_is_skipped_and_no_backend_is_a_503(router: Router
 
 
 async def test_removed_backend_finishes_its_requests_before_wait_idle_returns(router: Router) -> None:
-    backend = await Backend("x").start()
+    backend = await StubReplica("x").start()
     try:
         router.add("x", backend.url)
         backend.release.clear()

@@ -7,49 +7,12 @@ import asyncio
 
 import aiohttp
 import pytest
-from aiohttp import web
 from sloserve_operator.local.replicas import free_port
 from sloserve_operator.local.router import Router
 
+from local.stub_replica import StubReplica
+
 pytestmark = pytest.mark.timeout(60)
-
-
-class Recording:
-    """A stand-in replica: records every prompt it is sent, answers with one SSE event and holds the
-    response open until `release` is set (so requests stay in flight, as on a busy replica)."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.prompts: list[str] = []
-        self.release = asyncio.Event()
-        self.release.set()
-        self.port = free_port()
-        self.runner: web.AppRunner | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    async def chat(self, request: web.Request) -> web.StreamResponse:
-        body = await request.json()
-        self.prompts.append(body["messages"][-1]["content"])
-        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-        await response.prepare(request)
-        await response.write(b'data: {"choices": []}\n\n')
-        await self.release.wait()
-        await response.write(b"data: [DONE]\n\n")
-        return response
-
-    async def start(self) -> Recording:
-        app = web.Application()
-        app.router.add_post("/v1/chat/completions", self.chat)
-        self.runner = web.AppRunner(app)
-        await self.runner.setup()
-        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
-        return self
-
-    async def stop(self) -> None:
-        await self.runner.cleanup()
 
 
 def conversation(topic: str, turns: int) -> str:
@@ -76,7 +39,7 @@ async def wait_until(condition, seconds: float = 10.0) -> None:
 async def route_conversations(policy: str) -> dict[str, set[str]]:
     """Three conversations, four turns each; every request held open until the end. Returns, per
     conversation, the replicas its turns went to."""
-    replicas = [await Recording(name).start() for name in "abc"]
+    replicas = [await StubReplica(name).start() for name in "abc"]
     router = Router(policy=policy)
     port = free_port()
     await router.start("127.0.0.1", port)
