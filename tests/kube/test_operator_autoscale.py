@@ -90,32 +90,27 @@ def metric_value(exposition: str, series: str) -> float | None:
     return None
 
 
-@pytest.fixture(scope="module")
-def op_regions(operator_factory):
-    operator = operator_factory(monitoring=True, drift_interval=2.0, autoscale_interval=0.5,
-                                source=OneRegionBreaching())
-    yield operator
-    operator.cleanup()
-
-
-def test_a_promotion_is_counted_in_the_region_of_the_promoted_pod(op_regions):
+def test_a_promotion_is_counted_in_the_region_of_the_promoted_pod(operator_factory):
     """Region names that prefix one another (us, us-east): the pod us-east promotes is named
     `multi-us-east-pod-0`, which a guess from the name put in region us (both regions scale up here, so
     without the actuator's region every promotion was counted in us)."""
-    op = op_regions
-    spec = {**QUICKSTART_SPEC, "scaling": {"mode": "slo", "minReplicas": 2, "maxReplicas": 6, "warmPool": {"size": 2}},
-            "placement": {"regions": [{"name": "us", "weight": 1}, {"name": "us-east", "weight": 1}]}}
-    op.create("multi", spec)
-    for deployment_name in ("multi-us", "multi-us-east"):
-        deployment = wait_for(lambda n=deployment_name: op.cluster.objects("apps/v1/deployments").get(n),
-                              what=f"Deployment {deployment_name}")
-        for index in range(2):  # started warm: whatever the first decision, serving pods come by promotion
-            pod = fake_pod(deployment, index)
-            pod["metadata"]["labels"]["sloserve.io/role"] = "warm"
-            op.kube.create(pod)
-    series = 'sloserve_operator_promotions_total{{model_service="multi",namespace="default",region="{}"}}'
-    wait_for(lambda: metric_value(generate_latest(REGISTRY).decode(), series.format("us-east")), timeout=30,
-             what="a promotion counted in us-east")
+    op = operator_factory(monitoring=True, drift_interval=2.0, autoscale_interval=0.5, source=OneRegionBreaching())
+    try:
+        spec = {**QUICKSTART_SPEC, "scaling": {"mode": "slo", "minReplicas": 2, "maxReplicas": 6, "warmPool": {"size": 2}},
+                "placement": {"regions": [{"name": "us", "weight": 1}, {"name": "us-east", "weight": 1}]}}
+        op.create("multi", spec)
+        for deployment_name in ("multi-us", "multi-us-east"):
+            deployment = wait_for(lambda n=deployment_name: op.cluster.objects("apps/v1/deployments").get(n),
+                                  what=f"Deployment {deployment_name}")
+            for index in range(2):  # started warm: whatever the first decision, serving pods come by promotion
+                pod = fake_pod(deployment, index)
+                pod["metadata"]["labels"]["sloserve.io/role"] = "warm"
+                op.kube.create(pod)
+        series = 'sloserve_operator_promotions_total{{model_service="multi",namespace="default",region="{}"}}'
+        wait_for(lambda: metric_value(generate_latest(REGISTRY).decode(), series.format("us-east")), timeout=30,
+                 what="a promotion counted in us-east")
+    finally:
+        op.cleanup()
 
 
 def test_reconcile_keeps_the_warm_target_on_metrics(operator_factory):
