@@ -61,7 +61,7 @@ TAIL_CALIBRATION_FROM = 0.9  # calibrate TTFT at the budget's observed quantile 
 BREACH_WITHIN = 0.95  # a p95 budget is breached when fewer than 95% of samples are within it
 HISTORY_SECONDS = 900.0
 MAX_PREFIX_HIT_RATE = 0.9  # size for at least a tenth of the prompt, whatever the caches report
-LENGTH_MEMORY_SECONDS = 600.0  # size for at least the average mean prompt of this long (see _sizing_lengths)
+LENGTH_MEMORY_SECONDS = 600.0  # size for the longest mean prompt seen this long (see _sizing_lengths)
 FACTOR_MIN, FACTOR_MAX = 0.5, 4.0  # bounds of the learned latency factors (observed / modelled p95)
 FACTOR_SMOOTHING = 0.3  # weight of the newest observation in the factors' moving average
 BREACH_STEP = 0.1  # on a breach, add at least this share of the ready replicas (and at least one)
@@ -245,26 +245,21 @@ def _ratio(seen: float | None, modelled: float) -> float | None:
 
 
 def _remember(history: list[tuple[float, float]], now: float, value: float | None) -> float | None:
-    """Record `value` and return the larger of it and the average of the last LENGTH_MEMORY_SECONDS (None if
-    none was seen)."""
+    """Record `value` and return the largest one of the last LENGTH_MEMORY_SECONDS (None if none was seen)."""
     if value is not None:
         history.append((now, value))
     del history[: sum(1 for t, _ in history if t < now - LENGTH_MEMORY_SECONDS)]
-    if not history:
-        return value
-    return max(sum(v for _, v in history) / len(history), value or 0.0)
+    return max((v for _, v in history), default=None)
 
 
 def _sizing_lengths(state: PolicyState, region: str, obs: RegionObservation, profile: CapacityProfile | None,
                     now: float) -> tuple[float, float]:
-    """Mean prompt and output lengths to size with: the current mean prompt or, if larger, the average of
-    the mean prompts of the last LENGTH_MEMORY_SECONDS; the current mean output. The mix of prompts shifts
-    (a trace's long-prompt phase comes back minutes later), and a fleet shrunk for the short-prompt phase
-    meets the long one with a cold start to wait for. The average, not the largest: the largest of many
-    60-second means of heavy-tailed prompts is far above the typical one, and capacity falls steeply with
-    the prompt (on the CPU profile 1.6x the mean prompt is a third of the capacity): sizing for it cost
-    twice the replica-hours of a fixed fleet on bursty traffic. (Remembering outputs too cost
-    replica-hours and bought nothing in the benchmark.)"""
+    """Mean prompt and output lengths to size with: the longest mean prompt of the last
+    LENGTH_MEMORY_SECONDS, the current mean output. The mix of prompts shifts (a trace's long-prompt phase
+    comes back minutes later), and a fleet shrunk for the short-prompt phase meets the long one with a cold
+    start to wait for. Sizing for the memory's average instead cost half the replica-hours on the bursty
+    dev scenarios but dropped the held-out daily Mooncake scenarios from ~99% to 84-86% within budget
+    (docs/autoscaling.md). (Remembering outputs too cost replica-hours and bought nothing in the benchmark.)"""
     enough = (obs.requests_observed or 0) >= MIN_REQUESTS_FOR_LEARNING  # a few stragglers are no mean
     longest = _remember(state.prompt_tokens.setdefault(region, []), now, _uncached_prompt(obs) if enough else None)
     prompt, output = _mean_lengths(obs, profile)
