@@ -10,7 +10,9 @@ routers are compared by bench/routing.py); with none, requests wait at the gatew
 counting) until a pod serves. With `kv_cache_tokens` every pod keeps a prefix cache of that size.
 
 The same `apply(serving, warm)` actuator serves every policy: baselines ask for warm 0, so for them it is a
-Deployment scale; sloserve's warm pool uses the same promotion rules as warmpool.plan_roles.
+Deployment scale. It acts through warmpool.plan_roles on `role_view`, the pods as the operator would list
+them, so the simulated fleet is promoted, demoted and shrunk exactly as the Kubernetes actuator and local
+mode do it (tests/simulate pins the plans equal).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from sloserve_operator.api.labels import SERVING, WARM
+from sloserve_operator.autoscaler.act.warmpool import COST_VICTIM, PodInfo, RolePlan, plan_roles
 from sloserve_operator.autoscaler.decide.capacity import CapacityProfile
 from sloserve_operator.routing import Candidate, Router, RouteRequest
 from sloserve_operator.simulate.recorder import Recorder
@@ -145,37 +148,40 @@ class Fleet:
             for _ in range(count):
                 self.pods.append(self._new_pod(region, role, now))
 
-    def apply(self, region: str, serving: int, warm: int, now: float) -> None:
+    def role_view(self, region: str) -> list[PodInfo]:
+        """The region's live pods as the operator sees them: promoting pods already carry the serving label,
+        starting ones the template's (serving) and are not ready; draining pods have left the Deployment."""
+        return [PodInfo(name=str(pod.ident), region=region, role=WARM if pod.state == WARM else SERVING,
+                        ready=pod.state != STARTING, created_at=pod.created)
+                for pod in self.in_region(region, STARTING, WARM, PROMOTING, SERVING)]
+
+    def apply(self, region: str, serving: int, warm: int, now: float) -> RolePlan:
+        """Act on the targets as the Kubernetes actuator does: warmpool.plan_roles decides, then promotion
+        (seconds), demotion, cold starts up to the plan's replicas, and the ReplicaSet's victims (lowest
+        deletion cost) removed once their in-flight requests finish."""
         serving, warm = max(serving, 0), max(warm, 0)
         self.targets[region] = Targets(serving, warm)
-        active = self.in_region(region, SERVING, PROMOTING)
-        ready_warm = sorted(self.in_region(region, WARM), key=lambda p: p.created)
-        # Warm pods first: promotion takes seconds.
-        for pod in ready_warm[: max(serving - len(active), 0)]:
-            pod.state, pod.serving_at = PROMOTING, now + self.promotion
-        active = self.in_region(region, SERVING, PROMOTING)
-        if len(active) > serving:
-            # Newest first (the actuator's demotion order); promoting ones before serving ones.
-            order = sorted(active, key=lambda p: (p.state == SERVING, -p.created))
-            for pod in order[: len(active) - serving]:
-                pod.state = WARM
-        # Keep serving + warm pods in total: start new ones (cold) or remove surplus.
-        pool = self.in_region(region, STARTING, WARM)
-        total = len(self.in_region(region, SERVING, PROMOTING)) + len(pool)
-        for _ in range(serving + warm - total):
+        plan = plan_roles(self.role_view(region), serving, warm)
+        by_name = {str(pod.ident): pod for pod in self.in_region(region)}
+        for name in plan.promote:
+            by_name[name].state, by_name[name].serving_at = PROMOTING, now + self.promotion
+        for name in plan.demote:
+            if by_name[name].state != STARTING:  # a starting pod takes its role when it is ready (on_time)
+                by_name[name].state = WARM
+        live = len(plan.deletion_cost)
+        for _ in range(plan.replicas - live):
             pod = self._new_pod(region, STARTING, now)
             pod.ready_at = now + self.cold_start
             self.pods.append(pod)
-        surplus = total - (serving + warm)
-        if surplus > 0:
-            # Cold starts not yet finished go first (newest first), then warm pods, newest first.
-            victims = sorted(pool, key=lambda p: (p.state != STARTING, -p.created))[:surplus]
-            for pod in victims:
+        for name, cost in plan.deletion_cost.items():
+            if cost == COST_VICTIM:
+                pod = by_name[name]
                 if pod.engine.outstanding:
                     pod.state = DRAINING
                 else:
                     self._remove(pod, now)
         self._drain_gateway(region, now)
+        return plan
 
     def _new_pod(self, region: str, state: str, now: float) -> Pod:
         engine = ReplicaEngine(self.profile, region, self.itl_budget, self.recorder, clock=now,
