@@ -5,9 +5,7 @@ ready, not for the rate now. Holt's linear smoothing (an EWMA of the rate and an
 with time constants so irregular sampling is fine) is extrapolated over the horizon: it follows a ramp
 within a minute or two where a least-squares line over five minutes lags it, and a single noisy sample
 moves the trend only a little. Only upwards (a falling trend never removes capacity early: scale-down has
-its own stabilization), and capped so a noisy start cannot ask for an absurd fleet. Given the rate's
-averaging window, only a rise sustained over two windows is extrapolated: a windowed rate turns a step
-into a one-window ramp, and a burst is the queue's to size (policy._queue_rate), not the trend's.
+its own stabilization), and capped so a noisy start cannot ask for an absurd fleet.
 """
 
 from __future__ import annotations
@@ -18,8 +16,6 @@ LEVEL_SECONDS = 30.0  # time constant of the rate's EWMA
 TREND_SECONDS = 60.0  # time constant of the trend's EWMA (120 s lagged the wave's ramps)
 MIN_TREND_SPAN = 60.0  # seconds of history before any trend is trusted
 MAX_GROWTH = 1.5  # forecast at most this multiple of the current rate
-SUSTAINED_RISE = 0.05  # a rise over a window counts when the rate grew by more than this share
-SUSTAINED_BALANCE = 0.5  # ... and the smaller of the two windows' rises is at least this share of the larger
 
 
 def holt(samples: list[tuple[float, float]]) -> tuple[float, float]:
@@ -46,33 +42,11 @@ def trend_slope(samples: list[tuple[float, float]], now: float) -> float:
     return holt(recent)[1]
 
 
-def sustained_rise(samples: list[tuple[float, float]], now: float, window: float) -> bool:
-    """Whether the rate rose over each of the last two windows. A step in demand shows in a windowed rate
-    as a ramp lasting exactly one window; extrapolating that ramp would size a burst at up to MAX_GROWTH
-    times its real rate. A ramp in demand itself rises for longer."""
-    def rate_at(time: float) -> float | None:
-        before = [r for t, r in samples if t <= time]
-        return before[-1] if before else None
-
-    current, one, two = rate_at(now), rate_at(now - window), rate_at(now - 2 * window)
-    if current is None or one is None or two is None:
-        return False
-    if not (current > one * (1 + SUSTAINED_RISE) and one > two * (1 + SUSTAINED_RISE)):
-        return False
-    # A step just before now - window also rises over both windows, but almost all of it in the last one.
-    first, last = one - two, current - one
-    return min(first, last) >= SUSTAINED_BALANCE * max(first, last)
-
-
-def forecast_rate(samples: list[tuple[float, float]], now: float, horizon: float,
-                  window: float | None = None) -> float:
-    """The rate to provision for: max(now, smoothed trend extrapolated `horizon` seconds ahead), capped.
-    With `window` (the rate's averaging window), only a rise sustained over two windows is extrapolated."""
+def forecast_rate(samples: list[tuple[float, float]], now: float, horizon: float) -> float:
+    """The rate to provision for: max(now, smoothed trend extrapolated `horizon` seconds ahead), capped."""
     if not samples:
         return 0.0
     current = samples[-1][1]
-    if window is not None and not sustained_rise(samples, now, window):
-        return current
     slope = trend_slope(samples, now)
     if slope <= 0:
         return current

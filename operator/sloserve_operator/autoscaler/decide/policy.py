@@ -13,8 +13,7 @@ How a region is sized, in order:
    tokens found cached) is prefill the replicas do not do (_uncached_prompt).
 2. Demand: the windowed rate, or, when a backlog forms, what the queue implies (the fleet's capacity plus
    the queue's growth per second), which shows a burst within one interval where a 60 s rate lags. It is
-   extrapolated over the cold-start horizon (forecast.py) only when the rise is sustained over two
-   windows (a ramp, not a step seen through a window).
+   extrapolated over the cold-start horizon (forecast.py).
 3. Feedback: a breach (exact within-budget fraction below 95%, i.e. p95 over budget, or p95 over budget)
    scales up at once by at least one replica or 10% of the ready ones (the actuator promotes warm pods
    first), never beyond twice what the uncalibrated model needs for the demand. Calibration only learns from
@@ -393,7 +392,7 @@ def _plan_region(spec: ModelServiceSpec, region: str, obs: RegionObservation, st
     if profile is not None and settled and _stationary(history, now, obs.window_seconds):
         factors = state.latency_factor[region] = _update_factors(factors, obs, profile, ttft_budget,
                                                                  spec.slo.objective_fraction)
-    planned_rate = forecast_rate(history, now, horizon, obs.window_seconds)
+    planned_rate = forecast_rate(history, now, horizon)
     lengths = _sizing_lengths(state, region, obs, profile, now)
 
     def capacity_at(size: int) -> float | None:
