@@ -15,6 +15,10 @@ import yaml
 from kubernetes import client, config, dynamic
 from quickstart_spec import GROUP, VERSION, model_service
 
+# Objects of the rendered chart that the tests install; its Deployment is the operator we run ourselves.
+INSTALLED_KINDS = {"Namespace", "CustomResourceDefinition", "ServiceAccount", "ClusterRole",
+                   "ClusterRoleBinding", "Role", "RoleBinding", "ClusterKopfPeering",
+                   "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"}
 ROOT_DIR = Path(__file__).resolve().parents[2]
 PLURAL = "modelservices"
 FIELD_MANAGER = "sloserve-tests"

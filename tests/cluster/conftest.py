@@ -14,6 +14,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from cluster_harness import (  # noqa: E402
+    INSTALLED_KINDS,
     ROOT_DIR,
     Cluster,
     api_client,
@@ -30,10 +31,6 @@ from operator_process import OperatorProcess  # noqa: E402
 # Nodes in one region only: pods placed in any other region stay Pending (tests/cluster/test_regions.py).
 NODES = [("node-a", "us-east-1", "us-east-1a"), ("node-b", "us-east-1", "us-east-1b")]
 OPERATOR_NAMESPACE, OPERATOR_ACCOUNT = "sloserve-system", "sloserve"
-# Objects of the rendered chart that the tests install; its Deployment is the operator we run ourselves.
-INSTALLED_KINDS = {"Namespace", "CustomResourceDefinition", "ServiceAccount", "ClusterRole",
-                   "ClusterRoleBinding", "Role", "RoleBinding", "ClusterKopfPeering",
-                   "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"}
 # Every test makes its own namespace, so the operator watches all of them (the chart's default is a Role
 # per listed namespace; tests/cluster/test_rbac.py runs that mode too).
 CHART_VALUES = {"watchAllNamespaces": True}

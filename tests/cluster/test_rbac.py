@@ -11,6 +11,7 @@ import uuid
 import pytest
 from cluster_harness import (
     GROUP,
+    INSTALLED_KINDS,
     PLURAL,
     VERSION,
     Cluster,
@@ -193,7 +194,6 @@ def _token_client(control_plane, token: str, user: str) -> client.ApiClient:
 @pytest.fixture(scope="module")
 def scoped_release(cluster):
     """The chart with its default scope (a Role per watched namespace) installed as a second release."""
-    from conftest import INSTALLED_KINDS
     from sloserve_operator.kube import manifests
 
     watched = ensure_namespace(cluster.api, f"watched-{uuid.uuid4().hex[:5]}")
