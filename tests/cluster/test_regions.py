@@ -19,7 +19,7 @@ SELECTOR = "sloserve.io/model-service=chat"
 def test_region_without_nodes_stays_pending_then_spills(cluster, namespace):
     spec = {**QUICKSTART_SPEC,
             "scaling": {"mode": "slo", "minReplicas": 2, "maxReplicas": 4, "warmPool": {"size": 0}},
-            "placement": {"regions": [{"name": "us-east-1"}, {"name": "eu-west-1"}], "pendingTimeout": "4s"}}
+            "placement": {"regions": [{"name": "us-east-1"}, {"name": "eu-west-1"}], "pendingTimeout": "6s"}}
     cluster.create_msvc("chat", namespace, spec)
 
     def pending_in_eu():
@@ -31,6 +31,10 @@ def test_region_without_nodes_stays_pending_then_spills(cluster, namespace):
     pods = wait_for(pending_in_eu, timeout=60, what="eu-west-1 pods Pending", explain=lambda: cluster.describe(namespace))
     scheduled = wait_for(lambda: _refresh(cluster, pods[0]), timeout=30, what="PodScheduled condition", explain=lambda: cluster.describe(namespace))
     assert scheduled.status == "False" and scheduled.reason == "Unschedulable", scheduled
+    # Status names the pods the scheduler cannot place, with its reason, until the spill moves the deficit.
+    progressing = wait_for(lambda: _reason(cluster, namespace, "Progressing", "PodsPending"), timeout=30,
+                           what="Progressing=PodsPending", explain=lambda: cluster.describe(namespace))
+    assert "eu-west-1" in progressing["message"] and "node" in progressing["message"], progressing
     us_pods = cluster.ready_pods(namespace, "sloserve.io/model-service=chat,sloserve.io/region=us-east-1")
     assert us_pods and all(p.spec.node_name in ("node-a", "node-b") for p in us_pods)
 
@@ -42,6 +46,11 @@ def test_region_without_nodes_stays_pending_then_spills(cluster, namespace):
     wait_for(lambda: len(cluster.ready_pods(
         namespace, "sloserve.io/model-service=chat,sloserve.io/region=us-east-1")) >= 2, timeout=30,
         what="2 ready pods in us-east-1", explain=lambda: cluster.describe(namespace))
+
+
+def _reason(cluster, namespace: str, kind: str, reason: str):
+    found = cluster.condition("chat", namespace, kind)
+    return found if found and found.get("reason") == reason else None
 
 
 def _refresh(cluster, pod):

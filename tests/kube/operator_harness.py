@@ -14,6 +14,7 @@ ROOT_DIR = Path(__file__).resolve().parents[2]
 
 from kmock_cluster import KmockCluster  # noqa: E402
 from quickstart_spec import model_service  # noqa: E402
+from sloserve_operator.autoscaler.observe.observation import Observation, RegionObservation  # noqa: E402
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.1, what: str = "") -> Any:
@@ -40,6 +41,18 @@ def fake_pod(deployment: dict[str, Any], index: int, *, ready: bool = True) -> d
         "status": {"phase": "Running" if ready else "Pending",
                    "conditions": [{"type": "Ready", "status": "True" if ready else "False"}]},
     }
+
+
+class BreachingSource:
+    """Every region of every ModelService reports p95 TTFT at 3x its 1 s budget under steady load."""
+
+    def observe(self, service, now: float) -> Observation:
+        region = RegionObservation(
+            region="default", window_seconds=60.0, ready_replicas=1, request_rate=4.0, ttft_p95=3.0,
+            itl_p95=0.05, ttft_within_budget=0.5, itl_within_budget=0.99, mean_prompt_tokens=200.0,
+            mean_output_tokens=100.0, running=8.0, waiting=12.0, kv_usage=0.5, requests_observed=240.0,
+        )
+        return Observation(time=now, regions={"default": region})
 
 
 class OperatorUnderTest:

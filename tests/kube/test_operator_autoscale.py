@@ -8,23 +8,11 @@ actuator's pod-label promotion and Deployment scaling through kmock, status, Eve
 from __future__ import annotations
 
 import pytest
-from operator_harness import fake_pod, wait_for
+from operator_harness import BreachingSource, fake_pod, wait_for
 from prometheus_client import generate_latest
 from quickstart_spec import QUICKSTART_SPEC
 from sloserve_operator.autoscaler.observe.observation import Observation, RegionObservation
 from sloserve_operator.kube.operator_metrics import REGISTRY
-
-
-class BreachingSource:
-    """Every region of every ModelService reports p95 TTFT at 3x its 1 s budget under steady load."""
-
-    def observe(self, service, now: float) -> Observation:
-        region = RegionObservation(
-            region="default", window_seconds=60.0, ready_replicas=1, request_rate=4.0, ttft_p95=3.0,
-            itl_p95=0.05, ttft_within_budget=0.5, itl_within_budget=0.99, mean_prompt_tokens=200.0,
-            mean_output_tokens=100.0, running=8.0, waiting=12.0, kv_usage=0.5, requests_observed=240.0,
-        )
-        return Observation(time=now, regions={"default": region})
 
 
 @pytest.fixture(scope="module")

@@ -10,20 +10,9 @@ from __future__ import annotations
 
 import kmock
 import pytest
-from operator_harness import fake_pod, wait_for
-from sloserve_operator.autoscaler.observe.observation import Observation, RegionObservation
+from operator_harness import BreachingSource, fake_pod, wait_for
 
 NAMESPACE = "racing"
-
-
-class BreachingSource:
-    def observe(self, service, now: float) -> Observation:
-        region = RegionObservation(
-            region="default", window_seconds=60.0, ready_replicas=1, request_rate=4.0, ttft_p95=3.0,
-            itl_p95=0.05, ttft_within_budget=0.5, itl_within_budget=0.99, mean_prompt_tokens=200.0,
-            mean_output_tokens=100.0, running=8.0, waiting=12.0, kv_usage=0.5, requests_observed=240.0,
-        )
-        return Observation(time=now, regions={"default": region})
 
 
 CONFLICTING = {"on": True}
