@@ -71,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds to finish in-flight requests after SIGTERM")
     p.add_argument("--slo-ttft-ms", type=_positive_float, default=None, help="TTFT budget (a histogram bucket)")
     p.add_argument("--slo-itl-ms", type=_positive_float, default=None, help="ITL budget (a histogram bucket)")
+    p.add_argument("--admission-limit-ms", type=_positive_float, default=None,
+                   help="refuse (429) a request whose expected time to first token exceeds this (default: never)")
     p.add_argument("--quantization", choices=QUANTIZATIONS, default=defaults.quantization)
     p.add_argument("--speculative-method", choices=SPECULATIVE_METHODS, default=defaults.speculative_method)
     p.add_argument("--num-speculative-tokens", type=_positive_int, default=defaults.num_speculative_tokens)
@@ -92,7 +94,8 @@ def configs_from_args(args: argparse.Namespace) -> tuple[EngineConfig, ServerOpt
         draft_model=args.draft_model, seed=args.seed)
     options = ServerOptions(host=args.host, port=args.port, grpc_port=args.grpc_port, max_queue=args.max_queue,
                             drain_timeout=args.drain_timeout, slo_ttft_ms=args.slo_ttft_ms,
-                            slo_itl_ms=args.slo_itl_ms, log_level=args.log_level)
+                            slo_itl_ms=args.slo_itl_ms, log_level=args.log_level,
+                            admission_limit_ms=args.admission_limit_ms)
     return config, options
 
 

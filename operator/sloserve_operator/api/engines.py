@@ -33,7 +33,8 @@ BUNDLED_IMAGE = f"ghcr.io/sloserve/runtime:{_sloserve_version()}"
 VLLM_IMAGE = "vllm/vllm-openai:v0.11.0"
 SGLANG_IMAGE = "lmsysorg/sglang:v0.5.19-cu129"
 
-# Logical metric names -> each engine's Prometheus names. Histograms are base names (append _bucket, _sum,
+# Logical metric names -> each engine's Prometheus names (promql.LOGICAL_METRICS are required; refused and
+# prefix_cache_* are optional: an engine without them reports no refusals and no hit rate). Histograms are base names (append _bucket, _sum,
 # _count); counters are given as queried, with their _total suffix; gauges as exposed. Every engine labels
 # its series with model_name; the target labels (namespace, model_service, region, role, pod) come from the
 # PodMonitor relabelling (or file_sd labels in local mode).
@@ -49,6 +50,9 @@ ENGINE_METRICS: dict[str, dict[str, str]] = {
         "prompt_tokens": "sloserve:prompt_tokens_total",
         "generation_tokens": "sloserve:generation_tokens_total",
         "request_success": "sloserve:request_success_total",
+        "refused": "sloserve:request_refused_total",
+        "prefix_cache_queries": "sloserve:prefix_cache_queries_total",
+        "prefix_cache_hits": "sloserve:prefix_cache_hits_total",
     },
     # vLLM v1 names (its /metrics with the V1 engine).
     "vllm": {
@@ -62,6 +66,8 @@ ENGINE_METRICS: dict[str, dict[str, str]] = {
         "prompt_tokens": "vllm:prompt_tokens_total",
         "generation_tokens": "vllm:generation_tokens_total",
         "request_success": "vllm:request_success_total",
+        "prefix_cache_queries": "vllm:prefix_cache_queries_total",
+        "prefix_cache_hits": "vllm:prefix_cache_hits_total",
     },
     # SGLang (needs --enable-metrics, which its argument builder always passes). token_usage is the fraction
     # of the KV token pool in use, its equivalent of kv_cache_usage_perc; num_requests_total counts finished
@@ -196,6 +202,9 @@ def bundled_args(spec: ModelServiceSpec, port: int, paths: ModelPaths, *, grpc_p
         "--slo-itl-ms", ms(spec.slo.itl.p95_seconds),
         "--drain-timeout", str(drain_timeout),
     ]
+    limit = spec.admission.limit_seconds(spec.slo.ttft.p95_seconds)
+    if limit is not None:
+        args += ["--admission-limit-ms", ms(limit)]
     return args
 
 

@@ -452,6 +452,27 @@ class Routing(_Model):
         default=None, description="Also render an HTTPRoute `<name>` whose backend is the InferencePool `<name>`.")
 
 
+class Admission(_Model):
+    enabled: bool = Field(
+        default=True,
+        description="Refuse (429 with Retry-After) a request whose expected time to first token exceeds the "
+        "limit, instead of queueing it (bundled runtime; vllm and sglang queue as they do).",
+    )
+    ttft_multiple: float = Field(
+        default=1.0,
+        ge=0.1,
+        le=100.0,
+        description="The limit as a multiple of slo.ttft.p95. The expected time to first token is the prefill "
+        "admitted ahead plus the request's own, over the replica's measured prefill rate. Above 1 admits "
+        "requests expected to miss: under overload the queue settles at the limit, so every admitted request "
+        "would wait that long.",
+    )
+
+    def limit_seconds(self, ttft_budget_seconds: float) -> float | None:
+        """The runtime's --admission-limit-ms, in seconds; None when admission is off."""
+        return self.ttft_multiple * ttft_budget_seconds if self.enabled else None
+
+
 class ModelServiceSpec(_Model):
     model: ModelRef = Field(description="The model to serve.")
     engine: Engine = Field(default=Engine.bundled, description="Inference engine: bundled, vllm or sglang.")
@@ -460,6 +481,8 @@ class ModelServiceSpec(_Model):
     slo: SLO = Field(description="Latency budgets the autoscaler keeps.")
     scaling: Scaling = Field(default_factory=Scaling, description="Autoscaling settings.")
     placement: Placement = Field(default_factory=Placement, description="Regional placement.")
+    admission: Admission = Field(
+        default_factory=Admission, description="Refuse what cannot be served within the TTFT budget.")
     routing: Routing | None = Field(
         default=None,
         description="Inference-gateway routing: render an InferencePool (inference.networking.k8s.io/v1) per "

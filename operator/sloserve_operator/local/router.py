@@ -6,8 +6,10 @@ hold of the prompt's prefix, within a bound on requests in flight; "least-outsta
 The prompt's prefix is read from the JSON body (messages or prompt) as chained text-block hashes; a
 request's prompt counts as queued prefill on its backend until the first response bytes come back.
 Responses stream through chunk by chunk, so SSE token timing reaches the client unchanged. A backend that
-refuses the connection is skipped and the request tried on the next; once a response has started it is
-passed on as is. Removing a backend (demotion, scale-down) stops new requests at once; `wait_idle` lets the
+refuses the connection is skipped and the request tried on the next; so is one that answers 429 (its
+admission control expects the request to miss its TTFT budget there, server/admission.py) while another
+backend is left to try; when every backend refused, the last 429 (Retry-After, OpenAI error body) is passed
+through. Once a response has started it is passed on as is. Removing a backend (demotion, scale-down) stops new requests at once; `wait_idle` lets the
 controller wait for its in-flight requests before stopping the process.
 """
 
@@ -42,6 +44,10 @@ class Backend:
     queued_prefill_tokens: int = 0  # estimated prompt tokens sent here whose response has not started
 
 
+class BackendRefused(Exception):
+    """A backend answered 429 and another backend is left to try."""
+
+
 def openai_error(status: int, message: str, error_type: str = "service_unavailable") -> web.Response:
     return web.json_response({"error": {"message": message, "type": error_type, "param": None, "code": status}},
                              status=status)
@@ -63,6 +69,7 @@ class Router:
         self.retired: dict[str, Backend] = {}  # removed but maybe still finishing requests
         self.requests_total = 0
         self.failures_total = 0
+        self.refusals_total = 0  # 429s from backends, retried elsewhere or passed through
         self.accepting = True  # False once `sloserve up` is shutting down: new requests get 503
         self._connect_timeout = connect_timeout
         self._session: aiohttp.ClientSession | None = None
@@ -116,6 +123,7 @@ class Router:
         return {
             "requests_total": self.requests_total,
             "failures_total": self.failures_total,
+            "refusals_total": self.refusals_total,
             "backends": {name: {"url": b.url, "outstanding": b.outstanding, "served": b.served,
                                 "added_at": b.added_at, "first_request_at": b.first_request_at}
                          for name, b in self.backends.items()},
@@ -157,8 +165,11 @@ class Router:
                 backend.first_request_at = time.time()
                 if self.on_first_request:
                     self.on_first_request(backend.name, backend.first_request_at)
+            can_retry = any(name not in tried for name in self.backends)
             try:
-                return await self._proxy(request, backend, body, headers, queued)
+                return await self._proxy(request, backend, body, headers, queued, can_retry)
+            except BackendRefused:
+                log.debug("router: %s refused a request (429); trying another replica", backend.name)
             except (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError) as error:
                 if getattr(error, "_started", False):
                     raise
@@ -168,10 +179,14 @@ class Router:
                 backend.queued_prefill_tokens -= queued[0]
 
     async def _proxy(self, request: web.Request, backend: Backend, body: bytes,
-                     headers: dict[str, str], queued: list[int]) -> web.StreamResponse:
+                     headers: dict[str, str], queued: list[int], can_retry: bool) -> web.StreamResponse:
         session = self._client()
         url = backend.url + request.rel_url.path_qs
         async with session.request(request.method, url, data=body or None, headers=headers) as upstream:
+            if upstream.status == 429:
+                self.refusals_total += 1
+                if can_retry:
+                    raise BackendRefused(backend.name)
             response = web.StreamResponse(
                 status=upstream.status,
                 headers={key: upstream.headers[key] for key in FORWARDED_HEADERS if key in upstream.headers},

@@ -60,6 +60,7 @@ class Fleet:
     cold_start: float = 120.0
     promotion: float = 2.0
     kv_cache_tokens: float | None = None  # per pod; None: no prefix caching
+    admission_limit: float | None = None  # per pod, seconds of expected TTFT (replica.py); None: admit all
     router: Router = field(default_factory=lambda: Router("least-outstanding"))
     pods: list[Pod] = field(default_factory=list)
     retired: list[Pod] = field(default_factory=list)
@@ -185,7 +186,7 @@ class Fleet:
 
     def _new_pod(self, region: str, state: str, now: float) -> Pod:
         engine = ReplicaEngine(self.profile, region, self.itl_budget, self.recorder, clock=now,
-                               kv_cache_tokens=self.kv_cache_tokens)
+                               kv_cache_tokens=self.kv_cache_tokens, admission_limit=self.admission_limit)
         return Pod(next(self._ids), region, state, now, engine, ready_at=now, serving_at=now)
 
     def _remove(self, pod: Pod, now: float) -> None:

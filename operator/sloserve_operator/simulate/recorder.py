@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sloserve_operator.autoscaler.observe.observation import RegionObservation
+from sloserve_operator.autoscaler.observe.observation import RegionObservation, with_refusals
 from sloserve_operator.autoscaler.observe.sources import histogram_quantile
 from sloserve_operator.simulate.traces import Request
 
@@ -58,6 +58,7 @@ class RegionSeries:
         self.concurrency = np.zeros(seconds, dtype=np.float64)  # in flight (queued + running), sampled each second
         self.prefix_queried = np.zeros(seconds, dtype=np.int64)  # prompt tokens looked up in prefix caches
         self.prefix_hits = np.zeros(seconds, dtype=np.int64)  # of those, found cached
+        self.refused = np.zeros(seconds, dtype=np.int64)  # turned away by admission (429): misses, and demand
 
 
 class Recorder:
@@ -103,6 +104,13 @@ class Recorder:
         queried = float(series.prefix_queried[rows].sum())
         return float(series.prefix_hits[rows].sum()) / queried if queried else None
 
+    def refused(self, region: str, time: float, request: Request) -> None:
+        """A request admission turned away: it has no outcome, so the report counts it a miss."""
+        self.series[region].refused[self._row(time)] += 1
+
+    def refused_count(self, since: float = 0.0) -> int:
+        return int(sum(s.refused[self._row(since):].sum() for s in self.series.values()))
+
     def concurrency(self, region: str, time: float, value: float) -> None:
         self.series[region].concurrency[self._row(time)] = value
 
@@ -138,10 +146,13 @@ class Recorder:
         series, rows = self.series[region], self.window_rows(now, window)
         ttft_p95, itl_p95, ttft_within, itl_within, samples = self.latency(region, now, window)
         finished = float(series.finished[rows].sum())
+        refused = float(series.refused[rows].sum())
+        span = max(min(window, now), 1e-9)
         return RegionObservation(
             region=region, window_seconds=window, ready_replicas=ready_replicas,
-            request_rate=self.arrival_rate(region, now, window),
-            ttft_p95=ttft_p95, itl_p95=itl_p95, ttft_within_budget=ttft_within, itl_within_budget=itl_within,
+            request_rate=self.arrival_rate(region, now, window), refused_rate=refused / span,
+            ttft_p95=ttft_p95, itl_p95=itl_p95, ttft_within_budget=with_refusals(ttft_within, samples, refused),
+            itl_within_budget=itl_within,
             mean_prompt_tokens=float(series.prompt_tokens[rows].sum()) / finished if finished else None,
             mean_output_tokens=float(series.output_tokens[rows].sum()) / finished if finished else None,
             running=running, waiting=waiting, requests_observed=samples,
@@ -151,7 +162,7 @@ class Recorder:
     # ---------------------------------------------------------------- the report-facing side
     def fraction_within_both(self, total_requests: int, since: float = 0.0) -> float:
         """Requests with TTFT within budget and at most 5% of their gaps over the ITL budget (their own p95
-        ITL within budget); requests never finished count as misses."""
+        ITL within budget); requests never finished, refused ones included, count as misses."""
         if total_requests <= 0:
             return 1.0
         good = sum(1 for o in self.outcomes if o.arrival >= since and o.ttft <= self.ttft_budget

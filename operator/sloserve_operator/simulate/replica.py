@@ -14,6 +14,11 @@ evicting least recently used blocks beyond the pool minus what running sequences
 prefilling and the tokens decoded so far; decoding sequences' prompt blocks are counted once, in the cache).
 Queried and hit prompt tokens are reported like the runtime's sloserve:prefix_cache_queries/hits.
 
+With an admission limit (spec.admission, as the runtime's --admission-limit-ms), `submit` refuses a request
+whose expected time to first token, the prefill queued ahead plus its own over the profile's prefill rate at
+the current batch, exceeds the limit, unless nothing is queued ahead (the runtime's rule, server/admission.py);
+the refusal is recorded (a miss and demand) and the request is gone, as a 429 is for a client.
+
 Simulated event by event, not step by step: while the batch composition does not change, consecutive steps
 differ only by the context the decoders attend to, which grows by one token per sequence per step, so a run
 of k steps is applied at once (until a prefill or a sequence finishes, a new second starts, or the caller's
@@ -51,12 +56,15 @@ class Recorder(Protocol):
     def itl(self, region: str, time: float, value: float, count: int) -> None: ...
     def finished(self, region: str, time: float, request: Request, ttft: float, gaps: int, slow_gaps: int) -> None: ...
     def prefix_cache(self, region: str, time: float, queried: int, hit: int) -> None: ...
+    def refused(self, region: str, time: float, request: Request) -> None: ...
 
 
 class ReplicaEngine:
     def __init__(self, profile: CapacityProfile, region: str, itl_budget: float, recorder: Recorder,
-                 clock: float = 0.0, kv_cache_tokens: float | None = None) -> None:
+                 clock: float = 0.0, kv_cache_tokens: float | None = None,
+                 admission_limit: float | None = None) -> None:
         self.profile = profile
+        self.admission_limit = admission_limit  # seconds of expected TTFT; None: admit everything
         self.kv_cache_tokens = kv_cache_tokens
         self.cache = PrefixCache() if kv_cache_tokens else None
         self.prefix_queried = 0  # prompt tokens looked up in the prefix cache
@@ -88,10 +96,25 @@ class ReplicaEngine:
         """Prompt tokens still to prefill: queued prompts whole, admitted ones what they have left."""
         return sum(seq.prefill_left for seq in self.waiting) + sum(seq.prefill_left for seq in self.prefilling)
 
-    def submit(self, request: Request, now: float) -> None:
+    def prefill_rate(self) -> float:
+        """Prompt tokens per second with the current decoders sharing every step (the profile's step time)."""
+        decoding = len(self.decoding)
+        chunk = max(self.profile.max_batched_tokens - decoding, 1)
+        return chunk / max(self.profile.step.seconds(chunk, decoding, 0.0), 1e-9)
+
+    def expected_ttft(self, request: Request) -> float:
+        return (self.queued_prefill_tokens + request.prompt_tokens) / self.prefill_rate()
+
+    def submit(self, request: Request, now: float) -> bool:
+        """Queue `request`; False (recorded as refused) when admission turns it away."""
+        if self.admission_limit is not None and self.queued_prefill_tokens > 0 \
+                and self.expected_ttft(request) > self.admission_limit:
+            self.recorder.refused(self.region, now, request)
+            return False
         if self.outstanding == 0:
             self.clock = max(self.clock, now)
         self.waiting.append(Sequence(request, request.prompt_tokens))
+        return True
 
     def advance(self, until: float) -> None:
         """Run steps until the clock reaches `until` (the last step may end a little after it)."""

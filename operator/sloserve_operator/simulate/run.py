@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from sloserve_operator.api.spec import ModelServiceSpec
+from sloserve_operator.api.spec import Engine, ModelServiceSpec
 from sloserve_operator.autoscaler.decide.capacity import CapacityProfile
 from sloserve_operator.autoscaler.decide.placement import (
     region_names,
@@ -48,6 +48,7 @@ class SimResult:
     prefix_hit_rate: float | None = None  # share of prompt tokens found in prefix caches (None: no caches)
     ttft_p50: float | None = None  # over scored requests that got a first token, seconds
     ttft_p95: float | None = None
+    refused: int = 0  # scored requests admission turned away (counted as misses in within_both)
 
     def row(self) -> dict[str, object]:
         return {"policy": self.policy, "config": self.config, "within_both": self.within_both,
@@ -73,6 +74,13 @@ def initial_size(requests: list[Request], profile: CapacityProfile, spec: ModelS
     return min(max(need, spec.scaling.min_replicas, 1), spec.scaling.max_replicas)
 
 
+def admission_limit(spec: ModelServiceSpec) -> float | None:
+    """The replicas' admission limit: spec.admission, for the bundled runtime (the engine that has it)."""
+    if spec.engine != Engine.bundled:
+        return None
+    return spec.admission.limit_seconds(spec.slo.ttft.p95_seconds)
+
+
 def simulate(requests: list[Request], profile: CapacityProfile, spec: ModelServiceSpec, autoscaler: Autoscaler,
              *, cold_start: float = 120.0, promotion: float = 2.0, window: float = 60.0,
              initial_serving: int | None = None, warmup: float = WARMUP_SECONDS,
@@ -88,7 +96,8 @@ def simulate(requests: list[Request], profile: CapacityProfile, spec: ModelServi
     ttft_budget, itl_budget = spec.slo.ttft.p95_seconds, spec.slo.itl.p95_seconds
     recorder = Recorder(regions, horizon + 1, ttft_budget, itl_budget)
     fleet = Fleet(profile, regions, recorder, itl_budget, cold_start=cold_start, promotion=promotion,
-                  kv_cache_tokens=kv_cache_tokens, **({"router": router} if router is not None else {}))
+                  kv_cache_tokens=kv_cache_tokens, admission_limit=admission_limit(spec),
+                  **({"router": router} if router is not None else {}))
     start = initial_size(requests, profile, spec) if initial_serving is None else initial_serving
     warm_pool = split_plain(spec.scaling.warm_pool.size, region_weights(spec))
     first = split_by_weight(spec, start)
@@ -151,6 +160,7 @@ def simulate(requests: list[Request], profile: CapacityProfile, spec: ModelServi
         statistics.fmean(hit_rates) if len(hit_rates) > 1 else hit_rates[0],
         ttft_p50=percentile(ttfts, 50),  # nearest rank, as `sloserve load` and `sloserve profile` report
         ttft_p95=percentile(ttfts, 95),
+        refused=recorder.refused_count(since=warmup),
     )
 
 

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -99,6 +100,30 @@ class _Uvicorn(uvicorn.Server):
         yield
 
 
+CALIBRATION_PROMPT_TOKENS = 256
+
+
+async def calibrate_prefill_rate(engine: Any) -> float:
+    """Prompt tokens per second of one lone prefill, the admission gate's starting rate (admission.py):
+    without it the first burst after start-up would be admitted blind. Two prefills, the second measured:
+    the first of a new prompt length pays one-off costs; each starts with a different token, so neither
+    finds the other's blocks in the prefix cache."""
+    from sloserve_runtime.engine.sampling_params import SamplingParams
+
+    text = "Calibrating the prefill rate of this replica before it serves. " * 64
+    length = max(min(CALIBRATION_PROMPT_TOKENS, engine.max_model_len // 2), 1)
+    ids = list(engine.tokenizer.encode(text))[:length - 1]
+    params = SamplingParams(max_tokens=1, temperature=0.0, ignore_eos=True)
+    rate = 0.0
+    for first_token in (1, 2):
+        prompt = [first_token, *ids]
+        started = time.monotonic()
+        async for _ in engine.generate(f"calibrate-{time.monotonic_ns()}", prompt, params):
+            pass
+        rate = len(prompt) / max(time.monotonic() - started, 1e-6)
+    return rate
+
+
 class Runtime:
     """One serving process: listeners, the engine, and the drain on SIGTERM."""
 
@@ -174,6 +199,8 @@ class Runtime:
             self._engine_to_stop = engine
             await engine.start()
             await engine.warmup()
+            if self.options.admission_limit_ms:
+                self.frontend.admission.calibrate(await calibrate_prefill_rate(engine))
         except asyncio.CancelledError:
             raise
         except Exception as error:

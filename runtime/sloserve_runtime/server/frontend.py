@@ -10,13 +10,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import math
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from sloserve_runtime.engine.sampling_params import InvalidParameter, SamplingParams
+from sloserve_runtime.server.admission import AdmissionGate
 from sloserve_runtime.server.metrics import RuntimeMetrics
+
+Job = tuple[str, list[int], SamplingParams]  # (request id, prompt ids, params): one engine request
 
 
 class Phase(enum.Enum):
@@ -64,6 +68,7 @@ class ServerOptions:
     slo_itl_ms: float | None = None
     log_level: str = "info"
     retry_after_seconds: int = 1
+    admission_limit_ms: float | None = None  # refuse when the expected TTFT exceeds this (None: never)
 
 
 @dataclass
@@ -90,6 +95,8 @@ class Frontend:
         self._inflight = 0
         self._idle = asyncio.Event()
         self._idle.set()
+        limit = options.admission_limit_ms / 1000.0 if options.admission_limit_ms else None
+        self.admission = AdmissionGate(limit, expire_seconds=max(120.0, 10 * (limit or 0.0)))
 
     # -- phase and admission -------------------------------------------------------------------------
 
@@ -116,12 +123,27 @@ class Frontend:
             raise Rejected("unknown_model", f"The model '{name}' does not exist; this server serves "
                            f"'{self.model_name}'.", param=param, code="model_not_found")
 
-    def check_queue(self) -> None:
-        """429 when the engine's waiting queue is already at --max-queue."""
+    def check_queue(self, jobs: list[Job]) -> None:
+        """Admit `jobs` or refuse them with 429: when the engine's waiting queue is at --max-queue, or when
+        their expected time to first token (prefill admitted ahead plus theirs, over the measured prefill
+        rate; admission.py) exceeds --admission-limit-ms. Admitted jobs enter the admission ledger."""
         if self.engine.num_waiting >= self.options.max_queue:
+            self.metrics.refused("queue_full")
             raise Rejected("overloaded", f"Too many requests waiting ({self.engine.num_waiting}, limit "
                            f"{self.options.max_queue}); retry later.", code="rate_limit_exceeded",
                            retry_after=self.options.retry_after_seconds)
+        tokens = sum(len(prompt_ids) for _, prompt_ids, _ in jobs)
+        expected = self.admission.over_limit(tokens)
+        if expected is not None:
+            limit = self.admission.limit_seconds or 0.0
+            self.metrics.refused("slo")
+            raise Rejected("overloaded", f"The server cannot start this request within its latency budget: "
+                           f"expected time to first token {expected:.2f}s, admission limit {limit:.2f}s "
+                           f"({self.admission.pending_requests} requests ahead); retry later.",
+                           code="rate_limit_exceeded",
+                           retry_after=max(self.options.retry_after_seconds, math.ceil(expected - limit)))
+        for request_id, prompt_ids, _ in jobs:
+            self.admission.admit(request_id, len(prompt_ids))
 
     # -- prompts -------------------------------------------------------------------------------------
 
@@ -210,10 +232,12 @@ class Frontend:
         outputs = self.engine.generate(request_id, prompt_ids, params)
         try:
             async for output in outputs:
+                self.admission.first_token(request_id)  # only the first output finds it in the ledger
                 yield output
         except InvalidParameter as error:  # a check only the engine can make (it knows the vocabulary)
             raise Rejected.from_invalid_parameter(error) from error
         finally:
+            self.admission.release(request_id)
             await outputs.aclose()
 
     async def complete(self, request_id: str, prompt_ids: list[int], params: SamplingParams) -> Completion:

@@ -149,7 +149,7 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
         self.frontend.check_model(request.model_name, param="model_name")
         generation = generation_request(request_fields(request))
         job = prepare(self.frontend, generation)
-        self.frontend.check_queue()
+        self.frontend.check_queue([job])
         return generation, job
 
     async def ModelInfer(self, request: Any, context: Any) -> Any:

@@ -252,7 +252,7 @@ def kserve_router(frontend: Frontend) -> APIRouter:
             tensors = parse_http_infer(await request.body(), request.headers.get(HEADER_LENGTH), INPUT_TYPES)
             generation = generation_request(tensors.fields)
             job = prepare(frontend, generation)
-            frontend.check_queue()
+            frontend.check_queue([job])
             results = await complete_unless_disconnected(request, frontend, [job])
         except Rejected as error:
             return error_response(error)
@@ -272,7 +272,7 @@ def kserve_router(frontend: Frontend) -> APIRouter:
             raise Rejected.invalid(None, "The request body must be a JSON object.")
         generation = generation_request(body)
         job = prepare(frontend, generation)
-        frontend.check_queue()
+        frontend.check_queue([job])
         return generation, job
 
     @router.post("/v2/models/{name}/generate", response_model=None)

@@ -24,6 +24,7 @@ ITL_BUCKETS = (0.005, 0.01, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05, 0.06, 0.075, 0
                0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0)
 REQUEST_LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0,
                            40.0, 50.0, 60.0, 120.0, 240.0, 480.0, 960.0, 1920.0, 7680.0)
+REFUSAL_REASONS = ("slo", "queue_full")
 TOKEN_COUNT_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000, 50000, 100000)
 
 
@@ -85,6 +86,10 @@ class RuntimeMetrics(EngineObserver):
                                     labels, registry=reg)
         self._success = Counter(PREFIX + "request_success", "Finished requests by finish reason.",
                                 labels + ["finished_reason"], registry=reg)
+        self._refused = Counter(PREFIX + "request_refused",
+                                "Requests refused with 429 before they ran: reason slo (expected time to "
+                                "first token over the admission limit) or queue_full (--max-queue).",
+                                labels + ["reason"], registry=reg)
         self._drafts = Counter(PREFIX + "spec_decode_num_drafts", "Sequences that proposed draft tokens.",
                                labels, registry=reg)
         self._draft_tokens = Counter(PREFIX + "spec_decode_num_draft_tokens", "Draft tokens proposed.",
@@ -121,11 +126,13 @@ class RuntimeMetrics(EngineObserver):
         self.accepted_tokens = self._accepted_tokens.labels(m)
         for reason in ("stop", "length", "abort"):
             self._success.labels(m, reason)
+        for reason in REFUSAL_REASONS:
+            self._refused.labels(m, reason)
 
     def _labelled(self) -> list:
         return [self._ttft, self._itl, self._e2e, self._queue, self._prompt_len, self._gen_len, self._running,
                 self._waiting, self._kv_usage, self._weight_bytes, self._prompt_tokens, self._gen_tokens,
-                self._prefix_queries, self._prefix_hits, self._preemptions, self._success, self._drafts,
+                self._prefix_queries, self._prefix_hits, self._preemptions, self._success, self._refused, self._drafts,
                 self._draft_tokens, self._accepted_tokens]
 
     # EngineObserver callbacks (called from the engine loop; keep them cheap).
@@ -169,6 +176,10 @@ class RuntimeMetrics(EngineObserver):
         self.drafts.inc(drafts)
         self.draft_tokens.inc(draft_tokens)
         self.accepted_tokens.inc(accepted_tokens)
+
+    def refused(self, reason: str) -> None:
+        """A request answered 429 before it ran (one of REFUSAL_REASONS)."""
+        self._refused.labels(self.model_name, reason).inc()
 
     def set_weight_bytes(self, size: int) -> None:
         self.weight_bytes.set(size)

@@ -254,7 +254,7 @@ def openai_router(frontend: Frontend) -> APIRouter:
                 max_tokens = frontend.resolve_max_tokens(len(prompt_ids), body.max_tokens,
                                                          COMPLETIONS_DEFAULT_MAX_TOKENS)
                 jobs.append((frontend.new_request_id("cmpl"), prompt_ids, body.sampling_params(frontend, max_tokens)))
-            frontend.check_queue()
+            frontend.check_queue(jobs)
         except Rejected as error:
             return error_response(error)
         response_id, created, model = jobs[0][0], int(time.time()), frontend.model_name
@@ -287,7 +287,7 @@ def openai_router(frontend: Frontend) -> APIRouter:
             max_tokens = frontend.resolve_max_tokens(len(prompt_ids), requested, None, param=param,
                                                      prompt_param="messages")
             jobs = [(frontend.new_request_id("chatcmpl"), prompt_ids, body.sampling_params(frontend, max_tokens))]
-            frontend.check_queue()
+            frontend.check_queue(jobs)
         except Rejected as error:
             return error_response(error)
         response_id, created, model = jobs[0][0], int(time.time()), frontend.model_name

@@ -51,6 +51,11 @@ class SyntheticRuntime:
         self.running = gauge(f"{prefix}:num_requests_running")
         self.waiting = gauge(f"{prefix}:num_requests_waiting")
         self.kv_usage = gauge(f"{prefix}:kv_cache_usage_perc")
+        self.prefix_queries = counter(f"{prefix}:prefix_cache_queries")
+        self.prefix_hits = counter(f"{prefix}:prefix_cache_hits")
+        self.refusals = Counter(f"{prefix}:request_refused", "refused", labels + ["reason"], registry=self.registry)
+        for reason in ("slo", "queue_full"):  # at zero from the start, as the runtime's (else increase() misses it)
+            self.refusals.labels(model_name=model_name, reason=reason)
         self._server = None
         self.url = ""
 
@@ -91,6 +96,14 @@ class SyntheticRuntime:
             self.output_hist.observe(output_tokens)
             self.prompt_tokens.inc(prompt_tokens)
             self.generation_tokens.inc(output_tokens)
+
+    def refuse(self, count: int, reason: str = "slo") -> None:
+        """`count` requests answered 429 by admission."""
+        self.refusals.labels(model_name=self.model_name, reason=reason).inc(count)
+
+    def prefix_lookups(self, queried: int, hit: int) -> None:
+        self.prefix_queries.inc(queried)
+        self.prefix_hits.inc(hit)
 
     def set_load(self, running: float, waiting: float, kv_usage: float) -> None:
         self.running.set(running)

@@ -47,7 +47,7 @@ def labels(model_service: str, role: str, pod: str) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory):
     """chat: two serving replicas and a warm one; exact: one serving replica; ghost: nothing scraped."""
-    exporters = {name: SyntheticRuntime() for name in ("chat-a", "chat-b", "chat-warm", "exact-a")}
+    exporters = {name: SyntheticRuntime() for name in ("chat-a", "chat-b", "chat-warm", "exact-a", "refusing-a")}
     for exporter in exporters.values():
         exporter.serve()
     targets = [
@@ -55,6 +55,7 @@ def fleet(tmp_path_factory):
         Target(exporters["chat-b"].url, labels("chat", "serving", "chat-b")),
         Target(exporters["chat-warm"].url, labels("chat", "warm", "chat-warm")),
         Target(exporters["exact-a"].url, labels("exact", "serving", "exact-a")),
+        Target(exporters["refusing-a"].url, labels("refusing", "serving", "refusing-a")),
     ]
     server = PrometheusServer(tmp_path_factory.mktemp("prometheus"), targets)
     try:
@@ -125,6 +126,25 @@ def test_exact_fraction_within_budget_and_token_means(fleet):
     assert scraped.ttft_within_budget == pytest.approx(region.ttft_within_budget, abs=1e-9)
     assert scraped.ttft_p95 == pytest.approx(region.ttft_p95)
     assert scraped.mean_prompt_tokens == pytest.approx(region.mean_prompt_tokens)
+
+
+def test_refusals_count_as_demand_and_misses_and_the_hit_rate_is_read(fleet):
+    server, exporters = fleet
+    source = PrometheusSource(server.url, window_seconds=60.0)
+    spec = service("refusing")
+    poll(lambda: source.observe(spec, now=time.time()),
+         lambda o: o.regions["default"].request_rate is not None, seconds=45)
+    exporter = exporters["refusing-a"]
+    exporter.record(30, ttft=0.07, itl=0.02)
+    exporter.refuse(10)
+    exporter.prefix_lookups(queried=2000, hit=500)
+    region = poll(lambda: source.observe(spec, now=time.time()),
+                  lambda o: (o.regions["default"].requests_observed or 0) >= 30
+                  and (o.regions["default"].refused_rate or 0) * 60 >= 10, seconds=45).regions["default"]
+    # increase() extrapolates over the window's edges: compare shares, which it scales alike.
+    assert region.ttft_within_budget == pytest.approx(30 / 40, rel=0.05)
+    assert region.request_rate == pytest.approx(region.refused_rate * 4, rel=0.05)  # 40 asked, 10 refused
+    assert region.prefix_cache_hit_rate == pytest.approx(0.25, abs=1e-9)
 
 
 def test_breach_scales_up_within_two_intervals(fleet):

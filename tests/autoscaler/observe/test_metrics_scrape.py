@@ -170,3 +170,23 @@ def test_window_uses_the_snapshot_at_its_start(replicas):
     # baseline is the scrape 20 s back (t=1020): 20 requests in 20 s
     assert region.requests_observed == 20
     assert region.request_rate == pytest.approx(1.0)
+
+
+def test_refusals_are_demand_and_misses_and_the_hit_rate_is_read(replicas):
+    source = ScrapeSource({"default": [replica.url for replica in replicas]}, window_seconds=60)
+    source.observe(service(), now=2000.0)
+    replicas[0].record(30, ttft=0.07, itl=0.02)  # all within budget
+    replicas[1].refuse(10)  # admission said 429 to these
+    replicas[1].refuse(2, reason="queue_full")
+    replicas[0].prefix_lookups(queried=1000, hit=250)
+    replicas[1].prefix_lookups(queried=1000, hit=550)
+    region = source.observe(service(), now=2010.0).regions["default"]
+    assert region.request_rate == pytest.approx((30 + 12) / 10)  # asked for, not only served
+    assert region.refused_rate == pytest.approx(12 / 10)
+    assert region.ttft_within_budget == pytest.approx(30 / 42)  # a refused request missed its budget
+    assert region.itl_within_budget == 1.0  # a refused request has no token gaps
+    assert region.requests_observed == 30
+    assert region.prefix_cache_hit_rate == pytest.approx(800 / 2000)
+    source.observe(service(), now=2020.0)
+    idle = source.observe(service(), now=2100.0).regions["default"]  # a window later: nothing new
+    assert idle.refused_rate == 0.0 and idle.prefix_cache_hit_rate is None  # no lookups: unknown, not 0

@@ -10,6 +10,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 
+def with_refusals(ttft_within: float | None, served: float | None, refused: float | None) -> float | None:
+    """The TTFT attainment with refused requests counted as misses: served-within / (served + refused)."""
+    if not refused or refused <= 0:
+        return ttft_within
+    if not served or served <= 0:
+        return 0.0
+    return None if ttft_within is None else ttft_within * served / (served + refused)
+
+
+
 @dataclass(frozen=True)
 class RegionObservation:
     """One region (or the whole fleet when placement names no regions) over the observation window."""
@@ -17,10 +27,12 @@ class RegionObservation:
     region: str
     window_seconds: float
     ready_replicas: int | None = None  # serving pods reporting metrics
-    request_rate: float | None = None  # arrivals per second (finished + running growth)
+    request_rate: float | None = None  # arrivals per second (finished + running growth + refused)
+    refused_rate: float | None = None  # of those, refused with 429 by admission (counted as misses too)
     ttft_p95: float | None = None  # seconds
     itl_p95: float | None = None  # seconds
-    ttft_within_budget: float | None = None  # exact fraction of requests with TTFT <= budget (bucket at threshold)
+    ttft_within_budget: float | None = None  # fraction of requests with TTFT <= budget (bucket at threshold);
+    # refused requests count as misses: served-within / (served + refused)
     itl_within_budget: float | None = None  # fraction of inter-token gaps <= budget
     mean_prompt_tokens: float | None = None
     mean_output_tokens: float | None = None

@@ -31,8 +31,11 @@ LOGICAL_METRICS = (
     "prompt_tokens", "generation_tokens", "request_success",
 )
 
+# Optional: queried when the engine exposes them (the bundled runtime does; vLLM has the prefix-cache pair).
+OPTIONAL_METRICS = ("refused", "prefix_cache_queries", "prefix_cache_hits")
+
 # Logical names whose metric is a counter: PromQL needs the exposed `_total` name.
-COUNTER_METRICS = frozenset({"prompt_tokens", "generation_tokens", "request_success"})
+COUNTER_METRICS = frozenset({"prompt_tokens", "generation_tokens", "request_success", *OPTIONAL_METRICS})
 
 
 def engine_metrics(engine: str) -> dict[str, str]:
@@ -163,8 +166,10 @@ class ServiceQueries:
         return f"max by (region) (timestamp(up{{{selector(self.namespace, self.model_service, role=None)}}}))"
 
     def all(self) -> dict[str, str]:
-        """Name -> query, the full set metrics.PrometheusSource evaluates each interval."""
-        return {
+        """Name -> query, the full set metrics.PrometheusSource evaluates each interval (the optional
+        counters only for an engine that has them)."""
+        optional = {name: self.token_increase(name) for name in OPTIONAL_METRICS if name in self.metrics}
+        return {**optional,
             "ttft_p95": self.latency_quantile("ttft"),
             "itl_p95": self.latency_quantile("itl"),
             "ttft_within_budget": self.within_budget("ttft", self.ttft_budget),

@@ -25,8 +25,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from sloserve_operator.api.spec import ModelService
 from sloserve_operator.autoscaler.decide.placement import region_names
-from sloserve_operator.autoscaler.observe.observation import Observation, RegionObservation
+from sloserve_operator.autoscaler.observe.observation import Observation, RegionObservation, with_refusals
 from sloserve_operator.autoscaler.observe.promql import (
+    OPTIONAL_METRICS,
     ServiceQueries,
     budget_bound,
     engine_metrics,
@@ -109,6 +110,10 @@ class RegionFigures:
     running: float | None = None
     waiting: float | None = None
     kv_usage: float | None = None
+    refused: float | None = None  # requests refused by admission in the window (429)
+    refused_rate: float | None = None  # per second; already included in request_rate
+    prefix_cache_queries: float | None = None  # prompt tokens looked up in the window
+    prefix_cache_hits: float | None = None
     stale: bool = False
     problems: list[str] = field(default_factory=list)
 
@@ -119,9 +124,17 @@ def _per_request(tokens: float | None, finished: float | None) -> float | None:
     return tokens / finished
 
 
+def _hit_rate(queries: float | None, hits: float | None) -> float | None:
+    if queries is None or hits is None or queries <= 0:
+        return None
+    return min(max(hits / queries, 0.0), 1.0)
+
+
 def assemble_region(region: str, window_seconds: float, figures: RegionFigures,
                     budgets: tuple[float, float]) -> tuple[RegionObservation, list[str]]:
-    """One RegionObservation plus the problems that explain its missing figures."""
+    """One RegionObservation plus the problems that explain its missing figures. Refused requests are
+    demand (the sources add them to request_rate) and misses (here, in ttft_within_budget): the policy
+    then sizes for what was asked, not for what admission let through."""
     problems = [f"region {region}: {text}" for text in figures.problems]
     if figures.ready_replicas is None:
         problems.append(f"region {region}: no serving replica reports metrics")
@@ -142,8 +155,10 @@ def assemble_region(region: str, window_seconds: float, figures: RegionFigures,
         request_rate=None if figures.request_rate is None else max(figures.request_rate, 0.0),
         ttft_p95=figures.ttft_p95,
         itl_p95=figures.itl_p95,
-        ttft_within_budget=figures.ttft_within_budget,
+        refused_rate=None if figures.refused_rate is None else max(figures.refused_rate, 0.0),
+        ttft_within_budget=with_refusals(figures.ttft_within_budget, figures.finished, figures.refused),
         itl_within_budget=figures.itl_within_budget,
+        prefix_cache_hit_rate=_hit_rate(figures.prefix_cache_queries, figures.prefix_cache_hits),
         mean_prompt_tokens=_per_request(figures.prompt_tokens, figures.finished),
         mean_output_tokens=_per_request(figures.generation_tokens, figures.finished),
         running=figures.running,
@@ -254,10 +269,15 @@ class PrometheusSource:
             running=get("running"),
             waiting=get("waiting"),
             kv_usage=get("kv_usage"),
+            refused=results.get("refused", {}).get(region),
+            prefix_cache_queries=results.get("prefix_cache_queries", {}).get(region),
+            prefix_cache_hits=results.get("prefix_cache_hits", {}).get(region),
             stale=newest is not None and now - newest > self.window_seconds,
         )
+        if figures.refused is not None:
+            figures.refused_rate = figures.refused / self.window_seconds
         if finished is not None:
-            figures.request_rate = (finished + (growth or 0.0)) / self.window_seconds
+            figures.request_rate = (finished + (growth or 0.0) + (figures.refused or 0.0)) / self.window_seconds
             if growth is None:
                 figures.problems.append("running/waiting gauges missing: arrival rate counts finished only")
         elif ready:
@@ -297,7 +317,8 @@ def parse_snapshot(text: str, metrics: Mapping[str, str], time: float) -> Snapsh
     promql's module docstring), and no engine exposes both spellings for different things."""
     wanted_buckets = {_flat(f"{metrics[name]}_bucket"): name for name in _HISTOGRAMS}
     wanted_counts = {_flat(f"{metrics[name]}_count"): name for name in _HISTOGRAMS}
-    wanted_counters = {_flat(exposed_name(name, metrics[name])): name for name in _COUNTERS}
+    wanted_counters = {_flat(exposed_name(name, metrics[name])): name
+                       for name in (*_COUNTERS, *OPTIONAL_METRICS) if name in metrics}
     wanted_gauges = {_flat(metrics[name]): name for name in _GAUGES}
     snapshot = Snapshot(time=time)
     gauge_series: dict[str, list[float]] = {}
@@ -448,11 +469,13 @@ class ScrapeSource:
             figures.problems.append("request latency histogram missing: arrival rate unknown")
             return figures
         figures.finished = sum(delta.counts["e2e"] for delta in deltas)
-        figures.request_rate = sum((delta.counts["e2e"] + (delta.backlog_growth or 0.0)) / delta.span
-                                   for delta in deltas)
-        for name in _COUNTERS:
+        figures.request_rate = sum((delta.counts["e2e"] + (delta.backlog_growth or 0.0)
+                                    + delta.counters.get("refused", 0.0)) / delta.span for delta in deltas)
+        for name in (*_COUNTERS, *OPTIONAL_METRICS):
             if all(name in delta.counters for delta in deltas):
                 setattr(figures, name, sum(delta.counters[name] for delta in deltas))
+        if figures.refused is not None:
+            figures.refused_rate = sum(delta.counters["refused"] / delta.span for delta in deltas)
         for delta in deltas:
             for name in buckets:
                 _add(buckets[name], delta.buckets.get(name, {}))
