@@ -80,6 +80,9 @@ QUEUE_RATE_MAX_MULTIPLE = 3.0
 BURST_SHARE = 0.5
 IDLE_SHARE = 0.25  # a burst has ended when the rate falls below this share of the peak (see _bursts_ended)
 RECURRING_BURSTS = 1  # abrupt burst ends within HISTORY_SECONDS that make traffic on/off (see _burst_memory)
+# The burst memory lasts at most this many stabilization windows (and HISTORY_SECONDS): a user who asks for a
+# short window wants a fast scale-down; the default 5 m window gives the full 15 minutes.
+BURST_MEMORY_WINDOWS = 3.0
 # Calibration only learns from windows whose rate is within this share of the rate a window earlier.
 STATIONARY_CHANGE = 0.3
 # A queue sample older than this is not used for the queue's growth.
@@ -333,7 +336,7 @@ def _burst_memory(recommendations: list[tuple[float, int]], rates: list[tuple[fl
                   window: float, cold_start: float, rate_window: float) -> float:
     """How long the scale-down floor remembers the recent peak, learned from the traffic's own burstiness.
     Traffic that has shown RECURRING_BURSTS bursts ending abruptly (on/off traffic: the next one may come
-    as abruptly, faster than a cold start) keeps the peak for HISTORY_SECONDS; a lone spike does not. Otherwise the longest gap between bursts (recommendations of at
+    as abruptly, faster than a cold start) keeps the peak for up to BURST_MEMORY_WINDOWS stabilization windows (at most HISTORY_SECONDS); a lone spike does not. Otherwise the longest gap between bursts (recommendations of at
     least BURST_SHARE of the peak) seen in the history plus a cold start, so a quiet spell between two
     bursts does not leave the next one a cold start short. Flat or slowly moving traffic: the
     stabilization window alone."""
@@ -341,14 +344,15 @@ def _burst_memory(recommendations: list[tuple[float, int]], rates: list[tuple[fl
     peak = max((n for _, n in recent), default=0)
     if peak <= 1:
         return window
+    longest_memory = max(min(HISTORY_SECONDS, BURST_MEMORY_WINDOWS * window), window)
     if _bursts_ended([(t, r) for t, r in rates if t >= now - HISTORY_SECONDS], rate_window) >= RECURRING_BURSTS:
-        return max(HISTORY_SECONDS, window)
+        return longest_memory
     bursts = [t for t, n in recent if n >= BURST_SHARE * peak]
     gaps = [b - a for a, b in zip(bursts, bursts[1:], strict=False)]
     longest = max(gaps, default=0.0)
     if longest <= window:
         return window
-    return min(max(longest + cold_start, window), HISTORY_SECONDS)
+    return min(max(longest + cold_start, window), longest_memory)
 
 
 def _learn_capacity(previous: float | None, obs: RegionObservation, ratio: float | None, breach: bool) -> float | None:
