@@ -57,6 +57,17 @@ def _within(requests: list[Request], size: int, profile: CapacityProfile, spec: 
     return result.within_both
 
 
+def _bisect(meets: Callable[[int], bool], low: int, high: int) -> int:
+    """The smallest size in (low, high] that meets, given that low fails and high meets (meets is monotone)."""
+    while high - low > 1:
+        middle = (low + high) // 2
+        if meets(middle):
+            high = middle
+        else:
+            low = middle
+    return high
+
+
 def size_minute(requests: list[Request], profile: CapacityProfile, spec: ModelServiceSpec, objective: float,
                 options: dict) -> MinuteSizing:
     """Smallest fleet meeting `objective` on one minute's requests (arrivals rebased to 0), by galloping
@@ -83,21 +94,12 @@ def size_minute(requests: list[Request], profile: CapacityProfile, spec: ModelSe
     def meets(size: int) -> bool:
         return share(size) >= goal - 1e-12
 
-    def bisect(low: int, high: int) -> int:  # low fails, high meets
-        while high - low > 1:
-            middle = (low + high) // 2
-            if meets(middle):
-                high = middle
-            else:
-                low = middle
-        return high
-
     def smallest_below(high: int) -> int:  # high meets: gallop down to a failing size, then bisect
         step = 1
         while high > low_bound:
             low = max(high - step, low_bound)
             if not meets(low):
-                return bisect(low, high)
+                return _bisect(meets, low, high)
             high, step = low, step * 2
         return high
 
@@ -108,7 +110,7 @@ def size_minute(requests: list[Request], profile: CapacityProfile, spec: ModelSe
     while True:  # gallop up to a meeting size, or to where more replicas stop helping
         high = min(max(low + 1, 2 * low), high_bound)
         if meets(high):
-            sizing.fleet = sizing.need = bisect(low, high)
+            sizing.fleet = sizing.need = _bisect(meets, low, high)
             return sizing
         if high == high_bound or share(high) <= share(low) + 1e-12:
             top = high if high == high_bound else low
@@ -211,12 +213,7 @@ def smallest_static(requests: list[Request], profile: CapacityProfile, spec: Mod
         if high == cap:
             return None
         low, high = high, min(2 * high, cap)
-    while high - low > 1:
-        middle = (low + high) // 2
-        if meets(middle):
-            high = middle
-        else:
-            low = middle
+    high = _bisect(meets, low, high)
     return high, tried[high]
 
 
