@@ -253,6 +253,8 @@ async def _scenario(url: str, watch: Watch, started_pids: set[int]) -> None:
     cool_stop.set()
     results += [await ramp, await high, await cool]
 
-    failed = [r for report in results for r in report.failed]
+    # A 429 is SLO admission refusing what the breach cannot serve in budget (the autoscaler counts it as demand);
+    # every request that was admitted must have been served.
+    failed = [r for report in results for r in report.failed if r.status != 429]
     assert all(report.results for report in results), "every phase sent load"  # how much depends on the machine
     assert not failed, [(r.status, r.error) for r in failed[:5]]
