@@ -179,3 +179,25 @@ def test_misses_beyond_the_objective_at_a_healthy_p95_raise_the_ttft_factor():
               for name, state, within in (("healthy", healthy, 1.0), ("tail", tail, 0.97))}
     assert tail.latency_factor["default"][0] > healthy.latency_factor["default"][0]
     assert wanted["tail"] > wanted["healthy"], wanted
+
+
+def test_a_recovering_fleet_does_not_teach_a_lower_capacity():
+    """One replica overflows at 2 req/s (capacity cut to 1.8); the warm one is promoted and the two drain the
+    backlog with p95 still over budget. Those windows mix the old fleet's latencies or a draining queue:
+    learning from them would pin the capacity at 0.9 x 1.6 / 2 and hold two replicas at 0.5 req/s for good."""
+    from dataclasses import replace
+
+    spec = make_spec(max_replicas=4, window="1m")
+    state = PolicyState()
+    breach = dict(rate=2.0, ttft=3.0, ttft_within=0.5)
+    decide(spec, observation(0, region_obs(ready=1, **breach)), state, 0.0, current_serving={"default": 1})
+    assert state.learned_capacity["default"] == pytest.approx(1.8)
+    recovering = dict(rate=1.6, ttft=2.0, ttft_within=0.7)
+    for now, waiting in ((10.0, 30.0), (70.0, 20.0), (80.0, 10.0)):  # promoted at 10 s; from 70 s a whole window
+        obs = replace(region_obs(ready=2, **recovering), running=4.0, waiting=waiting)
+        decide(spec, observation(now, obs), state, now, current_serving={"default": 2})
+        assert state.learned_capacity["default"] == pytest.approx(1.8), now
+    # A breach on a fleet that has been this size for a window, its queue not draining, is evidence: cut.
+    obs = replace(region_obs(ready=2, **recovering), running=4.0, waiting=12.0)
+    decide(spec, observation(90.0, obs), state, 90.0, current_serving={"default": 2})
+    assert state.learned_capacity["default"] == pytest.approx(1.6 / 2 * 0.9)

@@ -101,6 +101,7 @@ class PolicyState:
     blocked_until: dict[str, float] = field(default_factory=dict)  # region -> time its spill ends
     prompt_tokens: dict[str, list[tuple[float, float]]] = field(default_factory=dict)  # region -> (time, mean)
     queue: dict[str, tuple[float, float]] = field(default_factory=dict)  # region -> (time, running + waiting)
+    fleet_since: dict[str, tuple[int, float]] = field(default_factory=dict)  # region -> (ready replicas, since)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -111,6 +112,7 @@ class PolicyState:
             "blockedUntil": dict(self.blocked_until),
             "promptTokens": {k: [list(p) for p in v] for k, v in self.prompt_tokens.items()},
             "queue": {k: list(v) for k, v in self.queue.items()},
+            "fleetSince": {k: list(v) for k, v in self.fleet_since.items()},
         }
 
     @classmethod
@@ -133,8 +135,10 @@ class PolicyState:
             return {str(k): [float(v[0]), float(v[1])] for k, v in raw.items()
                     if isinstance(v, list | tuple) and len(v) == 2}
 
-        queue = data.get("queue")
+        queue, fleet = data.get("queue"), data.get("fleetSince")
         return cls(
+            fleet_since={str(k): (int(v[0]), float(v[1])) for k, v in fleet.items()
+                         if isinstance(v, list | tuple) and len(v) == 2} if isinstance(fleet, dict) else {},
             queue={str(k): (float(v[0]), float(v[1])) for k, v in queue.items()
                    if isinstance(v, list | tuple) and len(v) == 2} if isinstance(queue, dict) else {},
             rates=pairs(data.get("rates"), float),
@@ -355,10 +359,32 @@ def _burst_memory(recommendations: list[tuple[float, int]], rates: list[tuple[fl
     return min(max(longest + cold_start, window), longest_memory)
 
 
-def _learn_capacity(previous: float | None, obs: RegionObservation, ratio: float | None, breach: bool) -> float | None:
+def _fleet_steady(state: PolicyState, region: str, ready: int, now: float, window: float) -> bool:
+    """Whether the ready fleet has had its size for a whole metrics window. A window measured partly on
+    another fleet (the one replica that overflowed before the warm one was promoted) says nothing about
+    what each replica of this one carries. A region seen for the first time counts as steady."""
+    size, since = state.fleet_since.get(region, (ready, now - window))
+    if size != ready:
+        since = now
+    state.fleet_since[region] = (ready, since)
+    return now - since >= window
+
+
+def _queue_draining(obs: RegionObservation, previous: tuple[float, float] | None) -> bool:
+    """Whether the requests in the replicas (running + waiting) fell since the last sample: the fleet serves
+    more than arrives, so a breach is the backlog of an earlier overload, not this load's latency."""
+    if previous is None or obs.running is None or obs.waiting is None:
+        return False
+    return obs.running + obs.waiting < previous[1]
+
+
+def _learn_capacity(previous: float | None, obs: RegionObservation, ratio: float | None, breach: bool,
+                    evidence: bool = True) -> float | None:
     """Online estimate of req/s one replica carries within budget: a lower bound raised by healthy
-    observations near the budget, an upper bound cut by breaches."""
-    if not obs.ready_replicas or obs.request_rate is None or ratio is None:
+    observations near the budget, an upper bound cut by breaches. No evidence (the fleet changed within the
+    window, or a breach while a backlog drains) leaves it as it is: cutting on a recovering fleet's breach
+    would pin the estimate at half of what one replica carried, and hold a second replica for good."""
+    if not evidence or not obs.ready_replicas or obs.request_rate is None or ratio is None:
         return previous
     if (obs.requests_observed or 0) < MIN_REQUESTS_FOR_LEARNING:
         return previous
@@ -388,9 +414,12 @@ def _plan_region(spec: ModelServiceSpec, region: str, obs: RegionObservation, st
     ready = obs.ready_replicas if obs.ready_replicas is not None else current
     settled = ready >= current  # no pods of ours still starting or being promoted
     factors = state.latency_factor.get(region, [1.0, 1.0])
+    previous_queue = state.queue.get(region)
     # Always learn online: it is the fallback when there is no profile, or when the profile says one replica
     # cannot meet these budgets at all (a profile from other hardware, or budgets tighter than its physics).
-    learned = _learn_capacity(state.learned_capacity.get(region), obs, ratio, breach)
+    evidence = _fleet_steady(state, region, ready, now, obs.window_seconds) and not (
+        breach and _queue_draining(obs, previous_queue))
+    learned = _learn_capacity(state.learned_capacity.get(region), obs, ratio, breach, evidence)
     if learned is not None:
         state.learned_capacity[region] = learned
     if profile is not None and settled and _stationary(history, now, obs.window_seconds):
@@ -402,7 +431,6 @@ def _plan_region(spec: ModelServiceSpec, region: str, obs: RegionObservation, st
     def capacity_at(size: int) -> float | None:
         return _capacity_per_replica(spec, lengths, profile, factors, state.learned_capacity.get(region), size)
 
-    previous_queue = state.queue.get(region)
     if obs.running is not None and obs.waiting is not None:
         state.queue[region] = (now, obs.running + obs.waiting)
     queued = _queue_rate(obs, capacity_at(max(ready, 1)), previous_queue, now) if profile is not None else None
