@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: help setup system-deps kernels controlplane test lint run crds manifests bench-runtime bench-autoscale bench-routing bench-live bench-quality bench-speculative e2e clean
+.PHONY: help setup system-deps kernels controlplane test lint run crds manifests bench-runtime bench-autoscale bench-routing bench-routing-live bench-admission-live bench-live bench-quality bench-speculative e2e clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-18s %s\n", $$1, $$2}'
@@ -76,6 +76,12 @@ bench-autoscale: setup ## simulator: sloserve policy vs baselines on both shared
 
 bench-routing: setup ## simulator: routers (random, least-outstanding, prefix affinity, prefix scorer) with prefix caches
 	$(PY) bench/routing.py $(ROUTING_ARGS)
+
+bench-routing-live: setup ## real SmolLM2 replicas: prefix-scorer vs least-outstanding (and random) on shared-prefix conversations
+	$(PY) bench/routing_live.py $(ROUTING_LIVE_ARGS)
+
+bench-admission-live: setup ## the quickstart in local mode past capacity (12 req/s), SLO admission on vs off
+	$(PY) bench/admission_live.py $(ADMISSION_LIVE_ARGS)
 
 bench-live: setup ## local mode vs a fixed fleet vs the simulator on a trace slice
 	$(PY) bench/live.py
