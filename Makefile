@@ -83,8 +83,9 @@ bench-routing-live: setup ## real SmolLM2 replicas: prefix-scorer vs least-outst
 bench-admission-live: setup ## the quickstart in local mode past capacity (12 req/s), SLO admission on vs off
 	$(PY) bench/admission_live.py $(ADMISSION_LIVE_ARGS)
 
-bench-live: setup ## local mode vs a fixed fleet vs the simulator on a trace slice
+bench-live: setup ## local mode vs a fixed fleet vs the simulator: a trace slice, then a bursty slice (~20 min)
 	$(PY) bench/live.py
+	$(PY) bench/live.py --slice bursty
 
 bench-quality: setup ## quantization: perplexity, greedy agreement, weight MB per scheme (SmolLM2)
 	$(PY) bench/quality.py

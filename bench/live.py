@@ -8,7 +8,16 @@ rule) and replica-seconds over the slice (every replica process in any role, fir
 simulator rows use a capacity profile of the same runtime measured at the start of the run with
 `sloserve profile` (or --profile), so "simulator vs live" is how far the model is from reality.
 
+Two slices (`--slice`): `trace`, a slice of a shared trace as it is (flat traffic; one replica carries it at
+the default rate), and `bursty`, the on/off Markov-modulated Poisson traffic of bench/autoscale.py's dev
+scenarios (simulate/scenarios.py: mmpp_bursty, fixed seed, the trace's lengths), compressed in time and with
+its mean burst rate at --burst-rate (8 req/s; the first burst runs at ~12/s), more than one SmolLM2 replica
+with one thread carries within the budgets here, so bursts need a second replica and the idle gaps let the
+fleet shrink. (A rate derived from the profile measured at the start, --burst-rate 0, moves with whatever
+else runs on the machine during those minutes; a fixed rate keeps the slice the same from run to run.)
+
     .venv/bin/python bench/live.py                       # about 10 minutes on 2 cores
+    .venv/bin/python bench/live.py --slice bursty        # about 10 minutes on 2 cores
     .venv/bin/python bench/live.py --start-minute 15 --minutes 30 --speedup 12 --rate 1.5 --max-replicas 2
 """
 
@@ -31,7 +40,7 @@ DEFAULT_TRACE = ROOT.parent / "shared" / "traces" / "AzureLLMInferenceTrace_conv
 RESULTS = ROOT / "bench" / "results"
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trace", default=str(DEFAULT_TRACE), help="Azure CSV or Mooncake JSONL")
     parser.add_argument("--start-minute", type=float, default=0.0, help="slice start in the trace (minutes)")
@@ -54,7 +63,18 @@ def parse_args() -> argparse.Namespace:
                         help="capacity profile for the policy and the simulator: 'measure' (run `sloserve profile` "
                              "against one replica first), a shipped name, or a JSON path")
     parser.add_argument("--seed", type=int, default=0)
-    return parser.parse_args()
+    bursty = parser.add_argument_group("--slice bursty")
+    parser.add_argument("--slice", choices=("trace", "bursty"), default="trace",
+                        help="a slice of --trace as it is, or on/off bursty traffic with the trace's lengths")
+    bursty.add_argument("--bursty-minutes", type=float, default=16.0, help="length before compression (minutes)")
+    bursty.add_argument("--bursty-speedup", type=float, default=5.0,
+                        help="compress the bursty slice this many times (idle 1-5 min, bursts 1-3 min before)")
+    bursty.add_argument("--burst-rate", type=float, default=8.0,
+                        help="mean burst rate in replayed requests/s (bursts spread log-normally around it); "
+                             "0: --burst-load times what the measured profile says one replica carries")
+    bursty.add_argument("--burst-load", type=float, default=1.6, help="see --burst-rate")
+    bursty.add_argument("--bursty-seed", type=int, default=1, help="the MMPP's seed (bench/autoscale.py's bursty-cpu)")
+    return parser.parse_args(argv)
 
 
 def spec_document(args: argparse.Namespace, name: str, *, fixed: bool) -> dict:
@@ -87,7 +107,41 @@ def load_slice(args: argparse.Namespace):
                           max_output_tokens=args.max_output_tokens, seed=args.seed), rate_scale
 
 
-async def measure_profile(args: argparse.Namespace, spec_file: Path, workdir: Path, requests) -> tuple[Path, float]:
+def length_pool(args: argparse.Namespace) -> list[tuple[int, int]]:
+    """The whole trace's (prompt, output) pairs, scaled and clipped as the trace slice's are."""
+    from sloserve_operator.simulate.traces import load_trace, scale_tokens
+
+    requests = scale_tokens(load_trace(args.trace, seed=args.seed), args.token_scale)
+    return [(min(max(r.prompt_tokens, 8), args.max_prompt_tokens), min(r.output_tokens, args.max_output_tokens))
+            for r in requests]
+
+
+def bursty_slice(args: argparse.Namespace, pool, burst_rate: float):
+    """On/off MMPP arrivals (bench/autoscale.py's bursty shape: idle 1-5 min at 1/120 of the burst rate, bursts
+    of 1-3 min whose rates spread log-normally), drawn on the uncompressed clock, then compressed
+    --bursty-speedup times so that `burst_rate` is the mean burst rate on the replay clock."""
+    from dataclasses import replace
+
+    from sloserve_operator.simulate.scenarios import mmpp_bursty
+
+    speedup = args.bursty_speedup
+    slow_rate = burst_rate / speedup
+    requests = mmpp_bursty(args.bursty_minutes * 60.0, slow_rate, pool, idle_rate=slow_rate / 120.0,
+                           burst_spread=0.7, seed=args.bursty_seed)
+    return [replace(r, arrival=r.arrival / speedup) for r in requests]
+
+
+def compressed_peak_to_mean(requests, speedup: float) -> float:
+    """Per-minute peak/mean on the uncompressed clock (the figure the issue's bursty scenarios use)."""
+    from dataclasses import replace
+
+    from sloserve_operator.simulate.scenarios import peak_to_mean
+
+    return peak_to_mean([replace(r, arrival=r.arrival * speedup) for r in requests])
+
+
+async def measure_profile(args: argparse.Namespace, spec_file: Path, workdir: Path, prompt_mean: float,
+                          output_mean: float) -> tuple[Path, float]:
     """Start one replica exactly as local mode would, sweep it with `sloserve profile`, stop it."""
     import aiohttp
     from sloserve_operator.api.spec import validate_document
@@ -98,7 +152,9 @@ async def measure_profile(args: argparse.Namespace, spec_file: Path, workdir: Pa
         terminate_process,
     )
 
-    service, problems = validate_document(yaml.safe_load(spec_file.read_text()))
+    document = yaml.safe_load(spec_file.read_text())
+    document["spec"]["admission"] = {"enabled": False}  # the sweep measures capacity: nothing may be refused
+    service, problems = validate_document(document)
     assert service is not None, problems
     port = free_port()
     command = [*DEFAULT_RUNTIME_COMMAND, *runtime_args(service, port, threads=1, model=None)]
@@ -119,8 +175,7 @@ async def measure_profile(args: argparse.Namespace, spec_file: Path, workdir: Pa
                 raise SystemExit("the profiling replica did not become ready in 120 s")
         cold_start = time.monotonic() - started
         output = workdir / "profile.json"
-        prompt = round(statistics.mean(r.prompt_tokens for r in requests))
-        out_tokens = max(round(statistics.mean(r.output_tokens for r in requests)), 8)
+        prompt, out_tokens = round(prompt_mean), max(round(output_mean), 8)
         subprocess.run([sys.executable, "-m", "sloserve_operator.cli", "profile", "--url", f"http://127.0.0.1:{port}",
                         "--concurrency", "1,2,4,8,16", "--requests-per-level", "32", "--prompt-tokens", str(prompt),
                         "--output-tokens", str(out_tokens), "--max-batch-size", "16", "--max-batched-tokens", "512",
@@ -172,8 +227,9 @@ async def replay(args: argparse.Namespace, spec_file: Path, name: str, workdir: 
     replica_seconds = sum(n for _, n, _ in in_span) * span / max(len(in_span), 1)
     ttft_budget, itl_budget = _seconds(args.ttft), _seconds(args.itl)
     summary = report.summary(ttft_budget, itl_budget)
+    refused = sum(1 for r in report.failed if r.status == 429)  # SLO admission (on by default): a miss, not lost
     return {"within_both": summary["within_budget"], "replica_seconds": replica_seconds, "requests": len(arrivals),
-            "failed": summary["failed"], "ttft_p95": summary["ttft_p95"], "itl_p95": summary["itl_p95"],
+            "failed": summary["failed"] - refused, "refused": refused, "ttft_p95": summary["ttft_p95"], "itl_p95": summary["itl_p95"],
             "scale_events": state.get("scale_events"), "peak_serving": max((s for _, _, s in in_span), default=0),
             "exit_code": code, "metrics": state.get("metrics_kind")}
 
@@ -194,31 +250,40 @@ def simulated(args: argparse.Namespace, spec_file: Path, requests, profile, cold
     result = simulate(requests, profile, service.spec, autoscaler, cold_start=cold_start, promotion=0.1,
                       window=args.window, initial_serving=None if fixed else args.min_replicas)
     return {"within_both": result.within_both, "replica_seconds": result.replica_hours * 3600.0,
-            "scale_events": result.scale_events}
+            "scale_events": result.scale_events, "refused": result.refused}
 
 
 def table(rows: list[tuple[str, dict, dict]], budgets: str) -> str:
     lines = [f"| fleet | within both budgets ({budgets}): live | simulated | replica-seconds: live | simulated "
-             "| scale events: live | simulated | failed | live p95 TTFT / ITL |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| scale events: live | simulated | refused (429): live | simulated | failed | live p95 TTFT / ITL |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, live, sim in rows:
         lines.append(f"| {name} | {live['within_both'] * 100:.1f}% | {sim['within_both'] * 100:.1f}% | "
                      f"{live['replica_seconds']:.0f} | {sim['replica_seconds']:.0f} | {live['scale_events']} | "
-                     f"{sim['scale_events']} | {live['failed']} | "
+                     f"{sim['scale_events']} | {live['refused']} | {sim['refused']} | {live['failed']} | "
                      f"{(live['ttft_p95'] or 0) * 1000:.0f} ms / {(live['itl_p95'] or 0) * 1000:.0f} ms |")
     return "\n".join(lines)
+
+
+def relative(simulated_value: float, live_value: float) -> float:
+    """How far the simulator is from live, in percent of live (the live check's 10% goal)."""
+    return (simulated_value / live_value - 1.0) * 100.0 if live_value else 0.0
 
 
 async def main() -> int:
     args = parse_args()
     from sloserve_operator.autoscaler.decide.capacity import CapacityProfile, load_profile
 
-    requests, rate_scale = load_slice(args)
-    span = requests[-1].arrival
-    print(f"slice: {Path(args.trace).name} minutes {args.start_minute:g}-{args.start_minute + args.minutes:g}, "
-          f"{len(requests)} requests replayed over {span:.0f}s ({args.speedup:g}x faster, rate x{rate_scale:.3f}), "
-          f"prompt {statistics.mean(r.prompt_tokens for r in requests):.0f} / output "
-          f"{statistics.mean(r.output_tokens for r in requests):.0f} tokens on average", flush=True)
+    if args.slice == "trace":
+        requests, rate_scale = load_slice(args)
+        lengths = [(r.prompt_tokens, r.output_tokens) for r in requests]
+        describe = (f"slice: {Path(args.trace).name} minutes {args.start_minute:g}-"
+                    f"{args.start_minute + args.minutes:g}, {{n}} requests replayed over {{span:.0f}}s "
+                    f"({args.speedup:g}x faster, rate x{rate_scale:.3f})")
+    else:
+        requests, lengths = [], length_pool(args)
+    prompt_mean = statistics.mean(p for p, _ in lengths)
+    output_mean = statistics.mean(o for _, o in lengths)
     with tempfile.TemporaryDirectory(prefix="sloserve-bench-live-") as tmp:
         workdir = Path(tmp)
         auto_file, fixed_file = workdir / "auto.yaml", workdir / "fixed.yaml"
@@ -226,13 +291,33 @@ async def main() -> int:
         fixed_file.write_text(yaml.safe_dump(spec_document(args, "live-fixed", fixed=True)))
         if args.profile == "measure":
             print("measuring a capacity profile of one replica (sloserve profile)...", flush=True)
-            profile_path, cold_start = await measure_profile(args, auto_file, workdir, requests)
+            profile_path, cold_start = await measure_profile(args, auto_file, workdir, prompt_mean, output_mean)
             profile = CapacityProfile.from_json(profile_path.read_text())
+            RESULTS.mkdir(parents=True, exist_ok=True)
+            (RESULTS / f"live-{args.slice}-profile.json").write_text(profile_path.read_text())
         else:
             profile = load_profile(args.profile)
             profile_path = workdir / "profile.json"
             profile_path.write_text(profile.to_json())
             cold_start = float(profile.cold_start_seconds)
+        one_replica = profile.max_rate_within_budget(_seconds(args.ttft), _seconds(args.itl), prompt_mean,
+                                                     output_mean)
+        print(f"the profile: one replica carries {one_replica:.2f} req/s within the budgets at the slice's mean "
+              f"lengths; cold start {cold_start:.1f}s", flush=True)
+        if args.slice == "bursty":
+            burst_rate = args.burst_rate or args.burst_load * one_replica
+            requests = bursty_slice(args, lengths, burst_rate)
+            if not requests:
+                raise SystemExit("the bursty slice is empty")
+            describe = (f"slice: bursty (MMPP seed {args.bursty_seed}, {args.bursty_minutes:g} min compressed "
+                        f"{args.bursty_speedup:g}x, mean burst rate {burst_rate:.2f} req/s = "
+                        f"{burst_rate / one_replica:.2f}x one replica, per-minute peak/mean "
+                        f"{compressed_peak_to_mean(requests, args.bursty_speedup):.1f} before compression), "
+                        f"{{n}} requests over {{span:.0f}}s")
+        span = requests[-1].arrival
+        print(describe.format(n=len(requests), span=span) + f", prompt "
+              f"{statistics.mean(r.prompt_tokens for r in requests):.0f} / output "
+              f"{statistics.mean(r.output_tokens for r in requests):.0f} tokens on average", flush=True)
         print("replaying through local mode (autoscaled)...", flush=True)
         live_auto = await replay(args, auto_file, "live-auto", workdir, requests, profile_path)
         print(f"  {json.dumps(live_auto)}", flush=True)
@@ -252,10 +337,14 @@ async def main() -> int:
           f"simulated {sim_auto['replica_seconds'] / sim_fixed['replica_seconds']:.2f}")
     print(f"simulator error (simulated - live), autoscaled: within both "
           f"{(sim_auto['within_both'] - live_auto['within_both']) * 100:+.1f} points, replica-seconds "
-          f"{(sim_auto['replica_seconds'] / live_auto['replica_seconds'] - 1) * 100:+.0f}%")
+          f"{(sim_auto['replica_seconds'] / live_auto['replica_seconds'] - 1) * 100:+.0f}% "
+          f"(relative: within both {relative(sim_auto['within_both'], live_auto['within_both']):+.1f}%, "
+          f"replica-seconds {relative(sim_auto['replica_seconds'], live_auto['replica_seconds']):+.1f}%; goal: "
+          "both within 10%)")
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "live.json").write_text(json.dumps({
+    (RESULTS / f"live-{args.slice}.json").write_text(json.dumps({
         "args": vars(args), "requests": len(requests), "span_seconds": span, "profile": profile.to_dict(),
+        "one_replica_rate": one_replica, "cold_start": cold_start,
         "live_auto": live_auto, "live_fixed": live_fixed, "sim_auto": sim_auto, "sim_fixed": sim_fixed}, indent=1))
     failed = live_auto["failed"] + live_fixed["failed"]
     return 1 if failed else 0

@@ -1,0 +1,47 @@
+"""bench/live.py's bursty slice: the traffic the live check replays must be bursty, idle between bursts and
+reproducible, or "simulator vs live" on it says nothing about autoscaling."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+LIVE = Path(__file__).resolve().parents[2] / "bench" / "live.py"
+
+
+@pytest.fixture(scope="module")
+def live():
+    spec = importlib.util.spec_from_file_location("bench_live", LIVE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+POOL = [(40, 8), (81, 16), (128, 32), (8, 4)]
+
+
+def test_bursty_slice_has_bursts_and_idle_gaps(live):
+    args = live.parse_args(["--slice", "bursty", "--bursty-minutes", "16", "--bursty-speedup", "5"])
+    requests = live.bursty_slice(args, POOL, 20.0)
+    assert requests and requests[-1].arrival < 16 * 60 / 5
+    assert live.compressed_peak_to_mean(requests, args.bursty_speedup) >= 4.0
+    busy = {int(r.arrival // 10) for r in requests}
+    bins = [sum(1 for r in requests if int(r.arrival // 10) == b) for b in range(max(busy) + 1)]
+    assert max(bins) >= 100  # a burst: ~20/s for 10 s
+    assert min(bins) <= 5  # an idle gap: ~1/6 req/s
+    assert {(r.prompt_tokens, r.output_tokens) for r in requests} <= set(POOL)
+
+
+def test_bursty_slice_is_fixed_by_its_seed(live):
+    args = live.parse_args(["--slice", "bursty"])
+    first, again = live.bursty_slice(args, POOL, 10.0), live.bursty_slice(args, POOL, 10.0)
+    other = live.bursty_slice(live.parse_args(["--slice", "bursty", "--bursty-seed", "7"]), POOL, 10.0)
+    assert first == again
+    assert first != other
+
+
+def test_relative_error_is_against_live(live):
+    assert live.relative(0.9, 1.0) == pytest.approx(-10.0)
+    assert live.relative(110.0, 100.0) == pytest.approx(10.0)
