@@ -51,10 +51,12 @@ from sloserve_operator.kube import conditions as cond
 from sloserve_operator.kube.autoscaler_memory import namespace_terminating, read_memory
 from sloserve_operator.kube.client import MONITORING_API, Kube
 from sloserve_operator.kube.owners import owned_by, owner_reference, with_owner
-from sloserve_operator.kube.render import render_objects
+from sloserve_operator.kube.render import HTTP_ROUTE_API, INFERENCE_POOL_API, render_objects
 
 CHILD_KINDS = ("Deployment", "Service", "PodDisruptionBudget")  # listed even when none is rendered now
 MONITORING_KINDS = ("PodMonitor", "PrometheusRule")
+# Listed whenever their API is served, so removing spec.routing (or a region) deletes what it rendered.
+OPTIONAL_KINDS = {"InferencePool": INFERENCE_POOL_API, "HTTPRoute": HTTP_ROUTE_API}
 # Status codes that another attempt may cure; the rest (403 forbidden, 422 invalid, 400) need a human.
 TRANSIENT_STATUSES = frozenset({409, 429, 500, 502, 503, 504})
 
@@ -544,6 +546,28 @@ def hand_over_regions(plan: ChildPlan, pods: list[dict[str, Any]], serving: dict
     return f"new regions ready; draining {', '.join(draining)}" if draining else None
 
 
+def list_children(kube: Kube, namespace: str, name: str, desired: list[dict[str, Any]],
+                  monitoring: bool) -> list[dict[str, Any]]:
+    """The ModelService's existing children of every kind it renders or may have rendered before.
+
+    The routing kinds (OPTIONAL_KINDS) are listed when their API is served even if nothing is rendered now,
+    so a removed spec.routing or region deletes its pool and route. Their CRDs may be missing (404) and the
+    default chart grants no access to them (403, routing.enabled=false): then there is nothing the operator
+    can have created, and the list counts as empty instead of failing the reconcile."""
+    wanted = {obj["kind"] for obj in desired}
+    fixed = wanted | set(CHILD_KINDS) | (set(MONITORING_KINDS) if monitoring else set())
+    optional = {kind for kind, api in OPTIONAL_KINDS.items() if kind in wanted or kube.serves(api)}
+    labels = {MODEL_SERVICE_LABEL: name}
+    actual = [obj for kind in sorted(fixed - set(OPTIONAL_KINDS)) for obj in kube.list(kind, namespace, labels)]
+    for kind in sorted(optional):
+        try:
+            actual.extend(kube.list(kind, namespace, labels))
+        except ApiException as error:
+            if error.status not in (403, 404):
+                raise
+    return actual
+
+
 def reconcile(kube: Kube, body: dict[str, Any], *, now: float,
               options: ReconcileOptions | None = None,
               on_event: Callable[[KubeEvent], None] | None = None,
@@ -594,8 +618,7 @@ def reconcile(kube: Kube, body: dict[str, Any], *, now: float,
         for event in actuation.events:
             emit(event)
         pods = with_roles(pods, actuation)
-    kinds = sorted({obj["kind"] for obj in desired} | set(CHILD_KINDS) | (set(MONITORING_KINDS) if monitoring else set()))
-    actual = [obj for kind in kinds for obj in kube.list(kind, namespace, {MODEL_SERVICE_LABEL: name})]
+    actual = list_children(kube, namespace, name, desired, monitoring)
     plan = plan_children(desired, actual, meta["uid"])
     handover = hand_over_regions(plan, pods, serving)
 
