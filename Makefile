@@ -65,7 +65,7 @@ crds: $(STAMP) ## regenerate crds/ and docs/reference.md from api.py
 	$(VENV)/bin/sloserve crd > crds/modelservices.sloserve.io.yaml
 	$(PY) -m sloserve_operator.api.reference > docs/reference.md
 
-manifests: $(STAMP) ## render manifests/install.yaml and the Grafana dashboard from the chart and their sources
+manifests: $(STAMP) ## render manifests/crds.yaml, manifests/install.yaml and the Grafana dashboard from the chart and their sources
 	$(PY) -m sloserve_operator.kube.manifests
 
 bench-runtime: setup ## runtime vs naive server and peers (prints ratios)

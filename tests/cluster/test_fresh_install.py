@@ -1,6 +1,7 @@
 """The e2e install (e2e/install.py) on a fresh API server: the chart as one `kubectl apply` stream fails
 there (kubectl maps every kind before applying, and the KopfPeering CRD is in the same stream); CRDs first,
-`kubectl wait --for=condition=Established`, then the rest installs."""
+`kubectl wait --for=condition=Established`, then the rest installs. The same holds for the plain manifests
+(manifests/crds.yaml, then manifests/install.yaml), applied as README and docs/operations.md say."""
 
 from __future__ import annotations
 
@@ -31,6 +32,27 @@ def test_crds_then_wait_then_the_rest_installs_on_a_fresh_cluster(tmp_path):
         assert one_stream.returncode != 0 and "KopfPeering" in one_stream.stderr, one_stream.stderr
 
         install.apply(kubectl)
+        api = api_client(plane.admin_kubeconfig)
+        peerings = client.CustomObjectsApi(api).list_namespaced_custom_object(
+            "kopf.dev", "v1", "default", "kopfpeerings")["items"]
+        assert [p["metadata"]["name"] for p in peerings] == ["sloserve"]
+        deployments = client.AppsV1Api(api).list_namespaced_deployment("sloserve-system").items
+        assert [d.metadata.name for d in deployments] == ["sloserve"]
+    finally:
+        plane.stop()
+
+
+def test_plain_manifests_install_in_two_commands_on_a_fresh_cluster(tmp_path):
+    plane = ControlPlane(tmp_path / "fresh", build_binaries())
+    try:
+        plane.start(timeout=120)
+        kubectl = ["kubectl", f"--kubeconfig={plane.admin_kubeconfig}"]
+        crds, rest = ROOT_DIR / "manifests" / "crds.yaml", ROOT_DIR / "manifests" / "install.yaml"
+        for command in (["apply", "--server-side", "-f", str(crds)],
+                        ["wait", "--for=condition=Established", "--timeout=60s", "-f", str(crds)],
+                        ["apply", "--server-side", "-f", str(rest)]):
+            done = subprocess.run([*kubectl, *command], text=True, capture_output=True, timeout=120)
+            assert done.returncode == 0, (command, done.stderr)
         api = api_client(plane.admin_kubeconfig)
         peerings = client.CustomObjectsApi(api).list_namespaced_custom_object(
             "kopf.dev", "v1", "default", "kopfpeerings")["items"]

@@ -3,11 +3,15 @@
 Writes (or, with --check, verifies that these are up to date):
 - charts/sloserve/dashboards/sloserve.json             the Grafana dashboard (dashboard.py)
 - manifests/grafana-dashboard.json                     the same dashboard, for importing by hand
+- manifests/crds.yaml                                  the CRDs alone (applied first, then waited for)
 - manifests/install.yaml                               the chart rendered with default values into the
-                                                       namespace sloserve-system, CRDs and Namespace first
+                                                       namespace sloserve-system, Namespace first, no CRD
+
+Two files because one stream fails on a fresh cluster: kubectl maps every object's kind before applying
+any, and the chart's KopfPeering records are of a kind whose CRD would be in the same stream.
 
 The chart's crds/modelservices.sloserve.io.yaml is a symlink to crds/ (generated from api.py by `make crds`;
-Helm reads the linked file), so only install.yaml needs re-rendering after a CRD change.
+Helm reads the linked file), so only crds.yaml needs re-rendering after a CRD change.
 Helm runs in-process (helm-python-sdk, Helm v4's Go SDK through its C ABI): no helm binary is needed.
 """
 
@@ -52,15 +56,33 @@ def crds_of(chart: Path = CHART) -> list[dict[str, Any]]:
             for obj in yaml.safe_load_all(path.read_text()) if obj]
 
 
+def _as_yaml(header: str, objects: list[dict[str, Any]]) -> str:
+    return header + "".join("---\n" + yaml.safe_dump(obj, sort_keys=False) for obj in objects)
+
+
+def _is_crd(obj: dict[str, Any]) -> bool:
+    return obj["kind"] == "CustomResourceDefinition"
+
+
+def crds_yaml(chart: Path = CHART) -> str:
+    """Every CRD the install needs (the chart's crds/ and any a template renders)."""
+    objects = [*crds_of(chart), *(obj for obj in render_chart(chart=chart) if _is_crd(obj))]
+    header = ("# sloserve CRDs: rendered from charts/sloserve by `make manifests` (do not edit). Apply before\n"
+              "# install.yaml: kubectl apply --server-side -f manifests/crds.yaml && kubectl wait\n"
+              "#   --for=condition=Established -f manifests/crds.yaml\n")
+    return _as_yaml(header, objects)
+
+
 def install_yaml(chart: Path = CHART) -> str:
+    """The Namespace and the chart's templates, without a CRD (those are in crds.yaml)."""
     namespace = {"apiVersion": "v1", "kind": "Namespace",
                  "metadata": {"name": NAMESPACE, "labels": {
                      "pod-security.kubernetes.io/enforce": "restricted",
                      "app.kubernetes.io/part-of": "sloserve"}}}
-    objects = [namespace, *crds_of(chart), *render_chart(chart=chart)]
+    objects = [namespace, *(obj for obj in render_chart(chart=chart) if not _is_crd(obj))]
     header = ("# sloserve operator: rendered from charts/sloserve by `make manifests` (do not edit).\n"
-              "# kubectl apply --server-side -f manifests/install.yaml\n")
-    return header + "".join("---\n" + yaml.safe_dump(obj, sort_keys=False) for obj in objects)
+              "# After manifests/crds.yaml is Established: kubectl apply --server-side -f manifests/install.yaml\n")
+    return _as_yaml(header, objects)
 
 
 def expected_files(root: Path = ROOT) -> dict[Path, str]:
@@ -86,12 +108,12 @@ def main(argv: list[str] | None = None) -> int:
         for path in stale:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(files[path])
-    install = ROOT / "manifests" / "install.yaml"
-    text = install_yaml()
-    if not install.exists() or install.read_text() != text:
-        stale.append(install)
-        if not args.check:
-            install.write_text(text)
+    for name, render in (("crds.yaml", crds_yaml), ("install.yaml", install_yaml)):
+        path, text = ROOT / "manifests" / name, render()
+        if not path.exists() or path.read_text() != text:
+            stale.append(path)
+            if not args.check:
+                path.write_text(text)
     if args.check and stale:
         for path in stale:
             print(f"{path.relative_to(ROOT)} is out of date: run `make manifests`", file=sys.stderr)
