@@ -9,10 +9,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from bundled_model import requires_smollm2
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.slow, requires_smollm2, pytest.mark.timeout(600)]
 
 
 def test_routing_live_bench_tiny(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
