@@ -212,7 +212,7 @@ def run_scenario(scenario: Scenario, out: Path, quick: bool, policies: str | Non
     if quick:
         requests = [r for r in requests if r.arrival < 900.0]
     burstiness = shapes.peak_to_mean(requests)
-    chosen = tuple(p.strip() for p in (policies or "sloserve,oracle,static,keda,kpa,llmd").split(",") if p.strip())
+    chosen = tuple(p.strip() for p in (policies or "sloserve,oracle,reactive,static,keda,kpa,llmd").split(",") if p.strip())
     print(f"{scenario.about}: {len(requests)} requests over {requests[-1].arrival / 60:.0f} min, per-minute "
           f"peak/mean {burstiness:.1f}; {scenario.profile}, p95 TTFT {scenario.ttft} / ITL {scenario.itl} "
           f"[{scenario.group}]", file=sys.stderr)
@@ -323,7 +323,38 @@ def summary(out: Path, names: list[str]) -> str:
                 "dominance": "dominates every baseline tuned out of sample"}
     for key, (met, total) in tally.items():
         lines.append(f"- {names_of[key]}: met in {met} of {total} scenarios")
-    return "\n".join(lines)
+    return "\n".join(lines + reactive_table(loaded, row, ORACLE_TARGET))
+
+
+def reactive_table(loaded: dict, row, oracle_target: float) -> list[str]:
+    """Where the reactive bound was run: what the targets ask of any policy without foresight, beside sloserve."""
+    from sloserve_operator.simulate.compare import ORACLE
+    from sloserve_operator.simulate.reactive_bound import REACTIVE
+
+    lines = ["", "Reactive bound (the oracle's per-minute needs, each asked for once its minute has ended; "
+             "simulate/reactive_bound.py):", "",
+             "| scenario | oracle: within, replica-hours | reactive bound: within, replica-hours (vs oracle) "
+             "| its memory | sloserve: within, replica-hours (vs reactive bound) |", "|---|---|---|---|---|"]
+    tally = {"within": [0, 0], "oracle": [0, 0]}
+    for name, data in loaded.items():
+        oracle, bound, ours = row(data, ORACLE, "-"), row(data, REACTIVE, "-"), row(data, "sloserve", "-")
+        if not (oracle and bound and ours):
+            continue
+        objective = data["meta"]["objective"]
+        share = bound["replica_hours"] / oracle["replica_hours"]
+        tally["within"][0] += bound["within_both"] >= objective
+        tally["within"][1] += 1
+        tally["oracle"][0] += share <= oracle_target
+        tally["oracle"][1] += 1
+        lines.append(f"| {name} | {oracle['within_both']:.2%}, {oracle['replica_hours']:.2f} "
+                     f"| {bound['within_both']:.2%}, {bound['replica_hours']:.2f} ({share:.2f}x) "
+                     f"| {bound['config'].split(',')[0]} | {ours['within_both']:.2%}, {ours['replica_hours']:.2f} "
+                     f"({ours['replica_hours'] / bound['replica_hours']:.2f}x) |")
+    if tally["within"][1] == 0:
+        return []
+    return lines + ["", f"- the reactive bound reaches the objective in {tally['within'][0]} of {tally['within'][1]} "
+                    f"scenarios, and costs <= {oracle_target}x the oracle in {tally['oracle'][0]} of "
+                    f"{tally['oracle'][1]}"]
 
 
 def main() -> int:

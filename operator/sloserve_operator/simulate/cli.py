@@ -39,7 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--promotion", type=float, default=2.0, help="seconds to promote a warm pod")
     parser.add_argument("--window", type=float, default=60.0, help="metrics window of the observations (s)")
     parser.add_argument("--policies", default="sloserve,oracle,static,keda,kpa,llmd",
-                        help="comma list of sloserve, oracle (the clairvoyant cost floor), static, keda, kpa, llmd")
+                        help="comma list of sloserve, oracle (the clairvoyant cost floor), reactive (the oracle's "
+                             "needs without foresight), static, keda, kpa, llmd")
     parser.add_argument("--no-tune", action="store_true", help="baselines at defaults only (no grid search)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", help="directory for results.md, results.json and timeline.png")
@@ -101,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"sloserve simulate: {error}", file=sys.stderr)
         return 2
     policies = tuple(p.strip() for p in args.policies.split(",") if p.strip())
-    unknown = set(policies) - {"sloserve", "oracle", "static", "keda", "kpa", "llmd"}
+    unknown = set(policies) - {"sloserve", "oracle", "reactive", "static", "keda", "kpa", "llmd"}
     if unknown:
         print(f"sloserve simulate: unknown policies {sorted(unknown)}", file=sys.stderr)
         return 2
