@@ -327,14 +327,14 @@ def summary(out: Path, names: list[str]) -> str:
 
 
 def reactive_table(loaded: dict, row, oracle_target: float) -> list[str]:
-    """Where the reactive bound was run: what the targets ask of any policy without foresight, beside sloserve."""
+    """Where the reactive reference was run: what the targets ask of any policy without foresight, beside sloserve."""
     from sloserve_operator.simulate.compare import ORACLE
-    from sloserve_operator.simulate.reactive_bound import REACTIVE
+    from sloserve_operator.simulate.reactive_reference import REACTIVE
 
-    lines = ["", "Reactive bound (the oracle's per-minute needs, each asked for once its minute has ended; "
-             "simulate/reactive_bound.py):", "",
-             "| scenario | oracle: within, replica-hours | reactive bound: within, replica-hours (vs oracle) "
-             "| its memory | sloserve: within, replica-hours (vs reactive bound) |", "|---|---|---|---|---|"]
+    lines = ["", "Reactive reference (the oracle's per-minute needs, each asked for once its minute has ended; "
+             "simulate/reactive_reference.py):", "",
+             "| scenario | oracle: within, replica-hours | reactive reference: within, replica-hours (vs oracle) "
+             "| its memory | sloserve: within, replica-hours (vs reactive reference) |", "|---|---|---|---|---|"]
     tally = {"within": [0, 0], "oracle": [0, 0]}
     for name, data in loaded.items():
         oracle, bound, ours = row(data, ORACLE, "-"), row(data, REACTIVE, "-"), row(data, "sloserve", "-")
@@ -352,7 +352,7 @@ def reactive_table(loaded: dict, row, oracle_target: float) -> list[str]:
                      f"({ours['replica_hours'] / bound['replica_hours']:.2f}x) |")
     if tally["within"][1] == 0:
         return []
-    return lines + ["", f"- the reactive bound reaches the objective in {tally['within'][0]} of {tally['within'][1]} "
+    return lines + ["", f"- the reactive reference reaches the objective in {tally['within'][0]} of {tally['within'][1]} "
                     f"scenarios, and costs <= {oracle_target}x the oracle in {tally['oracle'][0]} of "
                     f"{tally['oracle'][1]}"]
 

@@ -1,5 +1,5 @@
 """Side-by-side runs: sloserve's policy, the clairvoyant oracle (the cost floor, oracle.py), the reactive
-bound (the oracle's needs without foresight, reactive_bound.py) and every
+reference (the oracle's needs without foresight, reactive_reference.py) and every
 baseline, each at its documented defaults and tuned by a small grid search on the same trace (the best
 setting in hindsight, which flatters the baselines).
 
@@ -30,7 +30,7 @@ from sloserve_operator.simulate.autoscalers import (
     StaticPeak,
 )
 from sloserve_operator.simulate.oracle import run_oracle
-from sloserve_operator.simulate.reactive_bound import run_reactive_bound
+from sloserve_operator.simulate.reactive_reference import run_reactive_reference
 from sloserve_operator.simulate.run import SimResult, simulate
 from sloserve_operator.simulate.traces import Request, per_minute_rates
 
@@ -101,14 +101,14 @@ def compare(requests: list[Request], profile: CapacityProfile, spec: ModelServic
         entries.append(Entry(run(SloservePolicy(profile)), "-"))
     if "oracle" in policies or "reactive" in policies:
         result, minutes = run_oracle(requests, profile, spec, options)
-        bounds = [result] if "oracle" in policies else []
+        references = [result] if "oracle" in policies else []
         if "reactive" in policies:
-            bounds.append(run_reactive_bound(requests, profile, spec, minutes, options)[0])
-        for bound in bounds:
+            references.append(run_reactive_reference(requests, profile, spec, minutes, options)[0])
+        for reference in references:
             if progress:
-                progress(f"{bound.policy} [{bound.config}]: {bound.within_both:.2%} within, "
-                         f"{bound.replica_hours:.2f} replica-hours")
-            entries.append(Entry(bound, "-"))
+                progress(f"{reference.policy} [{reference.config}]: {reference.within_both:.2%} within, "
+                         f"{reference.replica_hours:.2f} replica-hours")
+            entries.append(Entry(reference, "-"))
     if "static" in policies:
         default_size = min(max(math.ceil(peak / capacity), 1), spec.scaling.max_replicas)
         base = run(StaticPeak(default_size))

@@ -1,17 +1,17 @@
-"""The reactive bound: what exact knowledge of the past buys, without foresight.
+"""The reactive reference: the oracle's own sizing, replayed without foresight.
 
-The oracle (oracle.py) knows the future; a real autoscaler knows only what it has seen. To tell apart what
-the targets ask of any reactive policy from what sloserve's policy does badly, this replays the oracle's own
-per-minute needs (the smallest fleet that meets the objective on each minute's requests, found with the
-simulator) as a policy that learns each minute's need only when the minute has ended and asks for it then,
-so new pods arrive a cold start later. It keeps the largest need of the last `memory` minutes (memory buys
-headroom against the next minute, as the policy's burst memory does); the cheapest memory whose replay
-meets the objective is reported, or the one serving the most if none does.
+The oracle (oracle.py) knows the future; a real autoscaler knows only what it has seen. To tell what the
+targets ask of any policy that reacts from what sloserve's policy does badly, this replays the oracle's
+per-minute needs (the smallest fleet meeting the objective on each minute's requests, found with the
+simulator) as a policy that learns each minute's need once the minute has ended and asks for it then, so new
+pods arrive a cold start later. It keeps the largest need of the last `memory` minutes; the cheapest memory
+whose replay meets the objective is reported, or the one serving the most if none does.
 
-A reference, not a proof: a policy that sees inside a minute reacts up to a minute sooner, and one that has
-learned a trace's pattern (a daily cycle) can anticipate it. But no policy here predicts an onset it has not
-seen, so where this bound misses 99% (a lone spike shorter than a cold start) or costs well above the oracle,
-so does every policy that reacts to what it observes.
+A reference, not a bound: it adds no headroom beyond the largest recent need, so a policy that
+over-provisions (square-root staffing) can serve more than it, at a cost; a policy that sees inside a minute
+reacts up to a minute sooner; one that learned a trace's pattern can anticipate it. What it shows is what
+exact knowledge of the past is worth: where it misses 99% with every memory (a lone spike shorter than a
+cold start), only holding the spike's fleet all the time, i.e. a static fleet, reaches 99%.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from sloserve_operator.simulate.oracle import MinuteSizing, Oracle
 from sloserve_operator.simulate.run import WARMUP_SECONDS, SimResult, simulate
 from sloserve_operator.simulate.traces import Request
 
-REACTIVE = "reactive bound (past needs, no foresight)"
+REACTIVE = "reactive reference (past needs, no foresight)"
 MEMORIES = (1, 2, 3, 5, 10, 15, 30)  # minutes of past needs the fleet keeps the largest of
 
 
@@ -50,7 +50,7 @@ def reactive_fleets(needs: list[int], memory: int) -> list[int]:
     return fleets
 
 
-def run_reactive_bound(requests: list[Request], profile: CapacityProfile, spec: ModelServiceSpec,
+def run_reactive_reference(requests: list[Request], profile: CapacityProfile, spec: ModelServiceSpec,
                        minutes: list[MinuteSizing], options: dict | None = None) -> tuple[SimResult, int]:
     """The cheapest replay meeting the objective over MEMORIES (or the one with the most within budget),
     with its memory in minutes. `minutes` are run_oracle's, indexed on the pre-rolled trace."""
