@@ -306,12 +306,15 @@ async def main() -> int:
               f"lengths; cold start {cold_start:.1f}s", flush=True)
         if args.slice == "bursty":
             burst_rate = args.burst_rate or args.burst_load * one_replica
+            if burst_rate <= 0:
+                raise SystemExit("the profile says one replica carries nothing within the budgets: set --burst-rate")
             requests = bursty_slice(args, lengths, burst_rate)
             if not requests:
                 raise SystemExit("the bursty slice is empty")
             describe = (f"slice: bursty (MMPP seed {args.bursty_seed}, {args.bursty_minutes:g} min compressed "
                         f"{args.bursty_speedup:g}x, mean burst rate {burst_rate:.2f} req/s = "
-                        f"{burst_rate / one_replica:.2f}x one replica, per-minute peak/mean "
+                        f"{burst_rate / one_replica if one_replica else float('inf'):.2f}x one replica, per-minute "
+                        f"peak/mean "
                         f"{compressed_peak_to_mean(requests, args.bursty_speedup):.1f} before compression), "
                         f"{{n}} requests over {{span:.0f}}s")
         span = requests[-1].arrival
