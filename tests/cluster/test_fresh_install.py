@@ -20,6 +20,16 @@ from e2e import install  # noqa: E402
 pytestmark = pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl not installed")
 
 
+def assert_installed(plane: ControlPlane) -> None:
+    """The install's custom resource (the KopfPeering) and the operator's Deployment exist."""
+    api = api_client(plane.admin_kubeconfig)
+    peerings = client.CustomObjectsApi(api).list_namespaced_custom_object(
+        "kopf.dev", "v1", "default", "kopfpeerings")["items"]
+    assert [p["metadata"]["name"] for p in peerings] == ["sloserve"]
+    deployments = client.AppsV1Api(api).list_namespaced_deployment("sloserve-system").items
+    assert [d.metadata.name for d in deployments] == ["sloserve"]
+
+
 def test_crds_then_wait_then_the_rest_installs_on_a_fresh_cluster(tmp_path):
     plane = ControlPlane(tmp_path / "fresh", build_binaries())
     try:
@@ -32,12 +42,7 @@ def test_crds_then_wait_then_the_rest_installs_on_a_fresh_cluster(tmp_path):
         assert one_stream.returncode != 0 and "KopfPeering" in one_stream.stderr, one_stream.stderr
 
         install.apply(kubectl)
-        api = api_client(plane.admin_kubeconfig)
-        peerings = client.CustomObjectsApi(api).list_namespaced_custom_object(
-            "kopf.dev", "v1", "default", "kopfpeerings")["items"]
-        assert [p["metadata"]["name"] for p in peerings] == ["sloserve"]
-        deployments = client.AppsV1Api(api).list_namespaced_deployment("sloserve-system").items
-        assert [d.metadata.name for d in deployments] == ["sloserve"]
+        assert_installed(plane)
     finally:
         plane.stop()
 
@@ -53,11 +58,6 @@ def test_plain_manifests_install_in_two_commands_on_a_fresh_cluster(tmp_path):
                         ["apply", "--server-side", "-f", str(rest)]):
             done = subprocess.run([*kubectl, *command], text=True, capture_output=True, timeout=120)
             assert done.returncode == 0, (command, done.stderr)
-        api = api_client(plane.admin_kubeconfig)
-        peerings = client.CustomObjectsApi(api).list_namespaced_custom_object(
-            "kopf.dev", "v1", "default", "kopfpeerings")["items"]
-        assert [p["metadata"]["name"] for p in peerings] == ["sloserve"]
-        deployments = client.AppsV1Api(api).list_namespaced_deployment("sloserve-system").items
-        assert [d.metadata.name for d in deployments] == ["sloserve"]
+        assert_installed(plane)
     finally:
         plane.stop()
