@@ -25,6 +25,7 @@ from sloserve_operator.api.labels import SERVING, WARM
 from sloserve_operator.autoscaler.act.warmpool import COST_VICTIM, PodInfo, RolePlan, plan_roles
 from sloserve_operator.autoscaler.decide.capacity import CapacityProfile
 from sloserve_operator.routing import Candidate, Router, RouteRequest
+from sloserve_operator.simulate.prefix_cache import PrefixCache
 from sloserve_operator.simulate.recorder import Recorder
 from sloserve_operator.simulate.replica import ReplicaEngine
 from sloserve_operator.simulate.traces import Request
@@ -60,6 +61,9 @@ class Fleet:
     cold_start: float = 120.0
     promotion: float = 2.0
     kv_cache_tokens: float | None = None  # per pod; None: no prefix caching
+    # One cache every pod reads and fills (the routing ceiling, bench/routing.py --ceiling): any block any pod
+    # ever computed counts as cached on every pod, bounded by each pod's kv_cache_tokens.
+    shared_cache: PrefixCache | None = None
     admission_limit: float | None = None  # per pod, seconds of expected TTFT (replica.py); None: admit all
     router: Router = field(default_factory=lambda: Router("least-outstanding"))
     pods: list[Pod] = field(default_factory=list)
@@ -187,6 +191,8 @@ class Fleet:
     def _new_pod(self, region: str, state: str, now: float) -> Pod:
         engine = ReplicaEngine(self.profile, region, self.itl_budget, self.recorder, clock=now,
                                kv_cache_tokens=self.kv_cache_tokens, admission_limit=self.admission_limit)
+        if self.shared_cache is not None:
+            engine.cache = self.shared_cache
         return Pod(next(self._ids), region, state, now, engine, ready_at=now, serving_at=now)
 
     def _remove(self, pod: Pod, now: float) -> None:
