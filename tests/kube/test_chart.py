@@ -224,6 +224,41 @@ def test_crds_yaml_holds_only_crds_and_install_yaml_none():
     assert kinds[0] == "Namespace" and kinds.index("ServiceAccount") < kinds.index("Deployment")
 
 
+def _e2e_install():
+    sys.path.insert(0, str(ROOT))
+    from e2e import install
+
+    return install
+
+
+def test_e2e_install_applies_the_manifests_objects():
+    """e2e/install.py's two steps are manifests/crds.yaml and, at default values, install.yaml's objects."""
+    install = _e2e_install()
+    steps = install.parts({})
+    for name, objects in (("crds.yaml", steps["crds"]), ("install.yaml", steps["rest"])):
+        assert objects == [doc for doc in yaml.safe_load_all((ROOT / "manifests" / name).read_text()) if doc], name
+    e2e_images = {c["image"] for obj in install.parts()["rest"] if obj["kind"] == "Deployment"
+                  for c in obj["spec"]["template"]["spec"]["containers"]}
+    assert e2e_images == {"sloserve/operator:e2e"}
+
+
+def test_e2e_install_waits_for_established_between_the_steps(tmp_path):
+    """A stand-in kubectl records the commands: crds.yaml applied, waited on with a timeout, then the rest."""
+    install = _e2e_install()
+    log, stdin = tmp_path / "argv", tmp_path / "stdin"
+    fake = tmp_path / "kubectl"
+    fake.write_text(f'#!/bin/sh\necho "$*" >> {log}\ncase "$*" in *"-f -"*) cat >> {stdin};; esac\n')
+    fake.chmod(0o755)
+    install.apply([str(fake), "--context=x"], chart_values={}, timeout=42)
+    crds = str(ROOT / "manifests" / "crds.yaml")
+    assert log.read_text().splitlines() == [
+        f"--context=x apply --server-side -f {crds}",
+        f"--context=x wait --for=condition=Established --timeout=42s -f {crds}",
+        "--context=x apply --server-side -f -"]
+    assert [doc for doc in yaml.safe_load_all(stdin.read_text()) if doc] == \
+        [doc for doc in yaml.safe_load_all((ROOT / "manifests" / "install.yaml").read_text()) if doc]
+
+
 # ---------------------------------------------------------------- dashboard
 
 

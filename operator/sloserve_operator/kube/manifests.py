@@ -64,9 +64,24 @@ def _is_crd(obj: dict[str, Any]) -> bool:
     return obj["kind"] == "CustomResourceDefinition"
 
 
+def crd_objects(chart: Path = CHART) -> list[dict[str, Any]]:
+    """Every CRD the install needs (the chart's crds/ and any a template renders): crds.yaml's objects."""
+    return [*crds_of(chart), *(obj for obj in render_chart(chart=chart) if _is_crd(obj))]
+
+
+def install_objects(values: dict[str, Any] | None = None, chart: Path = CHART) -> list[dict[str, Any]]:
+    """The Namespace and the chart's templates for `values`, no CRD: install.yaml's objects at the
+    default values (e2e/install.py renders them with its own images)."""
+    namespace = {"apiVersion": "v1", "kind": "Namespace",
+                 "metadata": {"name": NAMESPACE, "labels": {
+                     "pod-security.kubernetes.io/enforce": "restricted",
+                     "app.kubernetes.io/part-of": "sloserve"}}}
+    return [namespace, *(obj for obj in render_chart(values, chart=chart) if not _is_crd(obj))]
+
+
 def crds_yaml(chart: Path = CHART) -> str:
-    """Every CRD the install needs (the chart's crds/ and any a template renders)."""
-    objects = [*crds_of(chart), *(obj for obj in render_chart(chart=chart) if _is_crd(obj))]
+    """manifests/crds.yaml: crd_objects with a header saying how to apply them."""
+    objects = crd_objects(chart)
     header = ("# sloserve CRDs: rendered from charts/sloserve by `make manifests` (do not edit). Apply before\n"
               "# install.yaml: kubectl apply --server-side -f manifests/crds.yaml && kubectl wait\n"
               "#   --for=condition=Established -f manifests/crds.yaml\n")
@@ -74,12 +89,8 @@ def crds_yaml(chart: Path = CHART) -> str:
 
 
 def install_yaml(chart: Path = CHART) -> str:
-    """The Namespace and the chart's templates, without a CRD (those are in crds.yaml)."""
-    namespace = {"apiVersion": "v1", "kind": "Namespace",
-                 "metadata": {"name": NAMESPACE, "labels": {
-                     "pod-security.kubernetes.io/enforce": "restricted",
-                     "app.kubernetes.io/part-of": "sloserve"}}}
-    objects = [namespace, *(obj for obj in render_chart(chart=chart) if not _is_crd(obj))]
+    """manifests/install.yaml: install_objects at the default values (no CRD: those are in crds.yaml)."""
+    objects = install_objects(chart=chart)
     header = ("# sloserve operator: rendered from charts/sloserve by `make manifests` (do not edit).\n"
               "# After manifests/crds.yaml is Established: kubectl apply --server-side -f manifests/install.yaml\n")
     return _as_yaml(header, objects)
