@@ -59,6 +59,18 @@ async def waiting_total(session: aiohttp.ClientSession, urls: list[str]) -> floa
     return total
 
 
+async def admission_states(session: aiohttp.ClientSession, urls: list[str], into: dict[str, dict]) -> None:
+    """Each replica's admission model state (/debug/engine), the latest kept per replica."""
+    for url in urls:
+        try:
+            async with session.get(url + "/debug/engine") as response:
+                state = (await response.json()).get("admission")
+        except (aiohttp.ClientError, TimeoutError, OSError, ValueError):
+            continue
+        if state:
+            into[url] = state
+
+
 async def run_arm(arm: str, args: argparse.Namespace, base: Path) -> dict:
     document = yaml.safe_load(QUICKSTART.read_text())
     document["spec"]["admission"] = {"enabled": arm == "on"}
@@ -66,6 +78,7 @@ async def run_arm(arm: str, args: argparse.Namespace, base: Path) -> dict:
     spec_file.write_text(yaml.safe_dump(document))
     up = UpProcess(spec_file, base / f"run-{arm}", document["metadata"]["name"]).start()
     samples: list[tuple[float, float, int]] = []  # (seconds into the load, summed waiting, serving replicas)
+    models: dict[str, dict] = {}  # replica URL -> its admission model state, last sampled
     try:
         await up.wait_for("a serving replica", lambda s: ready_counts(s)[0] >= 1, timeout=240)
         arrivals = step_schedule([(args.rate, args.duration)], prompt_tokens=args.prompt_tokens,
@@ -80,6 +93,7 @@ async def run_arm(arm: str, args: argparse.Namespace, base: Path) -> dict:
                     urls = [r["url"] for r in state["replicas"] if r["ready"]]
                     serving = ready_counts(state)[0] if state["replicas"] else 0
                     samples.append((time.time() - start, await waiting_total(session, urls), serving))
+                    await admission_states(session, urls, models)
                     await asyncio.sleep(1.0)
 
         sampler = asyncio.create_task(sample())
@@ -107,6 +121,10 @@ async def run_arm(arm: str, args: argparse.Namespace, base: Path) -> dict:
         "last_refusal_s": max((r.sent_at for r in refused), default=None),
         "serving_replicas_from_s": serving_from,
         "duration_s": round(report.duration, 1), "waiting_samples": samples,
+        # observed / expected TTFT of each replica's last ~10 admitted requests (decayed sums): 1 = on target
+        "observed_over_expected": {url: round(m["observed_sum"] / m["expected_sum"], 2)
+                                   for url, m in models.items() if m.get("expected_sum")},
+        "admission_models": models,
     }
 
 
@@ -119,7 +137,7 @@ def line(row: dict) -> str:
             f"{s(row['ttft_p50_admitted'])} p95 {s(row['ttft_p95_admitted'])}, within budget "
             f"{'-' if within is None else f'{within:.1%}'}, refusals {s(row['first_refusal_s'])}.."
             f"{s(row['last_refusal_s'])}, serving replicas (count: from second) {row['serving_replicas_from_s']}, "
-            f"done in {row['duration_s']} s")
+            f"done in {row['duration_s']} s, observed/expected TTFT per replica {row['observed_over_expected']}")
 
 
 async def main() -> int:

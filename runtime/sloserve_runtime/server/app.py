@@ -85,7 +85,8 @@ def create_app(frontend: Frontend) -> FastAPI:
         return JSONResponse({"phase": frontend.phase.value, "num_running": engine.num_running,
                              "num_waiting": engine.num_waiting, "num_free_blocks": engine.num_free_blocks,
                              "num_total_blocks": engine.num_total_blocks,
-                             "kv_cache_usage": engine.kv_cache_usage, "inflight": frontend.inflight})
+                             "kv_cache_usage": engine.kv_cache_usage, "inflight": frontend.inflight,
+                             "admission": frontend.admission.state()})
 
     app.include_router(openai_router(frontend))
     app.include_router(kserve_router(frontend))
@@ -200,7 +201,8 @@ class Runtime:
             await engine.start()
             await engine.warmup()
             if self.options.admission_limit_ms:
-                self.frontend.admission.calibrate(await calibrate_prefill_rate(engine))
+                self.frontend.admission.calibrate(await calibrate_prefill_rate(engine),
+                                                  tokens=max(min(CALIBRATION_PROMPT_TOKENS, engine.max_model_len // 2), 1))
         except asyncio.CancelledError:
             raise
         except Exception as error:

@@ -125,15 +125,16 @@ class Frontend:
 
     def check_queue(self, jobs: list[Job]) -> None:
         """Admit `jobs` or refuse them with 429: when the engine's waiting queue is at --max-queue, or when
-        their expected time to first token (prefill admitted ahead plus theirs, over the measured prefill
-        rate; admission.py) exceeds --admission-limit-ms. Admitted jobs enter the admission ledger."""
+        their expected time to first token (prefill admitted ahead plus theirs and the sequences running,
+        through the model fitted to observed TTFTs; admission.py) exceeds --admission-limit-ms. Admitted jobs enter the admission ledger."""
         if self.engine.num_waiting >= self.options.max_queue:
             self.metrics.refused("queue_full")
             raise Rejected("overloaded", f"Too many requests waiting ({self.engine.num_waiting}, limit "
                            f"{self.options.max_queue}); retry later.", code="rate_limit_exceeded",
                            retry_after=self.options.retry_after_seconds)
         tokens = sum(len(prompt_ids) for _, prompt_ids, _ in jobs)
-        expected = self.admission.over_limit(tokens)
+        running = self.engine.num_running
+        expected = self.admission.over_limit(tokens, running)
         if expected is not None:
             limit = self.admission.limit_seconds or 0.0
             self.metrics.refused("slo")
@@ -143,7 +144,7 @@ class Frontend:
                            code="rate_limit_exceeded",
                            retry_after=max(self.options.retry_after_seconds, math.ceil(expected - limit)))
         for request_id, prompt_ids, _ in jobs:
-            self.admission.admit(request_id, len(prompt_ids))
+            self.admission.admit(request_id, len(prompt_ids), running)
 
     # -- prompts -------------------------------------------------------------------------------------
 
