@@ -7,6 +7,8 @@ local mode's load generator (local/loadgen.py) and samples every replica's waiti
 (sloserve:num_requests_waiting) once a second. Reported per arm: requests refused (429), the peak of the
 summed waiting gauges, p95 TTFT and the share within both budgets of the admitted requests, when the
 autoscaler's replicas became ready and when the last refusal was sent (seconds from the start of the load).
+Also each replica's admission model (/debug/engine, sampled with the gauge): observed / expected TTFT over
+its last ~10 admitted requests, 1 when the estimate tracks what happened.
 
     .venv/bin/python bench/admission_live.py                       # 12 req/s for 60 s per arm
 """
