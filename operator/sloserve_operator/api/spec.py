@@ -462,8 +462,9 @@ class Admission(_Model):
         default=1.0,
         ge=0.1,
         le=100.0,
-        description="The limit as a multiple of slo.ttft.p95. The expected time to first token is the prefill "
-        "admitted ahead plus the request's own, over the replica's measured prefill rate. Above 1 admits "
+        description="The limit as a multiple of slo.ttft.p95. The expected time to first token is a linear "
+        "model fitted to the replica's observed first tokens: seconds per prompt token admitted ahead (plus the "
+        "request's own) and per sequence running; an idle replica always admits. Above 1 admits "
         "requests expected to miss: under overload the queue settles at the limit, so every admitted request "
         "would wait that long.",
     )

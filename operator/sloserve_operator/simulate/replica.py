@@ -14,10 +14,14 @@ evicting least recently used blocks beyond the pool minus what running sequences
 prefilling and the tokens decoded so far; decoding sequences' prompt blocks are counted once, in the cache).
 Queried and hit prompt tokens are reported like the runtime's sloserve:prefix_cache_queries/hits.
 
-With an admission limit (spec.admission, as the runtime's --admission-limit-ms), `submit` refuses a request
-whose expected time to first token, the prefill queued ahead plus its own over the profile's prefill rate at
-the current batch, exceeds the limit, unless nothing is queued ahead (the runtime's rule, server/admission.py);
-the refusal is recorded (a miss and demand) and the request is gone, as a 429 is for a client.
+With an admission limit (spec.admission, as the runtime's --admission-limit-ms), the replica runs the runtime's
+own gate (sloserve_runtime/server/admission.py: AdmissionGate, pure, here on the simulated clock): expected
+TTFT = a * (prompt tokens admitted ahead whose first token has not come + its own) + b * (sequences running),
+a and b fitted by decayed least squares to this replica's observed TTFTs, starting from a calibration prefill
+(a lone 256-token prefill on the profile, as the runtime measures one at start-up); an idle replica always
+admits. `submit` refuses a request whose expected TTFT exceeds the limit; the refusal is recorded (a miss and
+demand) and the request is gone, as a 429 is for a client. Each first token is an observation, timed from
+the moment the replica received the request (`submit`'s `now`), as the runtime times it.
 
 Simulated event by event, not step by step: while the batch composition does not change, consecutive steps
 differ only by the context the decoders attend to, which grows by one token per sequence per step, so a run
@@ -36,6 +40,8 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Protocol
 
+from sloserve_runtime.server.admission import CALIBRATION_PROMPT_TOKENS, AdmissionGate
+
 from sloserve_operator.autoscaler.decide.capacity import CapacityProfile
 from sloserve_operator.simulate.prefix_cache import PrefixCache
 from sloserve_operator.simulate.traces import Request
@@ -49,6 +55,7 @@ class Sequence:
     finish_step: int = 0
     join_over: int = 0
     join_step: int = 0
+    key: str = ""  # its id in the admission gate's ledger
 
 
 class Recorder(Protocol):
@@ -65,6 +72,12 @@ class ReplicaEngine:
                  admission_limit: float | None = None) -> None:
         self.profile = profile
         self.admission_limit = admission_limit  # seconds of expected TTFT; None: admit everything
+        self._gate_now = clock  # the simulated time the gate reads (its injected clock)
+        self.gate: AdmissionGate | None = None
+        if admission_limit is not None:
+            self.gate = AdmissionGate(admission_limit, clock=lambda: self._gate_now)
+            self.gate.calibrate(CALIBRATION_PROMPT_TOKENS / self._lone_prefill_seconds(CALIBRATION_PROMPT_TOKENS))
+        self._submitted = 0
         self.kv_cache_tokens = kv_cache_tokens
         self.cache = PrefixCache() if kv_cache_tokens else None
         self.prefix_queried = 0  # prompt tokens looked up in the prefix cache
@@ -96,24 +109,37 @@ class ReplicaEngine:
         """Prompt tokens still to prefill: queued prompts whole, admitted ones what they have left."""
         return sum(seq.prefill_left for seq in self.waiting) + sum(seq.prefill_left for seq in self.prefilling)
 
-    def prefill_rate(self) -> float:
-        """Prompt tokens per second with the current decoders sharing every step (the profile's step time)."""
-        decoding = len(self.decoding)
-        chunk = max(self.profile.max_batched_tokens - decoding, 1)
-        return chunk / max(self.profile.step.seconds(chunk, decoding, 0.0), 1e-9)
+    def _lone_prefill_seconds(self, tokens: int) -> float:
+        """Seconds the profile gives one prompt of `tokens` alone on the replica (chunked, attending to its
+        prefix): what the runtime's start-up calibration measures."""
+        seconds, done = 0.0, 0
+        while done < tokens:
+            chunk = min(max(self.profile.max_batched_tokens, 1), tokens - done)
+            seconds += self.profile.step.seconds(chunk, 0, chunk * (done + (chunk + 1) / 2))
+            done += chunk
+        return max(seconds, 1e-9)
 
-    def expected_ttft(self, request: Request) -> float:
-        return (self.queued_prefill_tokens + request.prompt_tokens) / self.prefill_rate()
+    def expected_ttft(self, request: Request, now: float) -> float | None:
+        """The admission gate's expected TTFT for `request` arriving at `now`; None without admission."""
+        if self.gate is None:
+            return None
+        self._gate_now = now
+        return self.gate.expected_ttft(request.prompt_tokens, self.running)
 
     def submit(self, request: Request, now: float) -> bool:
         """Queue `request`; False (recorded as refused) when admission turns it away."""
-        if self.admission_limit is not None and self.queued_prefill_tokens > 0 \
-                and self.expected_ttft(request) > self.admission_limit:
-            self.recorder.refused(self.region, now, request)
-            return False
+        seq = Sequence(request, request.prompt_tokens)
+        if self.gate is not None:
+            self._gate_now = now
+            if self.gate.over_limit(request.prompt_tokens, self.running) is not None:
+                self.recorder.refused(self.region, now, request)
+                return False
+            self._submitted += 1
+            seq.key = str(self._submitted)
+            self.gate.admit(seq.key, request.prompt_tokens, self.running)
         if self.outstanding == 0:
             self.clock = max(self.clock, now)
-        self.waiting.append(Sequence(request, request.prompt_tokens))
+        self.waiting.append(seq)
         return True
 
     def advance(self, until: float) -> None:
@@ -196,6 +222,9 @@ class ReplicaEngine:
             self.prefilling.remove(seq)
             self._cache_prompt(seq)
             seq.first_token = self.clock
+            if self.gate is not None:
+                self._gate_now = self.clock
+                self.gate.first_token(seq.key)
             self.recorder.ttft(self.region, self.clock, self.clock - seq.request.arrival)
             if seq.request.output_tokens <= 1:
                 self._finish(seq)

@@ -21,7 +21,11 @@ it faster. A replica whose oldest admitted request has waited longer than the mo
 slow at once, not only when that request's first token comes.
 
 A request admitted but never started (its client left between the check and the engine) would hold its
-tokens forever; entries older than `expire_seconds` are dropped so one leak cannot refuse everything.
+tokens forever; entries older than `expire_seconds` (default the larger of 120 s and 10x the limit) are
+dropped so one leak cannot refuse everything.
+
+The gate is pure (stdlib only, the clock injected): the simulator's replica (sloserve_operator/simulate/
+replica.py) runs this same gate on its simulated clock, so simulated and live admission decide alike.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ log = logging.getLogger(__name__)
 DECAY = 0.9  # weight kept by older observations per new one (~10 observations of memory)
 CALIBRATION_WEIGHT = 1.0  # the start-up prefill counts as one observation, never decayed
 RUNNING_PRIOR_WEIGHT = 0.1  # pseudo-observation (0 tokens, 1 running, 0 s): b = 0 until data says otherwise
+CALIBRATION_PROMPT_TOKENS = 256  # the start-up prefill's length (app.calibrate_prefill_rate; the simulator's too)
 
 
 @dataclass
@@ -103,10 +108,10 @@ class TtftModel:
 class AdmissionGate:
     """Ledger of admitted prefill work and the fitted TTFT model; `over_limit` judges a new request."""
 
-    def __init__(self, limit_seconds: float | None, expire_seconds: float = 120.0,
+    def __init__(self, limit_seconds: float | None, expire_seconds: float | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.limit_seconds = limit_seconds  # None: never refuse on expected wait
-        self.expire_seconds = expire_seconds
+        self.expire_seconds = max(120.0, 10 * (limit_seconds or 0.0)) if expire_seconds is None else expire_seconds
         self.clock = clock
         self.model = TtftModel()
         self._pending: dict[str, _Pending] = {}
@@ -115,7 +120,7 @@ class AdmissionGate:
         self.expected_sum = 0.0
         self.observed_sum = 0.0
 
-    def calibrate(self, tokens_per_second: float, tokens: int = 256) -> None:
+    def calibrate(self, tokens_per_second: float, tokens: int = CALIBRATION_PROMPT_TOKENS) -> None:
         """Start `a` from a lone prefill measured at start-up (`tokens` at `tokens_per_second`)."""
         if tokens_per_second > 0 and math.isfinite(tokens_per_second) and tokens > 0:
             self.model.calibrate(tokens, tokens / tokens_per_second)

@@ -24,6 +24,7 @@ from fastapi.responses import JSONResponse, Response
 from sloserve_runtime.engine.compute_thread import ComputeThread
 from sloserve_runtime.engine.engine_config import EngineConfig
 from sloserve_runtime.engine.observer import EngineObserver
+from sloserve_runtime.server.admission import CALIBRATION_PROMPT_TOKENS
 from sloserve_runtime.server.frontend import Frontend, Phase, ServerOptions
 from sloserve_runtime.server.kserve import kserve_router
 from sloserve_runtime.server.metrics import RuntimeMetrics
@@ -99,9 +100,6 @@ class _Uvicorn(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
-
-
-CALIBRATION_PROMPT_TOKENS = 256
 
 
 async def calibrate_prefill_rate(engine: Any) -> float:

@@ -96,7 +96,7 @@ class Frontend:
         self._idle = asyncio.Event()
         self._idle.set()
         limit = options.admission_limit_ms / 1000.0 if options.admission_limit_ms else None
-        self.admission = AdmissionGate(limit, expire_seconds=max(120.0, 10 * (limit or 0.0)))
+        self.admission = AdmissionGate(limit)
 
     # -- phase and admission -------------------------------------------------------------------------
 
