@@ -71,9 +71,8 @@ class ReplicaEngine:
                  clock: float = 0.0, kv_cache_tokens: float | None = None,
                  admission_limit: float | None = None) -> None:
         self.profile = profile
-        self.admission_limit = admission_limit  # seconds of expected TTFT; None: admit everything
         self._gate_now = clock  # the simulated time the gate reads (its injected clock)
-        self.gate: AdmissionGate | None = None
+        self.gate: AdmissionGate | None = None  # None: admit everything
         if admission_limit is not None:
             self.gate = AdmissionGate(admission_limit, clock=lambda: self._gate_now)
             self.gate.calibrate(CALIBRATION_PROMPT_TOKENS / self._lone_prefill_seconds(CALIBRATION_PROMPT_TOKENS))
