@@ -200,6 +200,10 @@ def test_drift_check_does_not_revert_a_scale_up_whose_status_write_lost_a_race(c
         checks = _log_count(operator.log_path, "Timer 'drift-check' succeeded") + 4
         wait_for(lambda: _log_count(operator.log_path, "Timer 'drift-check' succeeded") >= checks, timeout=60,
                  what="four more drift checks", explain=lambda: cluster.describe(namespace))
+        # The race this test is about must have happened while the maximum held: keep bumping until a status
+        # write has lost one (it usually has by now; on a slow machine it can take a few more ticks).
+        wait_for(lambda: _log_count(operator.log_path, "status changed while reconciling") > 0, timeout=60,
+                 what="a status write that lost a race", explain=lambda: cluster.describe(namespace))
     finally:
         stop.set()
         for thread in threads:
