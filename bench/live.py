@@ -11,10 +11,11 @@ simulator rows use a capacity profile of the same runtime measured at the start 
 Two slices (`--slice`): `trace`, a slice of a shared trace as it is (flat traffic; one replica carries it at
 the default rate), and `bursty`, the on/off Markov-modulated Poisson traffic of bench/autoscale.py's dev
 scenarios (simulate/scenarios.py: mmpp_bursty, fixed seed, the trace's lengths), compressed in time and with
-its mean burst rate at --burst-rate (8 req/s; the first burst runs at ~12/s), more than one SmolLM2 replica
-with one thread carries within the budgets here, so bursts need a second replica and the idle gaps let the
-fleet shrink. (A rate derived from the profile measured at the start, --burst-rate 0, moves with whatever
-else runs on the machine during those minutes; a fixed rate keeps the slice the same from run to run.)
+its mean burst rate at --burst-load (1.6) times what the profile measured at the start says one SmolLM2
+replica with one thread carries within the budgets, so on any host the bursts need a second replica and the
+idle gaps let the fleet shrink. A fixed --burst-rate (req/s) keeps the slice the same from run to run on one
+host instead; the profile moves with whatever else runs on the machine while it is measured, and the script
+stops on a profile that says one replica carries nothing.
 
     .venv/bin/python bench/live.py                       # about 10 minutes on 2 cores
     .venv/bin/python bench/live.py --slice bursty        # about 10 minutes on 2 cores
@@ -69,10 +70,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     bursty.add_argument("--bursty-minutes", type=float, default=16.0, help="length before compression (minutes)")
     bursty.add_argument("--bursty-speedup", type=float, default=5.0,
                         help="compress the bursty slice this many times (idle 1-5 min, bursts 1-3 min before)")
-    bursty.add_argument("--burst-rate", type=float, default=8.0,
+    bursty.add_argument("--burst-rate", type=float, default=0.0,
                         help="mean burst rate in replayed requests/s (bursts spread log-normally around it); "
-                             "0: --burst-load times what the measured profile says one replica carries")
-    bursty.add_argument("--burst-load", type=float, default=1.6, help="see --burst-rate")
+                             "0 (default): --burst-load times what the measured profile says one replica carries")
+    bursty.add_argument("--burst-load", type=float, default=1.6,
+                        help="mean burst rate as a multiple of one replica's profiled capacity (with --burst-rate 0)")
     bursty.add_argument("--bursty-seed", type=int, default=1, help="the MMPP's seed (bench/autoscale.py's bursty-cpu)")
     return parser.parse_args(argv)
 

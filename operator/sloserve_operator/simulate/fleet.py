@@ -7,7 +7,8 @@ Every pod costs from creation to removal, whatever its role: warm pods hold a GP
 
 Routing: a routing.Router's pick among a region's serving pods (default least outstanding requests; the
 routers are compared by bench/routing.py); with none, requests wait at the gateway (their TTFT keeps
-counting) until a pod serves. With `kv_cache_tokens` every pod keeps a prefix cache of that size.
+counting) until a pod serves. A pod whose SLO admission refuses passes the request on to the router's next
+pick, as local mode's router retries a 429 on another replica; refused only when every serving pod refuses. With `kv_cache_tokens` every pod keeps a prefix cache of that size.
 
 The same `apply(serving, warm)` actuator serves every policy: baselines ask for warm 0, so for them it is a
 Deployment scale. It acts through warmpool.plan_roles on `role_view`, the pods as the operator would list
@@ -138,12 +139,19 @@ class Fleet:
         if not serving:
             return
         while queue:
-            request = queue.popleft()
+            self._route(queue.popleft(), serving, now)
+
+    def _route(self, request: Request, serving: list[Pod], now: float) -> None:
+        """The router's pick; a pod whose admission refuses passes the request to the router's next pick among
+        the pods left, as local mode's router retries a 429 (local/router.py); refused once all have refused."""
+        route = RouteRequest(request.prompt_tokens, request.prefix, request.block_tokens)
+        left = list(serving)
+        while left:
             candidates = [Candidate(pod.ident, pod.engine.outstanding, pod.engine.queued_prefill_tokens)
-                          for pod in serving]
-            chosen = self.router.choose(candidates, RouteRequest(request.prompt_tokens, request.prefix,
-                                                                 request.block_tokens))
-            serving[chosen].engine.submit(request, now)
+                          for pod in left]
+            pod = left.pop(self.router.choose(candidates, route))
+            if pod.engine.submit(request, now, record_refusal=not left):
+                return
 
     # ---------------------------------------------------------------- the actuator
     def start_ready(self, region: str, serving: int, warm: int, now: float) -> None:

@@ -19,8 +19,9 @@ own gate (sloserve_runtime/server/admission.py: AdmissionGate, pure, here on the
 TTFT = a * (prompt tokens admitted ahead whose first token has not come + its own) + b * (sequences running),
 a and b fitted by decayed least squares to this replica's observed TTFTs, starting from a calibration prefill
 (a lone 256-token prefill on the profile, as the runtime measures one at start-up); an idle replica always
-admits. `submit` refuses a request whose expected TTFT exceeds the limit; the refusal is recorded (a miss and
-demand) and the request is gone, as a 429 is for a client. Each first token is an observation, timed from
+admits. `submit` refuses a request whose expected TTFT exceeds the limit; the fleet then tries its other
+serving replicas, as local mode's router retries a 429 elsewhere, and once every one has refused the refusal is
+recorded (a miss and demand) and the request is gone, as a 429 is for a client. Each first token is an observation, timed from
 the moment the replica received the request (`submit`'s `now`), as the runtime times it.
 
 Simulated event by event, not step by step: while the batch composition does not change, consecutive steps
@@ -125,13 +126,15 @@ class ReplicaEngine:
         self._gate_now = now
         return self.gate.expected_ttft(request.prompt_tokens, self.running)
 
-    def submit(self, request: Request, now: float) -> bool:
-        """Queue `request`; False (recorded as refused) when admission turns it away."""
+    def submit(self, request: Request, now: float, record_refusal: bool = True) -> bool:
+        """Queue `request`; False when admission turns it away, recorded as refused unless the caller will
+        try another replica (`record_refusal` False, the router's retry)."""
         seq = Sequence(request, request.prompt_tokens)
         if self.gate is not None:
             self._gate_now = now
             if self.gate.over_limit(request.prompt_tokens, self.running) is not None:
-                self.recorder.refused(self.region, now, request)
+                if record_refusal:
+                    self.recorder.refused(self.region, now, request)
                 return False
             self._submitted += 1
             seq.key = str(self._submitted)
