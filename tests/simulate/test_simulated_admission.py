@@ -90,3 +90,29 @@ def test_running_sequences_alone_can_refuse():
     engine.advance(800.0)
     served = [o.ttft for o in recorder.outcomes]
     assert len(served) == sum(admitted)  # nothing admitted is lost
+
+
+def test_a_refused_request_is_tried_on_the_other_serving_pods_before_it_counts_as_refused():
+    """As local mode's router retries a 429 on another replica: a pod whose gate refuses passes the request on,
+    and only a request every serving pod refuses is recorded as refused."""
+    from sloserve_operator.simulate.fleet import Fleet
+
+    recorder = Recorder(["default"], 400, 1.0, 1.0)
+    fleet = Fleet(CPU, ["default"], recorder, 1.0, admission_limit=1.0)
+    fleet.start_ready("default", 2, 0, 0.0)
+    busy, idle = fleet.pods
+    for _ in range(200):  # a backlog on one pod only: its gate refuses from here on
+        busy.engine.submit(Request(0.0, 500, 4), 0.0)
+    idle_before = idle.engine.outstanding
+    refused_before = recorder.refused_count()
+    assert busy.engine.expected_ttft(Request(0.0, 500, 4), 0.0) > 1.0
+    # Steer the router to the busy pod first while it is a candidate (left alone it would pick the idle one).
+    fleet.router.choose = lambda candidates, route: next(
+        (i for i, c in enumerate(candidates) if c.key == busy.ident), 0)
+    fleet.dispatch(Request(0.0, 500, 4), 0.0)
+    assert idle.engine.outstanding == idle_before + 1  # the idle pod took it
+    assert recorder.refused_count() == refused_before  # not a refusal: a retry found room
+    for _ in range(200):  # now both pods are backlogged: refused, once each
+        fleet.dispatch(Request(0.0, 500, 4), 0.0)
+    assert recorder.refused_count() > refused_before
+    assert recorder.refused_count() - refused_before <= 200
