@@ -146,6 +146,23 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
                lambda p: shapes.compressed_day(D, 1.0, 15.0, p, peaks=HELD_OUT_DAY, seed=16)),
     _shared("mooncake-cpu-x4", "held-out"),
     _shared("mooncake-h100-x2", "held-out"),
+    # Held out, added 2026-12-06 before that session changed the policy and only run after it had: new seeds,
+    # parameters no other scenario has, lengths and budgets crossed with the profiles the other way round.
+    _synthetic("bursty-long-cpu", "held-out", "smollm2-135m-cpu", "4s", "400ms", MC_CPU,
+               "on/off MMPP: bursts ~18/s for 2-6 min, idle 1-3 min at 0.5/s",
+               lambda p: shapes.mmpp_bursty(D, 18.0, p, idle_rate=0.5, idle_minutes=(1.0, 3.0),
+                                            burst_minutes=(2.0, 6.0), burst_spread=0.6, seed=31)),
+    _synthetic("bursty-sparse-h100", "held-out", "llama-8b-h100", "1s", "50ms", AZ_H100,
+               "on/off MMPP: bursts ~40/s for 0.5-2 min, idle 3-6 min at 0.05/s",
+               lambda p: shapes.mmpp_bursty(D, 40.0, p, idle_rate=0.05, idle_minutes=(3.0, 6.0),
+                                            burst_minutes=(0.5, 2.0), burst_spread=0.9, seed=32)),
+    _synthetic("spike-ramp-cpu", "held-out", "smollm2-135m-cpu", "1s", "250ms", AZ_CPU,
+               "steady 5/s, one 8x spike for 100 s at minute 28, 20 s ramps",
+               lambda p: shapes.single_spike(D, 5.0, p, factor=8.0, at=1680.0, length=100.0, ramp=20.0, seed=33)),
+    _synthetic("day-evening-h100", "held-out", "llama-8b-h100", "8s", "60ms", MC_H100,
+               "a day in 40 min: 0.5/s at night, a broad evening peak up to 12/s",
+               lambda p: shapes.compressed_day(D, 0.5, 12.0, p, peaks=((11.0, 0.4, 2.0), (19.5, 1.0, 3.0)),
+                                               seed=34)),
 ]}
 
 
