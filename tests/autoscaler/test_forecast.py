@@ -37,6 +37,6 @@ def test_forecast_is_capped() -> None:
 
 def test_one_noisy_sample_moves_the_forecast_little() -> None:
     # A doubling of the windowed rate in one tick: the trend (60 s time constant) extrapolates part of the
-    # jump, well short of the cap (1.5x = 30); the stabilization window does not remember forecast spikes.
+    # jump, short of the cap; the stabilization window does not remember forecast spikes.
     samples = _series(lambda t: 10.0, 600) + [(610.0, 20.0)]
     assert forecast_rate(samples, 610.0, 150.0) < 20.0 + 0.7 * 10.0
