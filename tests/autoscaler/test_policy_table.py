@@ -156,7 +156,7 @@ def test_a_short_prompt_phase_does_not_shrink_a_fleet_sized_for_long_prompts_unt
     spec = make_spec(max_replicas=30, window="1m", max_step=10)
     state = PolicyState()
     # No latencies observed: the profile alone sizes the fleet (no calibration in play).
-    quiet = dict(rate=4.0, ttft=None, itl=None, ttft_within=None, itl_within=None, observed=240.0)
+    quiet = dict(rate=4.0, ttft=None, itl=None, ttft_within=None, itl_within=None)
     long_phase = run_ticks(spec, state, 2, range(0, 300, 10), prompt=700.0, **quiet)
     sized_for_long = long_phase[-1][1]
     assert sized_for_long > 4
@@ -167,22 +167,6 @@ def test_a_short_prompt_phase_does_not_shrink_a_fleet_sized_for_long_prompts_unt
     later = run_ticks(spec, state, sized_for_long, range(300 + int(LENGTH_MEMORY_SECONDS), 1200, 10),
                       prompt=150.0, **quiet)
     assert later[-1][1] < sized_for_long, later
-
-
-def test_a_long_mean_prompt_of_a_few_dozen_requests_is_not_remembered():
-    """The length memory keeps its maximum, so a noisy mean of a small window (a burst's first seconds, an idle
-    minute's stragglers) would size the fleet for prompts the traffic does not have."""
-    from sloserve_operator.autoscaler.decide.policy import LENGTH_MEMORY_MIN_REQUESTS
-
-    spec = make_spec(max_replicas=30, window="1m", max_step=10)
-    quiet = dict(rate=4.0, ttft=None, itl=None, ttft_within=None, itl_within=None)
-    sized = {}
-    for observed in (LENGTH_MEMORY_MIN_REQUESTS - 1, LENGTH_MEMORY_MIN_REQUESTS):
-        state = PolicyState()
-        run_ticks(spec, state, 2, range(0, 60, 10), prompt=700.0, observed=float(observed), **quiet)
-        after = run_ticks(spec, state, 2, range(60, 120, 10), prompt=150.0, observed=240.0, **quiet)
-        sized[observed] = after[-1][1]
-    assert sized[LENGTH_MEMORY_MIN_REQUESTS - 1] < sized[LENGTH_MEMORY_MIN_REQUESTS], sized
 
 
 def test_misses_beyond_the_objective_at_a_healthy_p95_raise_the_ttft_factor():

@@ -61,10 +61,6 @@ BREACH_WITHIN = 0.95  # a p95 budget is breached when fewer than 95% of samples 
 HISTORY_SECONDS = 900.0
 MAX_PREFIX_HIT_RATE = 0.9  # size for at least a tenth of the prompt, whatever the caches report
 LENGTH_MEMORY_SECONDS = 600.0  # size for the longest mean prompt seen this long (see _sizing_lengths)
-# Only windows of at least this many requests enter the length memory: the mean of a few dozen heavy-tailed
-# prompts is noise (SE ~ CV / sqrt(n): ~10% at 200 for CV 1.5), and the memory keeps its maximum, so with 20
-# it sized bursty traffic for a 413-token mean where the traffic's own was 289 (capacity halved on CPU).
-LENGTH_MEMORY_MIN_REQUESTS = 200
 FACTOR_MIN, FACTOR_MAX = 0.5, 4.0  # bounds of the learned latency factors (observed / modelled p95)
 FACTOR_SMOOTHING = 0.3  # weight of the newest observation in the factors' moving average
 BREACH_STEP = 0.1  # on a breach, add at least this share of the ready replicas (and at least one)
@@ -270,7 +266,7 @@ def _sizing_lengths(state: PolicyState, region: str, obs: RegionObservation, pro
     start to wait for. Sizing for the memory's average instead cost half the replica-hours on the bursty
     dev scenarios but dropped the held-out daily Mooncake scenarios from ~99% to 84-86% within budget
     (docs/autoscaling.md). (Remembering outputs too cost replica-hours and bought nothing in the benchmark.)"""
-    enough = (obs.requests_observed or 0) >= LENGTH_MEMORY_MIN_REQUESTS  # a few dozen requests are no mean
+    enough = (obs.requests_observed or 0) >= MIN_REQUESTS_FOR_LEARNING  # a few stragglers are no mean
     longest = _remember(state.prompt_tokens.setdefault(region, []), now, _uncached_prompt(obs) if enough else None)
     prompt, output = _mean_lengths(obs, profile)
     return (longest or prompt), output
