@@ -8,7 +8,8 @@ Every pod costs from creation to removal, whatever its role: warm pods hold a GP
 Routing: a routing.Router's pick among a region's serving pods (default least outstanding requests; the
 routers are compared by bench/routing.py); with none, requests wait at the gateway (their TTFT keeps
 counting) until a pod serves. A pod whose SLO admission refuses passes the request on to the router's next
-pick, as local mode's router retries a 429 on another replica; refused only when every serving pod refuses. With `kv_cache_tokens` every pod keeps a prefix cache of that size.
+pick, as local mode's router retries a 429 on another replica; refused only when every serving pod refuses.
+With `kv_cache_tokens` every pod keeps a prefix cache of that size.
 
 The same `apply(serving, warm)` actuator serves every policy: baselines ask for warm 0, so for them it is a
 Deployment scale. It acts through warmpool.plan_roles on `role_view`, the pods as the operator would list

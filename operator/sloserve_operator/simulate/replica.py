@@ -20,9 +20,9 @@ TTFT = a * (prompt tokens admitted ahead whose first token has not come + its ow
 a and b fitted by decayed least squares to this replica's observed TTFTs, starting from a calibration prefill
 (a lone 256-token prefill on the profile, as the runtime measures one at start-up); an idle replica always
 admits. `submit` refuses a request whose expected TTFT exceeds the limit; the fleet then tries its other
-serving replicas, as local mode's router retries a 429 elsewhere, and once every one has refused the refusal is
-recorded (a miss and demand) and the request is gone, as a 429 is for a client. Each first token is an observation, timed from
-the moment the replica received the request (`submit`'s `now`), as the runtime times it.
+serving replicas, as local mode's router retries a 429 elsewhere, and once every one has refused the refusal
+is recorded (a miss and demand) and the request is gone, as a 429 is for a client. Each first token is an
+observation, timed from the moment the replica received the request (`submit`'s `now`), as the runtime times it.
 
 Simulated event by event, not step by step: while the batch composition does not change, consecutive steps
 differ only by the context the decoders attend to, which grows by one token per sequence per step, so a run
