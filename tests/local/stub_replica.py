@@ -60,4 +60,7 @@ class StubReplica:
         return self
 
     async def stop(self) -> None:
+        # Release what is held first: a stopping server waits (60 s) for its handlers, which would hide a
+        # test's failed assertion behind the test's timeout.
+        self.release.set()
         await self.runner.cleanup()

@@ -22,17 +22,32 @@ async def collect(session: aiohttp.ClientSession, url: str, prompt: str = "p") -
         return 200, [line.decode().strip() async for line in response.content if line.strip()]
 
 
-@pytest.fixture
-async def router():
+async def started(policy: str | None = None) -> Router:
     port = free_port()
-    router = Router()
+    router = Router() if policy is None else Router(policy=policy)
     await router.start("127.0.0.1", port)
     router.url = f"http://127.0.0.1:{port}"
+    return router
+
+
+@pytest.fixture
+async def router():
+    router = await started()
     yield router
     await router.stop()
 
 
-async def test_least_outstanding_balancing_and_streaming_through(router: Router) -> None:
+@pytest.fixture
+async def least_outstanding_router():
+    """The default router weighs queued prefill first, so which of two busy replicas takes a request depends
+    on which has sent its first bytes yet; fewest-in-flight makes the balancing test's split exact."""
+    router = await started("least-outstanding")
+    yield router
+    await router.stop()
+
+
+async def test_least_outstanding_balancing_and_streaming_through(least_outstanding_router: Router) -> None:
+    router = least_outstanding_router
     a, b, c = [await StubReplica(name).start() for name in "abc"]
     try:
         router.add("a", a.url)
@@ -41,19 +56,21 @@ async def test_least_outstanding_balancing_and_streaming_through(router: Router)
         b.release.clear()
         async with aiohttp.ClientSession() as session:
             held = [asyncio.create_task(collect(session, router.url, f"held-{i}")) for i in range(4)]
-            for _ in range(100):  # bounded: until all four are in flight
-                if router.outstanding("a") + router.outstanding("b") == 4:
-                    break
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 20  # bounded: until all four are in flight and both stubs are streaming
+            while loop.time() < deadline and not (
+                    router.outstanding("a") + router.outstanding("b") == 4
+                    and a.first_chunk_sent.is_set() and b.first_chunk_sent.is_set()):
                 await asyncio.sleep(0.05)
             assert (router.outstanding("a"), router.outstanding("b")) == (2, 2)
             # A chunk reaches the client while the backend still holds the rest: streamed, not buffered.
-            assert a.first_chunk_sent.is_set()
+            assert a.first_chunk_sent.is_set() and b.first_chunk_sent.is_set()
             router.add("c", c.url)
-            status, lines = await collect(session, router.url, "fresh")
+            status, lines = await asyncio.wait_for(collect(session, router.url, "fresh"), 20)
             assert status == 200 and lines[0].startswith("data: ") and "c-0" in lines[0] and lines[-1] == "data: [DONE]"
             a.release.set()
             b.release.set()
-            results = await asyncio.gather(*held)
+            results = await asyncio.wait_for(asyncio.gather(*held), 20)
         assert all(status == 200 and lines[-1] == "data: [DONE]" for status, lines in results)
         assert (a.seen, b.seen, c.seen) == (2, 2, 1)
         assert router.failures_total == 0
