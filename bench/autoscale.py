@@ -9,7 +9,8 @@ the scenarios, or alone with --summary over what --out already holds) adds what 
 baseline tuned out of sample (leave one out: its setting chosen on the other scenarios), and the targets.
 
 Scenario sets (SCENARIOS[name].group): "shared", the five one-hour shared-trace scenarios earlier sessions
-tuned on; "dev", the new shapes the policy was developed on (fixed seeds, Azure lengths); "held-out", other
+tuned on; "dev", the new shapes the policy was developed on (fixed seeds, Azure lengths, and since
+2026-12-06 two on/off scenarios with Mooncake lengths); "held-out", other
 seeds AND other shapes and parameters (Mooncake lengths and budgets), never used while tuning.
 
     .venv/bin/python bench/autoscale.py [--set dev] [--only bursty-cpu] [--quick]
@@ -123,6 +124,17 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
                lambda p: shapes.compressed_day(D, 2.0, 35.0, p, seed=6)),
     _shared("azure-cpu-x2", "dev"),
     _shared("azure-h100-x3", "dev"),
+    # Added 2026-12-06 (second session), after the held-out Mooncake scenarios had shown that a policy
+    # tuned on Azure lengths alone fails there: on/off traffic with Mooncake lengths, other seeds, rates and
+    # budgets than the held-out ones, so that such a change can be developed without looking at those.
+    _synthetic("onoff-mc-cpu", "dev", "smollm2-135m-cpu", "3s", "300ms", MC_CPU,
+               "on/off MMPP: bursts ~22/s for 1-3 min, idle 1-4 min at 0.1/s",
+               lambda p: shapes.mmpp_bursty(D, 22.0, p, idle_rate=0.1, idle_minutes=(1.0, 4.0),
+                                            burst_minutes=(1.0, 3.0), burst_spread=0.7, seed=41)),
+    _synthetic("onoff-mc-h100", "dev", "llama-8b-h100", "6s", "60ms", MC_H100,
+               "on/off MMPP: bursts ~14/s for 0.5-3 min, idle 2-5 min with no traffic at all",
+               lambda p: shapes.mmpp_bursty(D, 14.0, p, idle_rate=0.0, idle_minutes=(2.0, 5.0),
+                                            burst_minutes=(0.5, 3.0), burst_spread=0.7, seed=42)),
     # Held out: other seeds, other parameters, Mooncake lengths and budgets; not looked at while tuning.
     _synthetic("bursty-mc-cpu", "held-out", "smollm2-135m-cpu", "4s", "400ms", MC_CPU,
                "on/off MMPP: bursts ~30/s for 0.5-2 min, idle 2-5 min with no traffic at all",
