@@ -175,6 +175,23 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
                "a day in 40 min: 0.5/s at night, a broad evening peak up to 12/s",
                lambda p: shapes.compressed_day(D, 0.5, 12.0, p, peaks=((11.0, 0.4, 2.0), (19.5, 1.0, 3.0)),
                                                seed=34)),
+    # Four more held-out ones, added on the evening of 2026-12-06 before the pooled length memory and the
+    # burst floor were tried together, and first run after that setting was fixed.
+    _synthetic("fresh-onoff-mc-cpu", "held-out", "smollm2-135m-cpu", "3.5s", "350ms", MC_CPU,
+               "on/off MMPP: bursts ~26/s for 0.5-2.5 min, idle 1.5-4.5 min with no traffic at all",
+               lambda p: shapes.mmpp_bursty(D, 26.0, p, idle_rate=0.0, idle_minutes=(1.5, 4.5),
+                                            burst_minutes=(0.5, 2.5), burst_spread=0.8, seed=61)),
+    _synthetic("fresh-onoff-az-h100", "held-out", "llama-8b-h100", "1.5s", "50ms", AZ_H100,
+               "on/off MMPP: bursts ~35/s for 1-4 min, idle 1-3 min at 0.3/s",
+               lambda p: shapes.mmpp_bursty(D, 35.0, p, idle_rate=0.3, idle_minutes=(1.0, 3.0),
+                                            burst_minutes=(1.0, 4.0), burst_spread=0.6, seed=62)),
+    _synthetic("fresh-day-mc-h100", "held-out", "llama-8b-h100", "7s", "60ms", MC_H100,
+               "a day in 40 min: 1/s at night, morning and evening peaks up to 12/s",
+               lambda p: shapes.compressed_day(D, 1.0, 12.0, p, seed=63)),
+    _synthetic("fresh-onoff-az-cpu", "held-out", "smollm2-135m-cpu", "1.2s", "250ms", AZ_CPU,
+               "on/off MMPP: bursts ~20/s for 1-2 min, idle 2-6 min at 0.05/s",
+               lambda p: shapes.mmpp_bursty(D, 20.0, p, idle_rate=0.05, idle_minutes=(2.0, 6.0),
+                                            burst_minutes=(1.0, 2.0), burst_spread=0.9, seed=64)),
 ]}
 
 
