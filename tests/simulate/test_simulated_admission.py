@@ -9,6 +9,7 @@ import dataclasses
 
 from autoscaler.helpers import fixture_profile
 from sloserve_operator.autoscaler.decide.capacity import StepModel
+from sloserve_operator.simulate.fleet import Fleet
 from sloserve_operator.simulate.recorder import Recorder
 from sloserve_operator.simulate.replica import ReplicaEngine
 from sloserve_operator.simulate.traces import Request
@@ -95,8 +96,6 @@ def test_running_sequences_alone_can_refuse():
 def test_a_refused_request_is_tried_on_the_other_serving_pods_before_it_counts_as_refused():
     """As local mode's router retries a 429 on another replica: a pod whose gate refuses passes the request on,
     and only a request every serving pod refuses is recorded as refused."""
-    from sloserve_operator.simulate.fleet import Fleet
-
     recorder = Recorder(["default"], 400, 1.0, 1.0)
     fleet = Fleet(CPU, ["default"], recorder, 1.0, admission_limit=1.0)
     fleet.start_ready("default", 2, 0, 0.0)
