@@ -225,17 +225,19 @@ def check_model(name: str) -> None:
     capacity (at the budgets' p95, the quantile the policy sizes with)."""
     from sloserve_operator.autoscaler.decide.capacity import load_profile
     from sloserve_operator.simulate.autoscalers import StaticPeak
+    from sloserve_operator.simulate.recorder import observed_spread
     from sloserve_operator.simulate.run import simulate
 
     scenario = SCENARIOS[name]
     profile, spec, requests = load_profile(scenario.profile), scenario_spec(scenario), scenario.build()
     prompt = statistics.fmean(r.prompt_tokens for r in requests)
     output = statistics.fmean(r.output_tokens for r in requests)
+    spread = observed_spread([r.prompt_tokens for r in requests]) or 1.0
     size = CHECK_FLEET
     capacity = profile.max_rate_within_budget(spec.slo.ttft.p95_seconds, spec.slo.itl.p95_seconds, prompt, output,
-                                              0.95, size)
-    print(f"{name}: {size} replicas, mean prompt {prompt:.0f} / output {output:.0f} tokens; "
-          f"model capacity {capacity:.2f} req/s per replica")
+                                              0.95, size, spread)
+    print(f"{name}: {size} replicas, mean prompt {prompt:.0f} (spread c^2 {spread:.2f}, as the runtime's "
+          f"histogram gives it) / output {output:.0f} tokens; model capacity {capacity:.2f} req/s per replica")
     rng = random.Random(1)
     for per_replica in (capacity * share for share in CHECK_RATES):
         arrivals, t = [], 0.0

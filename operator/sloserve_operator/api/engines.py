@@ -33,8 +33,9 @@ BUNDLED_IMAGE = f"ghcr.io/sloserve/runtime:{_sloserve_version()}"
 VLLM_IMAGE = "vllm/vllm-openai:v0.11.0"
 SGLANG_IMAGE = "lmsysorg/sglang:v0.5.19-cu129"
 
-# Logical metric names -> each engine's Prometheus names (promql.LOGICAL_METRICS are required; refused and
-# prefix_cache_* are optional: an engine without them reports no refusals and no hit rate). Histograms are base names (append _bucket, _sum,
+# Logical metric names -> each engine's Prometheus names (promql.LOGICAL_METRICS are required; refused,
+# prefix_cache_* and prompt_length, the histogram of prompt lengths per request, are optional: an engine
+# without them reports no refusals, no hit rate and no prompt-length spread). Histograms are base names (append _bucket, _sum,
 # _count); counters are given as queried, with their _total suffix; gauges as exposed. Every engine labels
 # its series with model_name; the target labels (namespace, model_service, region, role, pod) come from the
 # PodMonitor relabelling (or file_sd labels in local mode).
@@ -53,6 +54,7 @@ ENGINE_METRICS: dict[str, dict[str, str]] = {
         "refused": "sloserve:request_refused_total",
         "prefix_cache_queries": "sloserve:prefix_cache_queries_total",
         "prefix_cache_hits": "sloserve:prefix_cache_hits_total",
+        "prompt_length": "sloserve:request_prompt_tokens",
     },
     # vLLM v1 names (its /metrics with the V1 engine).
     "vllm": {
@@ -68,6 +70,7 @@ ENGINE_METRICS: dict[str, dict[str, str]] = {
         "request_success": "vllm:request_success_total",
         "prefix_cache_queries": "vllm:prefix_cache_queries_total",
         "prefix_cache_hits": "vllm:prefix_cache_hits_total",
+        "prompt_length": "vllm:request_prompt_tokens",
     },
     # SGLang (needs --enable-metrics, which its argument builder always passes). token_usage is the fraction
     # of the KV token pool in use, its equivalent of kv_cache_usage_perc; num_requests_total counts finished

@@ -1,7 +1,9 @@
 """What the simulated fleet reports, kept the way Prometheus would keep it, and the Observations made from it.
 
 Per region and per simulated second: histograms of TTFT and of inter-token gaps whose bucket boundaries
-include the SLO budgets exactly (as the runtime's do), arrivals, finished requests and their token counts.
+include the SLO budgets exactly (as the runtime's do), arrivals, finished requests and their token counts,
+and the runtime's prompt-length histogram (its own bucket boundaries, so the spread the policy reads is
+estimated exactly as it would be from a real fleet).
 An Observation over a window is then computed like the MetricsSource computes it from Prometheus: p95 by
 histogram_quantile's linear interpolation, the within-budget fraction exactly from the budget's bucket.
 Per-request outcomes are kept too, for the report (not for the policies).
@@ -14,9 +16,10 @@ from bisect import bisect_left
 from dataclasses import dataclass
 
 import numpy as np
+from sloserve_runtime.server.metrics import PROMPT_LENGTH_BUCKETS
 
 from sloserve_operator.autoscaler.observe.observation import RegionObservation, with_refusals
-from sloserve_operator.autoscaler.observe.sources import histogram_quantile
+from sloserve_operator.autoscaler.observe.sources import histogram_quantile, length_spread
 from sloserve_operator.simulate.traces import Request
 
 BREACH_FRACTION = 0.95  # a p95 is within budget iff at least 95% of samples are
@@ -38,6 +41,14 @@ def cumulative_buckets(bounds: list[float], counts: np.ndarray) -> dict[float, f
     return buckets
 
 
+def observed_spread(prompt_lengths: list[int]) -> float | None:
+    """The prompts' spread as the policy reads it: from the runtime's prompt-length histogram."""
+    counts = np.zeros(len(PROMPT_LENGTH_BUCKETS) + 1, dtype=np.int64)
+    for length in prompt_lengths:
+        counts[bisect_left(PROMPT_LENGTH_BUCKETS, length)] += 1
+    return length_spread(cumulative_buckets(list(PROMPT_LENGTH_BUCKETS), counts))
+
+
 @dataclass
 class Outcome:
     arrival: float
@@ -54,6 +65,7 @@ class RegionSeries:
         self.arrivals = np.zeros(seconds, dtype=np.int64)
         self.finished = np.zeros(seconds, dtype=np.int64)
         self.prompt_tokens = np.zeros(seconds, dtype=np.float64)
+        self.prompt_lengths = np.zeros((seconds, len(PROMPT_LENGTH_BUCKETS) + 1), dtype=np.int64)
         self.output_tokens = np.zeros(seconds, dtype=np.float64)
         self.concurrency = np.zeros(seconds, dtype=np.float64)  # in flight (queued + running), sampled each second
         self.prefix_queried = np.zeros(seconds, dtype=np.int64)  # prompt tokens looked up in prefix caches
@@ -90,6 +102,7 @@ class Recorder:
         series, row = self.series[region], self._row(time)
         series.finished[row] += 1
         series.prompt_tokens[row] += request.prompt_tokens
+        series.prompt_lengths[row, bisect_left(PROMPT_LENGTH_BUCKETS, request.prompt_tokens)] += 1
         series.output_tokens[row] += request.output_tokens
         self.outcomes.append(Outcome(request.arrival, ttft, gaps, slow_gaps, time))
 
@@ -155,6 +168,8 @@ class Recorder:
             itl_within_budget=itl_within,
             mean_prompt_tokens=float(series.prompt_tokens[rows].sum()) / finished if finished else None,
             mean_output_tokens=float(series.output_tokens[rows].sum()) / finished if finished else None,
+            prompt_tokens_spread=length_spread(cumulative_buckets(list(PROMPT_LENGTH_BUCKETS),
+                                                                  series.prompt_lengths[rows].sum(axis=0))),
             running=running, waiting=waiting, requests_observed=samples,
             prefix_cache_hit_rate=self.prefix_hit_rate(region, now, window),
         )

@@ -26,6 +26,10 @@ REQUEST_LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 2.5, 5.0, 
                            40.0, 50.0, 60.0, 120.0, 240.0, 480.0, 960.0, 1920.0, 7680.0)
 REFUSAL_REASONS = ("slo", "queue_full")
 TOKEN_COUNT_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000, 50000, 100000)
+# Prompt lengths at half-octave steps (1, 2, 3, 4, 6, 8, 11, 16, ... 131072): the autoscaler reads the
+# prompts' spread (E[L^2] / E[L]^2, which sets the attention cost) from this histogram, and 1-2-5 steps
+# overstate it by up to a third on real traces where half-octaves stay within a tenth (docs/autoscaling.md).
+PROMPT_LENGTH_BUCKETS = tuple(sorted({round(2 ** (k / 2)) for k in range(35)}))
 
 
 def buckets_with(base: Iterable[float], *thresholds_ms: float | None) -> list[float]:
@@ -62,7 +66,7 @@ class RuntimeMetrics(EngineObserver):
                                 "Time a request waited before it first joined the running batch.", labels,
                                 buckets=REQUEST_LATENCY_BUCKETS, registry=reg)
         self._prompt_len = Histogram(PREFIX + "request_prompt_tokens", "Prompt length per request.", labels,
-                                     buckets=TOKEN_COUNT_BUCKETS, registry=reg)
+                                     buckets=PROMPT_LENGTH_BUCKETS, registry=reg)
         self._gen_len = Histogram(PREFIX + "request_generation_tokens", "Output length per request.", labels,
                                   buckets=TOKEN_COUNT_BUCKETS, registry=reg)
         self._running = Gauge(PREFIX + "num_requests_running", "Sequences in the running batch.", labels,

@@ -41,6 +41,8 @@ DEFAULT_COLD_START_SECONDS = 120.0
 # The policy observes mean prompt lengths; the ITL p95 is set by steps carrying a prefill chunk, sized for a
 # prompt this many times the mean (chunks are whole when tail prompts exceed the chunk budget).
 PROMPT_TAIL_FACTOR = 2.5
+# Squared coefficient of variation of prompt lengths assumed when none is observed: exponential lengths.
+EXPONENTIAL_SPREAD = 1.0
 RHO_MAX = 0.98  # utilisation at which a replica is treated as overloaded (queues grow without bound)
 
 
@@ -58,13 +60,16 @@ class StepModel:
         return (self.base_seconds + self.per_prefill_token_seconds * prefill_tokens
                 + self.per_decode_seq_seconds * decoding + self.per_attended_token_seconds * attended)
 
-    def effective(self, prompt_tokens: float, output_tokens: float) -> tuple[float, float]:
+    def effective(self, prompt_tokens: float, output_tokens: float,
+                  prompt_spread: float = EXPONENTIAL_SPREAD) -> tuple[float, float]:
         """(seconds per prompt token, seconds per decoding sequence) with attention folded in at a
-        workload's mean lengths: a prompt token attends on average to half its prompt, or, for
-        exponential lengths (the capacity model's assumption, E[L^2] = 2 E[L]^2), to the mean prompt;
-        a decoding sequence to its prompt plus half its output."""
+        workload's mean lengths: a prompt of L tokens attends L^2/2 in all, so a prompt token of the
+        workload attends E[L^2] / (2 E[L]) = (1 + c^2) / 2 times the mean prompt, c^2 the prompts'
+        squared coefficient of variation (`prompt_spread`; 1 for exponential lengths, 1.7 for Mooncake's
+        heavy tail, where sizing at 1 left the model 21% optimistic); a decoding sequence attends its
+        prompt plus half its output."""
         c = self.per_attended_token_seconds
-        return (self.per_prefill_token_seconds + c * prompt_tokens,
+        return (self.per_prefill_token_seconds + c * prompt_tokens * (1.0 + prompt_spread) / 2.0,
                 self.per_decode_seq_seconds + c * (prompt_tokens + output_tokens / 2))
 
 
@@ -183,12 +188,12 @@ class CapacityProfile:
         return self.step.seconds(prefill_tokens, decoding)
 
     def steady_state(self, rate: float, prompt_tokens: float, output_tokens: float, quantile: float = 0.95,
-                     fleet_size: int = 1) -> SteadyState | None:
+                     fleet_size: int = 1, prompt_spread: float = EXPONENTIAL_SPREAD) -> SteadyState | None:
         """One replica at `rate` requests/s in steady state (None when overloaded): a queueing view of
         continuous batching with chunked prefill.
 
         - Every step costs `base`, each request a*P of prefill and b*O of decode work (a and b with
-          attention folded in at the mean lengths, StepModel.effective), so the compute
+          attention folded in at the mean lengths and the prompts' spread, StepModel.effective), so the compute
           utilisation is rho = rate * (aP + bO) and the mean step is base / (1 - rho); the decoding batch
           follows by Little's law (rate * O * mean step) and must stay below maxBatchSize.
         - A decode-only step takes base + b*batch; a step carrying a prefill chunk (the token budget the
@@ -204,7 +209,7 @@ class CapacityProfile:
         base = self.step.base_seconds
         prompt = max(prompt_tokens, 1.0)
         output = max(output_tokens, 1.0)
-        a, b = self.step.effective(prompt, output)
+        a, b = self.step.effective(prompt, output, prompt_spread)
         rho = rate * (a * prompt + b * output)
         if rho >= RHO_MAX:
             return None
@@ -240,29 +245,31 @@ class CapacityProfile:
                        + self.step.per_attended_token_seconds * (prefix + size / 2))
 
     def predict(self, rate: float, prompt_tokens: float, output_tokens: float,
-                quantile: float = 0.95, fleet_size: int = 1) -> tuple[float, float, float]:
+                quantile: float = 0.95, fleet_size: int = 1,
+                prompt_spread: float = EXPONENTIAL_SPREAD) -> tuple[float, float, float]:
         """(TTFT at `quantile`, ITL p95, batch) one replica would show at `rate` requests/s; inf when overloaded.
 
         `quantile` 0.95 is the p95 the budgets name; the SLO objective (say 99% of requests within budget)
         asks for the TTFT at that quantile instead. See steady_state for the model."""
-        state = self.steady_state(rate, prompt_tokens, output_tokens, quantile, fleet_size)
+        state = self.steady_state(rate, prompt_tokens, output_tokens, quantile, fleet_size, prompt_spread)
         if state is None:
             return math.inf, math.inf, math.inf
         return state.ttft_quantile(quantile), state.itl_p95, state.batch
 
     def max_rate_within_budget(self, ttft_budget: float, itl_budget: float, prompt_tokens: float,
-                               output_tokens: float, quantile: float = 0.95, fleet_size: int = 1) -> float:
+                               output_tokens: float, quantile: float = 0.95, fleet_size: int = 1,
+                               prompt_spread: float = EXPONENTIAL_SPREAD) -> float:
         """Requests/s one replica sustains with a `quantile` share of TTFTs within the TTFT budget and the ITL
         p95 within the ITL budget (0 if no rate does)."""
 
         def fits(rate: float) -> bool:
-            state = self.steady_state(rate, prompt_tokens, output_tokens, quantile, fleet_size)
+            state = self.steady_state(rate, prompt_tokens, output_tokens, quantile, fleet_size, prompt_spread)
             return state is not None and state.ttft_quantile(quantile) <= ttft_budget and state.itl_p95 <= itl_budget
 
         if not fits(1e-9):
             return 0.0
         prompt, output = max(prompt_tokens, 1.0), max(output_tokens, 1.0)
-        a, b = self.step.effective(prompt, output)
+        a, b = self.step.effective(prompt, output, prompt_spread)
         high = 1.0 / max(a * prompt + b * output, 1e-12)
         low = 0.0
         for _ in range(40):

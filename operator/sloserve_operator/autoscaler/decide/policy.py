@@ -39,7 +39,11 @@ from typing import Any
 
 from sloserve_operator.api.spec import ModelServiceSpec
 from sloserve_operator.api.units import format_ms, parse_duration
-from sloserve_operator.autoscaler.decide.capacity import DEFAULT_COLD_START_SECONDS, CapacityProfile
+from sloserve_operator.autoscaler.decide.capacity import (
+    DEFAULT_COLD_START_SECONDS,
+    EXPONENTIAL_SPREAD,
+    CapacityProfile,
+)
 from sloserve_operator.autoscaler.decide.forecast import forecast_rate
 from sloserve_operator.autoscaler.decide.placement import (
     fit_to_bounds,
@@ -100,6 +104,8 @@ class PolicyState:
     learned_capacity: dict[str, float] = field(default_factory=dict)  # req/s per replica, when no profile
     blocked_until: dict[str, float] = field(default_factory=dict)  # region -> time its spill ends
     prompt_tokens: dict[str, list[tuple[float, float]]] = field(default_factory=dict)  # region -> (time, mean)
+    # region -> (time, finished requests, mean prompt, mean squared prompt) per window, for the prompts' spread
+    prompt_moments: dict[str, list[tuple[float, float, float, float]]] = field(default_factory=dict)
     queue: dict[str, tuple[float, float]] = field(default_factory=dict)  # region -> (time, running + waiting)
     fleet_since: dict[str, tuple[int, float]] = field(default_factory=dict)  # region -> (ready replicas, since)
 
@@ -111,6 +117,7 @@ class PolicyState:
             "learnedCapacity": dict(self.learned_capacity),
             "blockedUntil": dict(self.blocked_until),
             "promptTokens": {k: [list(p) for p in v] for k, v in self.prompt_tokens.items()},
+            "promptMoments": {k: [list(p) for p in v] for k, v in self.prompt_moments.items()},
             "queue": {k: list(v) for k, v in self.queue.items()},
             "fleetSince": {k: list(v) for k, v in self.fleet_since.items()},
         }
@@ -135,6 +142,13 @@ class PolicyState:
             return {str(k): [float(v[0]), float(v[1])] for k, v in raw.items()
                     if isinstance(v, list | tuple) and len(v) == 2}
 
+        def moments(raw: Any) -> dict[str, list[tuple[float, float, float, float]]]:
+            if not isinstance(raw, dict):
+                return {}
+            return {str(k): [(float(p[0]), float(p[1]), float(p[2]), float(p[3])) for p in v
+                             if isinstance(p, list | tuple) and len(p) == 4]
+                    for k, v in raw.items() if isinstance(v, list)}
+
         queue, fleet = data.get("queue"), data.get("fleetSince")
         return cls(
             fleet_since={str(k): (int(v[0]), float(v[1])) for k, v in fleet.items()
@@ -147,6 +161,7 @@ class PolicyState:
             learned_capacity=floats(data.get("learnedCapacity")),
             blocked_until=floats(data.get("blockedUntil")),
             prompt_tokens=pairs(data.get("promptTokens"), float),
+            prompt_moments=moments(data.get("promptMoments")),
         )
 
 
@@ -209,7 +224,7 @@ def _stationary(history: list[tuple[float, float]], now: float, window: float) -
 
 
 def _update_factors(factors: list[float], obs: RegionObservation, profile: CapacityProfile,
-                    ttft_budget: float, objective: float) -> list[float]:
+                    ttft_budget: float, objective: float, spread: float) -> list[float]:
     """Calibrate the profile to what is observed, smoothed: factor = observed p95 / modelled p95 at the
     observed load. The model's shape (queueing, chunked prefill) stays; its scale follows reality.
 
@@ -226,7 +241,7 @@ def _update_factors(factors: list[float], obs: RegionObservation, profile: Capac
         return factors
     prompt, output = _mean_lengths(obs, profile)
     state = profile.steady_state((obs.request_rate or 0.0) / obs.ready_replicas, prompt, output, MODEL_QUANTILE,
-                                 obs.ready_replicas)
+                                 obs.ready_replicas, spread)
     if state is None:
         # The model calls the observed load overload, yet it was served: nothing to scale the model by
         # (a window straddling a burst's onset, or a queue the feedback path is already handling).
@@ -258,6 +273,24 @@ def _remember(history: list[tuple[float, float]], now: float, value: float | Non
     return max((v for _, v in history), default=None)
 
 
+def _prompt_spread(state: PolicyState, region: str, obs: RegionObservation, now: float) -> float:
+    """The prompts' squared coefficient of variation, pooled over the windows of the last
+    LENGTH_MEMORY_SECONDS (request-weighted moments: one window's few dozen heavy-tailed prompts rarely hold
+    the tail); exponential lengths until a prompt-length histogram has been seen. It scales the attention
+    the capacity model charges per prompt token (StepModel.effective)."""
+    windows = state.prompt_moments.setdefault(region, [])
+    requests, mean, spread = obs.requests_observed or 0.0, obs.mean_prompt_tokens, obs.prompt_tokens_spread
+    if requests > 0 and mean and spread is not None:
+        windows.append((now, requests, mean, mean * mean * (1.0 + spread)))
+    del windows[: sum(1 for at, *_ in windows if at < now - LENGTH_MEMORY_SECONDS)]
+    total = sum(n for _, n, _, _ in windows)
+    if total <= 0:
+        return EXPONENTIAL_SPREAD
+    first = sum(n * m for _, n, m, _ in windows) / total
+    second = sum(n * m2 for _, n, _, m2 in windows) / total
+    return max(second / (first * first) - 1.0, 0.0)
+
+
 def _sizing_lengths(state: PolicyState, region: str, obs: RegionObservation, profile: CapacityProfile | None,
                     now: float) -> tuple[float, float]:
     """Mean prompt and output lengths to size with: the longest mean prompt of the last
@@ -272,13 +305,14 @@ def _sizing_lengths(state: PolicyState, region: str, obs: RegionObservation, pro
     return (longest or prompt), output
 
 
-def _capacity_per_replica(spec: ModelServiceSpec, lengths: tuple[float, float], profile: CapacityProfile | None,
-                          factors: list[float], learned: float | None, fleet_size: int) -> float | None:
+def _capacity_per_replica(spec: ModelServiceSpec, lengths: tuple[float, float, float],
+                          profile: CapacityProfile | None, factors: list[float], learned: float | None,
+                          fleet_size: int) -> float | None:
     if profile is not None:
-        prompt, output = lengths
+        prompt, output, spread = lengths
         capacity = profile.max_rate_within_budget(
             spec.slo.ttft.p95_seconds / factors[0], spec.slo.itl.p95_seconds / factors[1], prompt, output,
-            MODEL_QUANTILE, max(fleet_size, 1))
+            MODEL_QUANTILE, max(fleet_size, 1), spread)
         if capacity > MIN_CAPACITY:
             return capacity
     return learned if learned is not None and learned > MIN_CAPACITY else None
@@ -417,16 +451,20 @@ def _plan_region(spec: ModelServiceSpec, region: str, obs: RegionObservation, st
     previous_queue = state.queue.get(region)
     # Always learn online: it is the fallback when there is no profile, or when the profile says one replica
     # cannot meet these budgets at all (a profile from other hardware, or budgets tighter than its physics).
-    evidence = _fleet_steady(state, region, ready, now, obs.window_seconds) and not (
-        breach and _queue_draining(obs, previous_queue))
+    steady = _fleet_steady(state, region, ready, now, obs.window_seconds)
+    evidence = steady and not (breach and _queue_draining(obs, previous_queue))
     learned = _learn_capacity(state.learned_capacity.get(region), obs, ratio, breach, evidence)
     if learned is not None:
         state.learned_capacity[region] = learned
-    if profile is not None and settled and _stationary(history, now, obs.window_seconds):
+    spread = _prompt_spread(state, region, obs, now)
+    # Calibrate on a window measured on one fleet: none of our pods starting, or, while some are (a ramp
+    # can keep pods starting for many minutes), the ready ones unchanged for a whole window. Waiting for
+    # the ramp to end froze a factor learned from one long prompt at night (3.5x) through a whole morning.
+    if profile is not None and (settled or steady) and _stationary(history, now, obs.window_seconds):
         factors = state.latency_factor[region] = _update_factors(factors, obs, profile, ttft_budget,
-                                                                 spec.slo.objective_fraction)
+                                                                 spec.slo.objective_fraction, spread)
     planned_rate = forecast_rate(history, now, horizon)
-    lengths = _sizing_lengths(state, region, obs, profile, now)
+    lengths = (*_sizing_lengths(state, region, obs, profile, now), spread)
 
     def capacity_at(size: int) -> float | None:
         return _capacity_per_replica(spec, lengths, profile, factors, state.learned_capacity.get(region), size)

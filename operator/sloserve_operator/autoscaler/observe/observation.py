@@ -36,6 +36,7 @@ class RegionObservation:
     itl_within_budget: float | None = None  # fraction of inter-token gaps <= budget
     mean_prompt_tokens: float | None = None
     mean_output_tokens: float | None = None
+    prompt_tokens_spread: float | None = None  # squared coefficient of variation of prompt lengths (histogram)
     running: float | None = None  # requests in the running batch, summed over replicas
     waiting: float | None = None  # requests queued, summed over replicas
     kv_usage: float | None = None  # mean KV-cache usage fraction 0..1

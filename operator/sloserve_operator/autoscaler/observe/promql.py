@@ -34,6 +34,10 @@ LOGICAL_METRICS = (
 # Optional: queried when the engine exposes them (the bundled runtime does; vLLM has the prefix-cache pair).
 OPTIONAL_METRICS = ("refused", "prefix_cache_queries", "prefix_cache_hits")
 
+# Optional histograms, read bucket by bucket (promql.ServiceQueries.histograms): the prompt-length
+# histogram's spread is what the capacity model's attention term needs beyond the mean.
+OPTIONAL_HISTOGRAMS = ("prompt_length",)
+
 # Logical names whose metric is a counter: PromQL needs the exposed `_total` name.
 COUNTER_METRICS = frozenset({"prompt_tokens", "generation_tokens", "request_success", *OPTIONAL_METRICS})
 
@@ -150,6 +154,17 @@ class ServiceQueries:
 
     def token_increase(self, logical: str) -> str:
         return f"sum by (region) (increase({series(self._name(logical), self._sel)}[{self._window}]))"
+
+    def bucket_increase(self, logical: str) -> str:
+        """A histogram's bucket counts over the window, by region and `le` (the caller does the arithmetic
+        PromQL cannot: moments from the bucket bounds)."""
+        name = self._name(logical) + "_bucket"
+        return f"sum by (region, le) (increase({series(name, self._sel)}[{self._window}]))"
+
+    def histograms(self) -> dict[str, str]:
+        """Name -> bucket query for the optional histograms the engine has; each result is a vector by
+        region and le."""
+        return {name: self.bucket_increase(name) for name in OPTIONAL_HISTOGRAMS if name in self.metrics}
 
     def gauge_sum(self, logical: str) -> str:
         return f"sum by (region) ({series(self._name(logical), self._sel)})"
