@@ -148,6 +148,24 @@ def test_attention_costs_capacity_and_lengthens_the_chunk_tail():
     assert slow.itl_p95 > plain.itl_p95 and slow.ttft_quantile(0.95) > plain.ttft_quantile(0.95)
 
 
+def test_the_prompts_spread_scales_attention_and_nothing_else():
+    """Attention per prompt token is E[L^2] / (2 E[L]) = (1 + c^2) / 2 x the mean prompt; exponential
+    lengths (c^2 = 1) are the default, and a profile without attention does not care."""
+    cpu = load_shipped("smollm2-135m-cpu")
+    c = cpu.step.per_attended_token_seconds
+    assert c > 0
+    assert cpu.step.effective(400, 20) == cpu.step.effective(400, 20, 1.0)
+    heavy, light = cpu.step.effective(400, 20, 1.7), cpu.step.effective(400, 20, 0.0)
+    assert heavy[0] - light[0] == pytest.approx(c * 400 * 1.7 / 2)
+    assert heavy[1] == light[1]  # a decoding sequence attends its own context, whatever the others'
+    rates = [cpu.max_rate_within_budget(3.0, 0.3, 400, 20, 0.95, 10, spread) for spread in (0.0, 1.0, 1.7, 3.0)]
+    assert rates == sorted(rates, reverse=True) and rates[0] > rates[-1]
+    h100 = load_shipped("llama-8b-h100")
+    assert h100.step.per_attended_token_seconds == 0
+    assert h100.max_rate_within_budget(1.0, 0.05, 1000, 200, 0.95, 8, 3.0) == \
+        h100.max_rate_within_budget(1.0, 0.05, 1000, 200, 0.95, 8)
+
+
 def test_ttft_quantile_and_within_fraction_agree():
     profile = load_shipped("llama-8b-h100")
     state = profile.steady_state(8.0, 1000, 200, quantile=0.95, fleet_size=4)

@@ -123,6 +123,38 @@ def test_state_round_trips_through_json():
     assert type(state).from_dict({"rates": "garbage", "latencyFactor": {"x": [1]}}).rates == {}
 
 
+def test_the_prompts_spread_is_pooled_over_the_length_memory_and_costs_capacity():
+    from dataclasses import replace
+
+    from sloserve_operator.autoscaler.decide.capacity import load_shipped
+
+    cpu = load_shipped("smollm2-135m-cpu")
+    spec = make_spec(max_replicas=100, ttft="3s", itl="300ms")
+
+    def run(spreads: list[float | None]) -> tuple[int, PolicyState]:
+        state, decision = PolicyState(), None
+        for step, spread in enumerate(spreads):
+            now = 30.0 * step
+            obs = replace(region_obs(ready=10, rate=60.0, ttft=1.0, itl=0.05, prompt=400.0, output=20.0),
+                          prompt_tokens_spread=spread)
+            decision = decide(spec, observation(now, obs), state, now, current_serving={"default": 10}, profile=cpu)
+        assert decision is not None
+        return decision.serving["default"], state
+
+    unseen, state = run([None, None])
+    assert state.prompt_moments["default"] == []  # no histogram: exponential lengths assumed
+    exponential, _ = run([1.0, 1.0])
+    assert exponential == unseen
+    heavy, state = run([1.0, 3.0])
+    assert heavy > exponential  # longer prompts attend more: the same rate needs more replicas
+    # Pooled moments: 100 requests each at mean 400, E[L^2] = 400^2 x 2 and 400^2 x 4, so c^2 = 3 - 1 = 2.
+    from sloserve_operator.autoscaler.decide.policy import _prompt_spread
+
+    assert _prompt_spread(state, "default", region_obs(prompt=400.0), 60.0) == pytest.approx(2.0)
+    restored = PolicyState.from_dict(state.to_dict())
+    assert restored.prompt_moments == state.prompt_moments
+
+
 def test_profile_that_cannot_meet_the_budgets_falls_back_to_learned_capacity():
     from sloserve_operator.autoscaler.decide.capacity import CapacityProfile
 

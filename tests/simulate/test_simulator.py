@@ -20,7 +20,7 @@ from sloserve_operator.simulate.autoscalers import (
     StaticPeak,
 )
 from sloserve_operator.simulate.fleet import Fleet
-from sloserve_operator.simulate.recorder import Recorder, cumulative_buckets
+from sloserve_operator.simulate.recorder import Recorder, cumulative_buckets, observed_spread
 from sloserve_operator.simulate.replica import ReplicaEngine
 from sloserve_operator.simulate.run import simulate, with_preroll
 from sloserve_operator.simulate.traces import Request
@@ -37,6 +37,19 @@ def run_engine(profile, requests, until=1000.0, itl_budget=1.0):
         engine.submit(request, request.arrival)
     engine.advance(until)
     return recorder, engine
+
+
+def test_the_observation_carries_the_prompts_spread_from_the_runtime_buckets():
+    """The policy sees the spread a real fleet's prompt-length histogram would give, not the exact one."""
+    prompts = [100, 100, 100, 1000, 3000]
+    recorder, _ = run_engine(H100, [Request(i * 20.0, length, 5) for i, length in enumerate(prompts)], until=200.0)
+    seen = recorder.observe("default", 200.0, 200.0, ready_replicas=1, running=0, waiting=0)
+    assert seen.mean_prompt_tokens == pytest.approx(sum(prompts) / len(prompts))
+    assert seen.prompt_tokens_spread == pytest.approx(observed_spread(prompts))
+    mean = sum(prompts) / len(prompts)
+    exact = sum((p - mean) ** 2 for p in prompts) / len(prompts) / mean**2
+    assert seen.prompt_tokens_spread == pytest.approx(exact, rel=0.2)  # five prompts, each spread over its bucket
+    assert recorder.observe("default", 10.0, 5.0, ready_replicas=1, running=0, waiting=0).prompt_tokens_spread is None
 
 
 def test_lone_request_latency_is_the_step_model():

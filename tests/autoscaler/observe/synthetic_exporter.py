@@ -14,6 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, choose_encoder
+from sloserve_runtime.server.metrics import PROMPT_LENGTH_BUCKETS
 
 TTFT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 ITL_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0)
@@ -44,7 +45,7 @@ class SyntheticRuntime:
         self.itl = histogram(f"{prefix}:inter_token_latency_seconds", ITL_BUCKETS)
         self.e2e = histogram(f"{prefix}:e2e_request_latency_seconds", E2E_BUCKETS)
         self.queue = histogram(f"{prefix}:request_queue_time_seconds", TTFT_BUCKETS)
-        self.prompt_hist = histogram(f"{prefix}:request_prompt_tokens", TOKEN_BUCKETS)
+        self.prompt_hist = histogram(f"{prefix}:request_prompt_tokens", PROMPT_LENGTH_BUCKETS)
         self.output_hist = histogram(f"{prefix}:request_generation_tokens", TOKEN_BUCKETS)
         self.prompt_tokens = counter(f"{prefix}:prompt_tokens")
         self.generation_tokens = counter(f"{prefix}:generation_tokens")

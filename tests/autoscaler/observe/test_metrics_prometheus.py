@@ -7,6 +7,7 @@ budget breach. Needs the `prometheus` binary (Debian package `prometheus`; `make
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -15,7 +16,7 @@ import pytest
 from sloserve_operator.api.spec import ModelService
 from sloserve_operator.autoscaler.decide.policy import PolicyState, decide
 from sloserve_operator.autoscaler.observe.observation import Observation
-from sloserve_operator.autoscaler.observe.sources import PrometheusSource, ScrapeSource
+from sloserve_operator.autoscaler.observe.sources import PrometheusSource, ScrapeSource, length_spread
 
 from .prometheus_server import PROMETHEUS, PrometheusServer, Target
 from .synthetic_exporter import SyntheticRuntime
@@ -112,12 +113,16 @@ def test_exact_fraction_within_budget_and_token_means(fleet):
     direct.observe(spec, now=time.time())
 
     exporters["exact-a"].record(30, ttft=0.07, itl=0.02, prompt_tokens=100, output_tokens=20)
-    exporters["exact-a"].record(10, ttft=2.0, itl=0.02, prompt_tokens=100, output_tokens=20)
+    exporters["exact-a"].record(10, ttft=2.0, itl=0.02, prompt_tokens=700, output_tokens=20)
     region = poll(lambda: source.observe(spec, now=time.time()),
                   lambda o: (o.regions["default"].requests_observed or 0) >= 40, seconds=45).regions["default"]
     assert region.ttft_within_budget == pytest.approx(0.75, abs=1e-9)  # exactly the bucket at 0.5 s
     assert region.itl_within_budget == pytest.approx(1.0)
-    assert region.mean_prompt_tokens == pytest.approx(100.0)
+    assert region.mean_prompt_tokens == pytest.approx((30 * 100 + 10 * 700) / 40)
+    # The spread from the prompt-length buckets, read bucket by bucket through PromQL:
+    # 100 in (91, 128], 700 in (512, 724].
+    expected = {91.0: 0.0, 128.0: 30.0, 512.0: 30.0, 724.0: 40.0, math.inf: 40.0}
+    assert region.prompt_tokens_spread == pytest.approx(length_spread(expected), rel=1e-6)
     assert region.mean_output_tokens == pytest.approx(20.0)
     assert region.ttft_p95 is not None and region.ttft_p95 > 0.5
     # The direct scrape computes the same figures from its own deltas.
@@ -126,6 +131,7 @@ def test_exact_fraction_within_budget_and_token_means(fleet):
     assert scraped.ttft_within_budget == pytest.approx(region.ttft_within_budget, abs=1e-9)
     assert scraped.ttft_p95 == pytest.approx(region.ttft_p95)
     assert scraped.mean_prompt_tokens == pytest.approx(region.mean_prompt_tokens)
+    assert scraped.prompt_tokens_spread == pytest.approx(region.prompt_tokens_spread, rel=1e-6)
 
 
 def test_refusals_count_as_demand_and_misses_and_the_hit_rate_is_read(fleet):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import random
 import socket
 
 import pytest
@@ -13,6 +14,7 @@ from sloserve_operator.autoscaler.observe.sources import (
     ScrapeSource,
     fraction_within,
     histogram_quantile,
+    length_spread,
     parse_snapshot,
     snapshot_delta,
 )
@@ -65,6 +67,43 @@ def test_histogram_quantile_interpolates_like_prometheus():
     assert fraction_within(buckets, 0.4) is None  # not a bucket boundary: unknown, not 0
 
 
+def cumulative(bounds: tuple[float, ...], lengths: list[float]) -> dict[float, float]:
+    buckets = {float(bound): float(sum(1 for length in lengths if length <= bound)) for bound in bounds}
+    buckets[math.inf] = float(len(lengths))
+    return buckets
+
+
+def test_length_spread_reads_the_squared_coefficient_of_variation_from_buckets():
+    # One bucket (100, 300]: its observations spread evenly, variance 200^2 / 12 around the mean 200.
+    assert length_spread({100.0: 0.0, 300.0: 10.0, math.inf: 10.0}) == pytest.approx((200**2 / 12) / 200**2)
+    # Two point-like buckets far apart: close to the two-point c^2, 1 for equal halves at 0 and 2m.
+    assert length_spread({1.0: 50.0, 1000.0: 50.0, 1001.0: 100.0, math.inf: 100.0}) == pytest.approx(1.0, rel=0.01)
+    # Past the last finite bound counts at that bound (never more spread than it shows).
+    assert length_spread({10.0: 0.0, math.inf: 5.0}) == 0.0
+    assert length_spread({10.0: 0.0, math.inf: 0.0}) is None
+    assert length_spread({10.0: 3.0}) is None  # no +Inf bucket: not a histogram
+
+
+@pytest.mark.parametrize("draw, spread", [
+    (lambda rng: rng.expovariate(1 / 400), 1.0),  # exponential: c^2 = 1
+    (lambda rng: rng.lognormvariate(6.0, 1.0), math.e - 1),  # log-normal sigma 1: c^2 = e - 1
+    (lambda rng: rng.uniform(1000, 3000), (2000**2 / 12) / 2000**2),
+])
+def test_the_runtime_prompt_buckets_give_the_spread_closely(draw, spread):
+    from sloserve_runtime.server.metrics import PROMPT_LENGTH_BUCKETS, TOKEN_COUNT_BUCKETS
+
+    rng = random.Random(7)
+    lengths = [max(1, round(draw(rng))) for _ in range(20000)]
+    mean = sum(lengths) / len(lengths)
+    sample = sum((x - mean) ** 2 for x in lengths) / len(lengths) / mean**2
+    assert sample == pytest.approx(spread, rel=0.1)  # the draw is what it says
+    # Within a tenth, or 0.03 for near-constant lengths (what matters is (1 + c^2) / 2: within 5%).
+    assert length_spread(cumulative(PROMPT_LENGTH_BUCKETS, lengths)) == pytest.approx(sample, rel=0.1, abs=0.03)
+    # The 1-2-5 steps of the generation histogram are too coarse for this (why prompts have their own).
+    coarse = length_spread(cumulative(TOKEN_COUNT_BUCKETS, lengths))
+    assert coarse is not None and coarse > sample
+
+
 def test_first_scrape_reports_rates_missing_not_zero(replicas):
     source = ScrapeSource({"default": [replica.url for replica in replicas]}, window_seconds=60)
     region = source.observe(service(), now=1000.0).regions["default"]
@@ -91,6 +130,10 @@ def test_deltas_give_exact_rates_fractions_and_token_means(replicas):
     assert region.itl_within_budget == 1.0
     assert region.mean_prompt_tokens == pytest.approx((15 * 100 + 5 * 300) / 20)
     assert region.mean_output_tokens == pytest.approx((15 * 20 + 5 * 40) / 20)
+    from sloserve_runtime.server.metrics import PROMPT_LENGTH_BUCKETS
+
+    assert region.prompt_tokens_spread == pytest.approx(
+        length_spread(cumulative(PROMPT_LENGTH_BUCKETS, [100] * 15 + [300] * 5)))
     assert (region.running, region.waiting) == (5, 1)
     assert region.kv_usage == pytest.approx(0.4)
     assert region.complete and observation.available and not observation.problems
