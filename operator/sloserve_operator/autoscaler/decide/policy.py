@@ -490,7 +490,8 @@ def _plan_region(spec: ModelServiceSpec, region: str, obs: RegionObservation, st
     if capacity is not None:
         need = need if planned_rate > 0 else 0
         queue_text = f", queue implies {queued:.2f}/s" if queued else ""
-        model_text = f"rate {rate:.2f}/s{queue_text} (plan {planned_rate:.2f}/s) / {capacity:.2f}/s per replica"
+        model_text = (f"rate {rate:.2f}/s{queue_text} (plan {planned_rate:.2f}/s) / {capacity:.2f}/s per replica "
+                      f"(sized for {lengths[0]:.0f}-token prompts, spread c^2 {spread:.2f})")
     else:
         # Nothing to model with yet: feedback alone, proportional to how far latency is from budget.
         need = current if ratio is None else max(1, math.ceil(current * ratio / 0.7)) if current else 1
