@@ -90,7 +90,7 @@ def fraction_within(buckets: Mapping[float, float], bound: float, conservative: 
 def length_spread(buckets: Mapping[float, float]) -> float | None:
     """Squared coefficient of variation (variance / mean^2) of a length histogram {upper bound: cumulative
     count}, each bucket's observations spread evenly over it (those past the last finite bound put at that
-    bound: an underestimate, never a flattering one); None with no observation.
+    bound, an underestimate; the runtime's last one is 131,072 tokens); None with no observation.
 
     The capacity model's attention term grows with E[L^2] / E[L], which a mean alone cannot give
     (Mooncake's prompts have c^2 = 1.7, Azure's 0.9). The runtime's half-octave prompt buckets give it
