@@ -266,7 +266,7 @@ def test_dashboard_covers_the_slo_views():
     dashboard = build_dashboard()
     titles = " | ".join(panel["title"] for panel in dashboard["panels"]).lower()
     for needed in ("time to first token", "inter-token", "within budget", "error budget", "request rate",
-                   "tokens per second", "replicas by role", "decisions"):
+                   "tokens per second", "replicas by role", "decisions", "prompt lengths"):
         assert needed in titles
     variables = {item["name"] for item in dashboard["templating"]["list"]}
     assert {"namespace", "model_service", "region"} <= variables

@@ -121,6 +121,13 @@ def build_dashboard() -> dict[str, Any]:
                "The operator's own view of p95 latency per region at its last decision.",
                [(f"sloserve_operator_observed_p95_seconds{{{REGION_SELECTOR}}}",
                  "{{model_service}} {{region}} {{metric}}")], unit="s", x=12, y=32),
+        _panel(11, "Prompt lengths",
+               "Median and p95 prompt length per region: the autoscaler sizes attention by the prompts' "
+               "spread, E[L^2] / E[L]^2, read from this histogram, so a widening gap costs capacity.",
+               [(f"histogram_quantile({q}, sum by ({BY_REGION}, le) (rate("
+                 f"{series('sloserve:request_prompt_tokens_bucket', REGION_SELECTOR)}[$__rate_interval])))",
+                 f"{{{{model_service}}}} {{{{region}}}} p{round(q * 100)}") for q in (0.5, 0.95)],
+               unit="short", x=0, y=40),
     ]
     return {
         "uid": UID, "title": "sloserve: latency SLOs and autoscaling", "tags": ["sloserve", "llm", "slo"],
