@@ -192,6 +192,22 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
                "on/off MMPP: bursts ~20/s for 1-2 min, idle 2-6 min at 0.05/s",
                lambda p: shapes.mmpp_bursty(D, 20.0, p, idle_rate=0.05, idle_minutes=(2.0, 6.0),
                                             burst_minutes=(1.0, 2.0), burst_spread=0.9, seed=64)),
+    # Added 2026-12-07 before the pooled-length retry and not run until it was decided: its out-of-sample check.
+    _synthetic("fresh2-onoff-mc-cpu", "held-out", "smollm2-135m-cpu", "2.5s", "300ms", MC_CPU,
+               "on/off MMPP: bursts ~18/s for 1-3 min, idle 1-3 min at 0.2/s",
+               lambda p: shapes.mmpp_bursty(D, 18.0, p, idle_rate=0.2, idle_minutes=(1.0, 3.0),
+                                            burst_minutes=(1.0, 3.0), burst_spread=0.7, seed=71)),
+    _synthetic("fresh2-day-mc-cpu", "held-out", "smollm2-135m-cpu", "3s", "350ms", MC_CPU,
+               "a day in 40 min: 0.3/s at night, peaks up to 18/s",
+               lambda p: shapes.compressed_day(D, 0.3, 18.0, p, seed=72)),
+    _synthetic("fresh2-onoff-mc-h100", "held-out", "llama-8b-h100", "6s", "60ms", MC_H100,
+               "on/off MMPP: bursts ~10/s for 1-3 min, idle 2-4 min at 0.1/s",
+               lambda p: shapes.mmpp_bursty(D, 10.0, p, idle_rate=0.1, idle_minutes=(2.0, 4.0),
+                                            burst_minutes=(1.0, 3.0), burst_spread=0.6, seed=73)),
+    _synthetic("fresh2-onoff-az-cpu", "held-out", "smollm2-135m-cpu", "1.5s", "250ms", AZ_CPU,
+               "on/off MMPP: bursts ~15/s for 1-4 min, idle 1-3 min at 0.3/s",
+               lambda p: shapes.mmpp_bursty(D, 15.0, p, idle_rate=0.3, idle_minutes=(1.0, 3.0),
+                                            burst_minutes=(1.0, 4.0), burst_spread=0.8, seed=74)),
 ]}
 
 
