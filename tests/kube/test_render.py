@@ -517,7 +517,7 @@ def test_engine_metric_names_cover_every_logical_name() -> None:
                "generation_tokens", "request_success"}
     assert set(ENGINE_METRICS) == set(PROFILES) == {"bundled", "vllm", "sglang"}
     for engine, names in ENGINE_METRICS.items():
-        assert logical <= set(names) <= logical | {"refused", "prefix_cache_queries", "prefix_cache_hits"}, engine
+        assert logical <= set(names) <= logical | {"refused", "prefix_cache_queries", "prefix_cache_hits", "prompt_length"}, engine
         prefix = {"bundled": "sloserve:", "vllm": "vllm:", "sglang": "sglang:"}[engine]
         assert all(name.startswith(prefix) for name in names.values())
 
