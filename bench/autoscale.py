@@ -208,6 +208,23 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
                "on/off MMPP: bursts ~15/s for 1-4 min, idle 1-3 min at 0.3/s",
                lambda p: shapes.mmpp_bursty(D, 15.0, p, idle_rate=0.3, idle_minutes=(1.0, 3.0),
                                             burst_minutes=(1.0, 4.0), burst_spread=0.8, seed=74)),
+    # Added 2026-12-07 after fresh2 was used to reject pooled lengths alone (fresh2 is spent for length
+    # handling): the check for what is tried next.
+    _synthetic("fresh3-onoff-mc-h100", "held-out", "llama-8b-h100", "7s", "70ms", MC_H100,
+               "on/off MMPP: bursts ~8/s for 0.5-2.5 min, idle 1-4 min at 0.05/s",
+               lambda p: shapes.mmpp_bursty(D, 8.0, p, idle_rate=0.05, idle_minutes=(1.0, 4.0),
+                                            burst_minutes=(0.5, 2.5), burst_spread=0.7, seed=81)),
+    _synthetic("fresh3-day-mc-h100", "held-out", "llama-8b-h100", "6s", "60ms", MC_H100,
+               "a day in 40 min: 0.5/s at night, three peaks up to 10/s",
+               lambda p: shapes.compressed_day(D, 0.5, 10.0, p, peaks=HELD_OUT_DAY, seed=82)),
+    _synthetic("fresh3-onoff-mc-cpu", "held-out", "smollm2-135m-cpu", "3s", "300ms", MC_CPU,
+               "on/off MMPP: bursts ~24/s for 0.5-2 min, idle 2-5 min at 0.1/s",
+               lambda p: shapes.mmpp_bursty(D, 24.0, p, idle_rate=0.1, idle_minutes=(2.0, 5.0),
+                                            burst_minutes=(0.5, 2.0), burst_spread=0.6, seed=83)),
+    _synthetic("fresh3-onoff-az-h100", "held-out", "llama-8b-h100", "1s", "50ms", AZ_H100,
+               "on/off MMPP: bursts ~25/s for 1-3 min, idle 1-4 min at 0.2/s",
+               lambda p: shapes.mmpp_bursty(D, 25.0, p, idle_rate=0.2, idle_minutes=(1.0, 4.0),
+                                            burst_minutes=(1.0, 3.0), burst_spread=0.7, seed=84)),
 ]}
 
 
