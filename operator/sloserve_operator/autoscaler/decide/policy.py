@@ -459,7 +459,7 @@ def _plan_region(spec: ModelServiceSpec, region: str, obs: RegionObservation, st
     spread = _prompt_spread(state, region, obs, now)
     # Calibrate on a window measured on one fleet: none of our pods starting, or, while some are (a ramp
     # can keep pods starting for many minutes), the ready ones unchanged for a whole window. Waiting for
-    # the ramp to end froze a factor learned from one long prompt at night (3.5x) through a whole morning.
+    # the ramp to end froze a factor learned at night from a few dozen requests (3.5x) through a whole morning.
     if profile is not None and (settled or steady) and _stationary(history, now, obs.window_seconds):
         factors = state.latency_factor[region] = _update_factors(factors, obs, profile, ttft_budget,
                                                                  spec.slo.objective_fraction, spread)
