@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
-from sloserve_operator.autoscaler.decide.policy import PolicyState, decide
+from sloserve_operator.autoscaler.decide.capacity import load_shipped
+from sloserve_operator.autoscaler.decide.policy import PolicyState, _prompt_spread, decide
 
 from .helpers import fixture_profile, make_spec, observation, region_obs
 
@@ -124,10 +127,6 @@ def test_state_round_trips_through_json():
 
 
 def test_the_prompts_spread_is_pooled_over_the_length_memory_and_costs_capacity():
-    from dataclasses import replace
-
-    from sloserve_operator.autoscaler.decide.capacity import load_shipped
-
     cpu = load_shipped("smollm2-135m-cpu")
     spec = make_spec(max_replicas=100, ttft="3s", itl="300ms")
 
@@ -148,8 +147,6 @@ def test_the_prompts_spread_is_pooled_over_the_length_memory_and_costs_capacity(
     heavy, state = run([1.0, 3.0])
     assert heavy > exponential  # longer prompts attend more: the same rate needs more replicas
     # Pooled moments: 100 requests each at mean 400, E[L^2] = 400^2 x 2 and 400^2 x 4, so c^2 = 3 - 1 = 2.
-    from sloserve_operator.autoscaler.decide.policy import _prompt_spread
-
     assert _prompt_spread(state, "default", region_obs(prompt=400.0), 60.0) == pytest.approx(2.0)
     restored = PolicyState.from_dict(state.to_dict())
     assert restored.prompt_moments == state.prompt_moments
@@ -217,8 +214,6 @@ def test_a_recovering_fleet_does_not_teach_a_lower_capacity():
     """One replica overflows at 2 req/s (capacity cut to 1.8); the warm one is promoted and the two drain the
     backlog with p95 still over budget. Those windows mix the old fleet's latencies or a draining queue:
     learning from them would pin the capacity at 0.9 x 1.6 / 2 and hold two replicas at 0.5 req/s for good."""
-    from dataclasses import replace
-
     spec = make_spec(max_replicas=4, window="1m")
     state = PolicyState()
     breach = dict(rate=2.0, ttft=3.0, ttft_within=0.5)

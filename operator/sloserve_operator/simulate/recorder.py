@@ -41,12 +41,17 @@ def cumulative_buckets(bounds: list[float], counts: np.ndarray) -> dict[float, f
     return buckets
 
 
+def spread_of_counts(counts: np.ndarray) -> float | None:
+    """The prompts' spread from per-bucket counts of the runtime's prompt-length histogram (last: +Inf)."""
+    return length_spread(cumulative_buckets(list(PROMPT_LENGTH_BUCKETS), counts))
+
+
 def observed_spread(prompt_lengths: list[int]) -> float | None:
     """The prompts' spread as the policy reads it: from the runtime's prompt-length histogram."""
     counts = np.zeros(len(PROMPT_LENGTH_BUCKETS) + 1, dtype=np.int64)
     for length in prompt_lengths:
         counts[bisect_left(PROMPT_LENGTH_BUCKETS, length)] += 1
-    return length_spread(cumulative_buckets(list(PROMPT_LENGTH_BUCKETS), counts))
+    return spread_of_counts(counts)
 
 
 @dataclass
@@ -168,8 +173,7 @@ class Recorder:
             itl_within_budget=itl_within,
             mean_prompt_tokens=float(series.prompt_tokens[rows].sum()) / finished if finished else None,
             mean_output_tokens=float(series.output_tokens[rows].sum()) / finished if finished else None,
-            prompt_tokens_spread=length_spread(cumulative_buckets(list(PROMPT_LENGTH_BUCKETS),
-                                                                  series.prompt_lengths[rows].sum(axis=0))),
+            prompt_tokens_spread=spread_of_counts(series.prompt_lengths[rows].sum(axis=0)),
             running=running, waiting=waiting, requests_observed=samples,
             prefix_cache_hit_rate=self.prefix_hit_rate(region, now, window),
         )

@@ -18,6 +18,7 @@ from sloserve_operator.autoscaler.observe.sources import (
     parse_snapshot,
     snapshot_delta,
 )
+from sloserve_runtime.server.metrics import PROMPT_LENGTH_BUCKETS, TOKEN_COUNT_BUCKETS
 
 from .synthetic_exporter import SyntheticRuntime
 
@@ -90,8 +91,6 @@ def test_length_spread_reads_the_squared_coefficient_of_variation_from_buckets()
     (lambda rng: rng.uniform(1000, 3000), (2000**2 / 12) / 2000**2),
 ])
 def test_the_runtime_prompt_buckets_give_the_spread_closely(draw, spread):
-    from sloserve_runtime.server.metrics import PROMPT_LENGTH_BUCKETS, TOKEN_COUNT_BUCKETS
-
     rng = random.Random(7)
     lengths = [max(1, round(draw(rng))) for _ in range(20000)]
     mean = sum(lengths) / len(lengths)
@@ -130,8 +129,6 @@ def test_deltas_give_exact_rates_fractions_and_token_means(replicas):
     assert region.itl_within_budget == 1.0
     assert region.mean_prompt_tokens == pytest.approx((15 * 100 + 5 * 300) / 20)
     assert region.mean_output_tokens == pytest.approx((15 * 20 + 5 * 40) / 20)
-    from sloserve_runtime.server.metrics import PROMPT_LENGTH_BUCKETS
-
     assert region.prompt_tokens_spread == pytest.approx(
         length_spread(cumulative(PROMPT_LENGTH_BUCKETS, [100] * 15 + [300] * 5)))
     assert (region.running, region.waiting) == (5, 1)

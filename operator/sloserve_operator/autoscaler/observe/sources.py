@@ -245,13 +245,15 @@ class PrometheusSource:
             itl_budget=budget_bound(engine, "itl", itl_budget),
         )
 
-    def _vector(self, query: str, now: float) -> dict[str, float | None]:
-        """region -> value of an instant query at `now`; NaN (e.g. a quantile of no requests) is None."""
+    def _instant(self, query: str, now: float) -> list[dict]:
         # Prometheus 2.x refuses "5.0s" as a duration: send whole milliseconds.
         params = {"time": now, "timeout": f"{int(self.timeout_seconds * 1000)}ms"}
-        result = self._client.custom_query(query=query, params=params, timeout=self.timeout_seconds)
+        return self._client.custom_query(query=query, params=params, timeout=self.timeout_seconds)
+
+    def _vector(self, query: str, now: float) -> dict[str, float | None]:
+        """region -> value of an instant query at `now`; NaN (e.g. a quantile of no requests) is None."""
         values: dict[str, float | None] = {}
-        for item in result:
+        for item in self._instant(query, now):
             region = item.get("metric", {}).get("region", "")
             value = float(item["value"][1])
             values[region] = None if math.isnan(value) or math.isinf(value) else value
@@ -259,10 +261,8 @@ class PrometheusSource:
 
     def _buckets(self, query: str, now: float) -> dict[str, dict[float, float]]:
         """region -> {le: count} of a by-(region, le) bucket query at `now` (NaN counts dropped)."""
-        params = {"time": now, "timeout": f"{int(self.timeout_seconds * 1000)}ms"}
-        result = self._client.custom_query(query=query, params=params, timeout=self.timeout_seconds)
         per_region: dict[str, dict[float, float]] = {}
-        for item in result:
+        for item in self._instant(query, now):
             labels = item.get("metric", {})
             value = float(item["value"][1])
             if "le" in labels and not math.isnan(value):
