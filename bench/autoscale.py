@@ -225,6 +225,22 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
                "on/off MMPP: bursts ~25/s for 1-3 min, idle 1-4 min at 0.2/s",
                lambda p: shapes.mmpp_bursty(D, 25.0, p, idle_rate=0.2, idle_minutes=(1.0, 4.0),
                                             burst_minutes=(1.0, 3.0), burst_spread=0.7, seed=84)),
+    # Added 2026-12-07 (morning) before any attempt at deliberate burst headroom: that attempt's check.
+    _synthetic("fresh4-onoff-mc-cpu", "held-out", "smollm2-135m-cpu", "3s", "300ms", MC_CPU,
+               "on/off MMPP: bursts ~20/s for 1-2.5 min, idle 1.5-4 min at 0.15/s",
+               lambda p: shapes.mmpp_bursty(D, 20.0, p, idle_rate=0.15, idle_minutes=(1.5, 4.0),
+                                            burst_minutes=(1.0, 2.5), burst_spread=0.75, seed=91)),
+    _synthetic("fresh4-onoff-mc-h100", "held-out", "llama-8b-h100", "6s", "60ms", MC_H100,
+               "on/off MMPP: bursts ~12/s for 0.5-3 min, idle 1-3 min at 0.1/s",
+               lambda p: shapes.mmpp_bursty(D, 12.0, p, idle_rate=0.1, idle_minutes=(1.0, 3.0),
+                                            burst_minutes=(0.5, 3.0), burst_spread=0.65, seed=92)),
+    _synthetic("fresh4-day-mc-h100", "held-out", "llama-8b-h100", "7s", "70ms", MC_H100,
+               "a day in 40 min: 0.8/s at night, peaks up to 11/s",
+               lambda p: shapes.compressed_day(D, 0.8, 11.0, p, seed=93)),
+    _synthetic("fresh4-onoff-az-cpu", "held-out", "smollm2-135m-cpu", "1.2s", "250ms", AZ_CPU,
+               "on/off MMPP: bursts ~18/s for 1-3 min, idle 1-4 min at 0.2/s",
+               lambda p: shapes.mmpp_bursty(D, 18.0, p, idle_rate=0.2, idle_minutes=(1.0, 4.0),
+                                            burst_minutes=(1.0, 3.0), burst_spread=0.8, seed=94)),
 ]}
 
 
