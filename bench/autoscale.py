@@ -241,6 +241,31 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
                "on/off MMPP: bursts ~18/s for 1-3 min, idle 1-4 min at 0.2/s",
                lambda p: shapes.mmpp_bursty(D, 18.0, p, idle_rate=0.2, idle_minutes=(1.0, 4.0),
                                             burst_minutes=(1.0, 3.0), burst_spread=0.8, seed=94)),
+    # Added 2026-12-07 (morning) after fresh4 had checked pooled lengths with a burst floor once, before any
+    # change to that attempt: the check for what is tried after it.
+    _synthetic("fresh5-day-mc-cpu", "held-out", "smollm2-135m-cpu", "3.5s", "350ms", MC_CPU,
+               "a day in 40 min: 0.4/s at night, three peaks up to 22/s",
+               lambda p: shapes.compressed_day(D, 0.4, 22.0, p, peaks=((8.5, 0.8, 1.3), (14.0, 0.5, 1.0),
+                                                                       (20.0, 1.0, 1.6)), seed=101)),
+    _synthetic("fresh5-day-mc-h100", "held-out", "llama-8b-h100", "7s", "60ms", MC_H100,
+               "a day in 40 min: 0.6/s at night, three sharp peaks up to 13/s",
+               lambda p: shapes.compressed_day(D, 0.6, 13.0, p, peaks=HELD_OUT_DAY, seed=102)),
+    _synthetic("fresh5-onoff-mc-cpu", "held-out", "smollm2-135m-cpu", "3.5s", "350ms", MC_CPU,
+               "on/off MMPP: bursts ~25/s for 0.5-2 min, idle 1.5-4 min at 0.05/s",
+               lambda p: shapes.mmpp_bursty(D, 25.0, p, idle_rate=0.05, idle_minutes=(1.5, 4.0),
+                                            burst_minutes=(0.5, 2.0), burst_spread=0.7, seed=103)),
+    _synthetic("fresh5-onoff-mc-h100", "held-out", "llama-8b-h100", "7s", "70ms", MC_H100,
+               "on/off MMPP: bursts ~15/s for 1-3 min, idle 1-4 min at 0.1/s",
+               lambda p: shapes.mmpp_bursty(D, 15.0, p, idle_rate=0.1, idle_minutes=(1.0, 4.0),
+                                            burst_minutes=(1.0, 3.0), burst_spread=0.75, seed=104)),
+    _synthetic("fresh5-onoff-az-h100", "held-out", "llama-8b-h100", "1.2s", "50ms", AZ_H100,
+               "on/off MMPP: bursts ~30/s for 1-3 min, idle 1-3 min at 0.2/s",
+               lambda p: shapes.mmpp_bursty(D, 30.0, p, idle_rate=0.2, idle_minutes=(1.0, 3.0),
+                                            burst_minutes=(1.0, 3.0), burst_spread=0.7, seed=105)),
+    _synthetic("fresh5-onoff-az-cpu", "held-out", "smollm2-135m-cpu", "1.5s", "250ms", AZ_CPU,
+               "on/off MMPP: bursts ~16/s for 0.5-2.5 min, idle 1.5-5 min at 0.1/s",
+               lambda p: shapes.mmpp_bursty(D, 16.0, p, idle_rate=0.1, idle_minutes=(1.5, 5.0),
+                                            burst_minutes=(0.5, 2.5), burst_spread=0.85, seed=106)),
 ]}
 
 
