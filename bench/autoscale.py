@@ -269,6 +269,46 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
 ]}
 
 
+# Random held-out scenarios: (lengths pool, profile, TTFT budget range s, ITL budget range ms, burst/peak rate range).
+RANDOM_KINDS = {
+    "az-cpu": (AZ_CPU, "smollm2-135m-cpu", (1.0, 1.5), (250, 250), (12.0, 25.0)),
+    "mc-cpu": (MC_CPU, "smollm2-135m-cpu", (2.5, 4.0), (300, 400), (15.0, 30.0)),
+    "az-h100": (AZ_H100, "llama-8b-h100", (1.0, 1.5), (50, 50), (20.0, 40.0)),
+    "mc-h100": (MC_H100, "llama-8b-h100", (6.0, 8.0), (60, 70), (8.0, 20.0)),
+}
+
+
+def random_scenarios(count: int, seed: int) -> list[Scenario]:
+    """`count` on/off and daily scenarios drawn from ranges around the named ones (kind, budgets, rates, burst
+    lengths, idle gaps and spread all random), group "random". A policy change is checked on a seed no earlier
+    attempt has seen: a handful of named scenarios is too few to tell a better policy from a lucky one."""
+    scenarios = []
+    for index in range(count):
+        rng = random.Random(seed * 1000 + index)
+        kind = rng.choice(sorted(RANDOM_KINDS))
+        pool, profile, ttft_range, itl_range, rate_range = RANDOM_KINDS[kind]
+        ttft, itl = f"{rng.uniform(*ttft_range):.1f}s", f"{round(rng.uniform(*itl_range), -1):.0f}ms"
+        rate, shape_seed = rng.uniform(*rate_range), rng.randrange(1 << 30)
+        if rng.random() < 0.6:
+            idle_rate, idle_low, burst_low = rng.uniform(0.0, 0.3), rng.uniform(1.0, 2.0), rng.uniform(0.5, 1.0)
+            idle, burst = (idle_low, idle_low + rng.uniform(1.0, 3.0)), (burst_low, burst_low + rng.uniform(1.0, 2.5))
+            spread = rng.uniform(0.5, 0.9)
+            about = (f"on/off MMPP: bursts ~{rate:.0f}/s for {burst[0]:.1f}-{burst[1]:.1f} min, idle "
+                     f"{idle[0]:.1f}-{idle[1]:.1f} min at {idle_rate:.2f}/s, spread {spread:.2f}")
+            make = functools.partial(shapes.mmpp_bursty, D, rate, idle_rate=idle_rate, idle_minutes=idle,
+                                     burst_minutes=burst, burst_spread=spread, seed=shape_seed)
+            name = f"random{seed}-{index:02d}-onoff-{kind}"
+        else:
+            low, peaks = rng.uniform(0.3, 1.0), rng.choice([None, HELD_OUT_DAY])
+            about = f"a day in 40 min: {low:.1f}/s at night, peaks up to {rate:.0f}/s"
+            make = functools.partial(shapes.compressed_day, D, low, rate, seed=shape_seed,
+                                     **({"peaks": peaks} if peaks else {}))
+            name = f"random{seed}-{index:02d}-day-{kind}"
+        scenarios.append(Scenario(name, "random", profile, ttft, itl,
+                                  lambda make=make, pool=pool: make(lengths(*pool)), about))
+    return scenarios
+
+
 def _trace_args(name: str, out: Path | None = None) -> argparse.Namespace:
     trace, profile, ttft, itl, rate_scale, token_scale, max_len, minutes = SHARED[name]
     argv = ["--trace", str(trace), "--profile", profile, "--ttft", ttft, "--itl", itl,
@@ -484,7 +524,10 @@ def main() -> int:
     parser.add_argument("--only", choices=sorted(SCENARIOS), action="append", help="run just these scenarios")
     parser.add_argument("--set", choices=("shared", "dev", "held-out", "new", "all"), default="all",
                         help="scenario set: shared, dev, held-out, new (dev + held-out) or all")
-    parser.add_argument("--out", default=str(ROOT / "docs" / "autoscaling"))
+    parser.add_argument("--out", help="where results go (default docs/autoscaling/, or docs/autoscaling/random/SEED)")
+    parser.add_argument("--random", type=int, metavar="SEED",
+                        help="run --random-count scenarios drawn with this seed (random_scenarios) instead of a set")
+    parser.add_argument("--random-count", type=int, default=20)
     parser.add_argument("--quick", action="store_true", help="15 minutes of each trace, defaults only")
     parser.add_argument("--policies", help="comma list of policies to run (default: all; e.g. 'sloserve,oracle' to "
                                            "try a policy change quickly)")
@@ -496,9 +539,13 @@ def main() -> int:
     if missing:
         print(f"bench-autoscale: traces not found: {', '.join(missing)}", file=sys.stderr)
         return 2
-    out = Path(args.out)
+    out = Path(args.out or ROOT / "docs" / "autoscaling" / ("" if args.random is None else f"random/{args.random}"))
     groups = {"new": ("dev", "held-out"), "all": ("shared", "dev", "held-out")}.get(args.set, (args.set,))
     names = args.only or [n for n, s in SCENARIOS.items() if s.group in groups]
+    if args.random is not None:
+        drawn = random_scenarios(args.random_count, args.random)
+        SCENARIOS.update((s.name, s) for s in drawn)
+        names = [s.name for s in drawn]
     if args.check_model:
         for name in names:
             check_model(name)
