@@ -228,3 +228,65 @@ def test_a_recovering_fleet_does_not_teach_a_lower_capacity():
     obs = replace(region_obs(ready=2, **recovering), running=4.0, waiting=12.0)
     decide(spec, observation(90.0, obs), state, 90.0, current_serving={"default": 2})
     assert state.learned_capacity["default"] == pytest.approx(1.6 / 2 * 0.9)
+
+
+def test_a_few_stragglers_long_prompts_do_not_set_the_sizing_length():
+    """A 60 s window at a burst's end holds a few dozen requests whose long prompts finished last; the
+    remembered mean is pooled over LENGTH_BLOCK_REQUESTS, so it reads the traffic's mean, not theirs."""
+    from sloserve_operator.autoscaler.decide.policy import LENGTH_BLOCK_REQUESTS, _longest_pooled_prompt
+
+    assert LENGTH_BLOCK_REQUESTS > 25
+    steady = [(60.0 * i, 400.0, 150.0) for i in range(5)]
+    straggler = (300.0, 700.0, 25.0)
+    pooled = _longest_pooled_prompt([*steady, straggler], 60.0)
+    assert pooled is not None and 400.0 <= pooled < 470.0  # the straggler window is diluted by its neighbours
+    # A phase of long prompts holding enough requests is a phase of the traffic: remembered at its own mean.
+    phase = [(360.0 + 60.0 * i, 700.0, 150.0) for i in range(2)]
+    assert _longest_pooled_prompt([*steady, *phase], 60.0) == pytest.approx(700.0)
+    # Too few requests for any block: the pooled mean of what is there.
+    assert _longest_pooled_prompt([(0.0, 300.0, 10.0), (60.0, 600.0, 20.0)], 60.0) == pytest.approx(500.0)
+    assert _longest_pooled_prompt([], 60.0) is None
+
+
+def test_state_written_before_request_counts_reads_as_small_windows():
+    old = {"promptTokens": {"default": [[0.0, 500.0], [60.0, 600.0]]}}
+    windows = PolicyState.from_dict(old).prompt_tokens["default"]
+    assert [(t, mean) for t, mean, _ in windows] == [(0.0, 500.0), (60.0, 600.0)]
+    assert all(count > 0 for _, _, count in windows)
+
+
+def test_the_burst_floor_holds_the_recent_bursts_upper_quantile_on_on_off_traffic_only():
+    import math
+
+    from sloserve_operator.autoscaler.decide.policy import BURST_GROWTH_MAX, BURST_QUANTILE_Z, _burst_floor
+
+    def on_off(peaks: list[int]) -> tuple[list[tuple[float, int]], list[tuple[float, float]]]:
+        """A minute of each burst at its peak need (and 5 req/s per replica), then two idle minutes."""
+        recommendations, rates, now = [], [], 0.0
+        for peak in peaks:
+            for _ in range(6):
+                recommendations.append((now, peak))
+                rates.append((now, 5.0 * peak))
+                now += 10.0
+            for _ in range(12):
+                recommendations.append((now, 1))
+                rates.append((now, 0.1))
+                now += 10.0
+        return recommendations, rates
+
+    recommendations, rates = on_off([6, 10, 8])
+    now = recommendations[-1][0]
+    logs = [math.log(p) for p in (6, 10, 8)]
+    mean = sum(logs) / 3
+    spread = math.sqrt(sum((x - mean) ** 2 for x in logs) / 2)
+    expected = math.ceil(math.exp(mean + BURST_QUANTILE_Z * spread))
+    floor = _burst_floor(recommendations, rates, now, 60.0)
+    assert floor == expected and 10 <= floor <= BURST_GROWTH_MAX * 10
+    # One burst is no distribution, and flat traffic has no bursts ending: no floor.
+    single, single_rates = on_off([10])
+    assert _burst_floor(single, single_rates, single[-1][0], 60.0) == 0
+    flat = [(10.0 * i, 8) for i in range(60)]
+    assert _burst_floor(flat, [(t, 40.0) for t, _ in flat], 590.0, 60.0) == 0
+    # Wildly spread bursts: at most BURST_GROWTH_MAX times the largest seen.
+    spread_out, spread_rates = on_off([2, 40, 2])
+    assert _burst_floor(spread_out, spread_rates, spread_out[-1][0], 60.0) <= BURST_GROWTH_MAX * 40

@@ -15,10 +15,10 @@ import math
 LEVEL_SECONDS = 30.0  # time constant of the rate's EWMA
 TREND_SECONDS = 60.0  # time constant of the trend's EWMA (120 s lagged the wave's ramps)
 MIN_TREND_SPAN = 60.0  # seconds of history before any trend is trusted
-# Forecast at most this multiple of the current rate. 1.5 kept a plateau just after a steep onset sized at 1.5x
-# for minutes (the trend decays over its time constant) and cost 5-11% of replica-hours on the dev scenarios;
-# without a forecast (1.0) the shared wave fell to 98.97% (tuned on dev + shared, checked on held-out, 2026-12-06).
-MAX_GROWTH = 1.25
+# Forecast at most this multiple of the current rate. Without a forecast (1.0) the shared wave fell to 98.97%.
+# 1.25 (2026-12-06) left the sharp daily Mooncake ramps a cold start short once the length estimate stopped
+# inflating every fleet; 1.5 costs 2-3% of replica-hours and holds them (2026-12-07, docs/autoscaling.md).
+MAX_GROWTH = 1.5
 
 
 def holt(samples: list[tuple[float, float]]) -> tuple[float, float]:
