@@ -527,7 +527,7 @@ def main() -> int:
     parser.add_argument("--out", help="where results go (default docs/autoscaling/, or docs/autoscaling/random/SEED)")
     parser.add_argument("--random", type=int, metavar="SEED",
                         help="run --random-count scenarios drawn with this seed (random_scenarios) instead of a set")
-    parser.add_argument("--random-count", type=int, default=20)
+    parser.add_argument("--random-count", type=int, default=40)
     parser.add_argument("--quick", action="store_true", help="15 minutes of each trace, defaults only")
     parser.add_argument("--policies", help="comma list of policies to run (default: all; e.g. 'sloserve,oracle' to "
                                            "try a policy change quickly)")
