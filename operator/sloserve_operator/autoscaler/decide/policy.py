@@ -24,7 +24,9 @@ How a region is sized, in order:
    load is not at a new high and there is no breach; at most maxStep per decision. The window remembers
    what the observed demand needs (not a breach's or a forecast's extra). Traffic that has shown a burst
    ending abruptly keeps its recent peak for HISTORY_SECONDS (the next burst may come faster than a cold
-   start); otherwise the peak is kept for the longest gap seen between bursts plus a cold start.
+   start); otherwise the peak is kept for the longest gap seen between bursts plus a cold start. On that
+   on/off traffic, with two bursts or more seen, a burst floor holds the BURST_QUANTILE_Z quantile of the
+   recent bursts' peak needs: the next burst is often larger than the last, and comes faster than a cold start.
 5. Bounds per region, then the fleet's min/max. Missing or stale metrics: hold (never scale down).
 6. A region whose new pods stay Pending past pendingTimeout is held at its running size for a timeout and
    its deficit spills to the other regions by weight; `degraded` says so.
