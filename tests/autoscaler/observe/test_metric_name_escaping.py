@@ -49,13 +49,18 @@ def test_prometheus_2_stores_underscores_and_the_source_still_sees_vllm(tmp_path
                      "slo": {"ttft": {"p95": "500ms"}, "itl": {"p95": "50ms"}}},
         })
         source = PrometheusSource(server.url, window_seconds=10.0)
-        deadline = time.monotonic() + 45
+        started = time.monotonic()
+        deadline = started + 45
         region = None
         while time.monotonic() < deadline:  # keep recording until a full window of requests is seen
             exporter.record(5, ttft=0.08, itl=0.01)
             exporter.set_load(running=2, waiting=0, kv_usage=0.1)
             region = source.observe(service, now=time.time()).regions["default"]
-            if region.ttft_p95 is not None and (region.requests_observed or 0) >= 20 and region.running is not None:
+            # A window reaching back before the first scrape extrapolates each series from its own few
+            # samples (once a mean prompt of 50 for 100-token requests): wait until it is all recorded.
+            full_window = time.monotonic() - started > source.window_seconds + 3
+            if full_window and region.ttft_p95 is not None and (region.requests_observed or 0) >= 20 \
+                    and region.running is not None:
                 break
             time.sleep(0.5)
         names = httpx.get(server.url + "/api/v1/label/__name__/values", timeout=5).json()["data"]
