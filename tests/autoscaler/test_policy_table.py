@@ -258,7 +258,15 @@ def test_state_written_before_request_counts_reads_as_small_windows():
 def test_the_burst_floor_holds_the_recent_bursts_upper_quantile_on_on_off_traffic_only():
     import math
 
-    from sloserve_operator.autoscaler.decide.policy import BURST_GROWTH_MAX, BURST_QUANTILE_Z, _burst_floor
+    from sloserve_operator.autoscaler.decide.policy import (
+        BURST_GROWTH_MAX,
+        BURST_QUANTILE_Z,
+        _burst_floor,
+        _on_off,
+    )
+
+    def floor_of(recommendations, rates, now):
+        return _burst_floor(recommendations, _on_off(rates, now, 60.0), now)
 
     def on_off(peaks: list[int]) -> tuple[list[tuple[float, int]], list[tuple[float, float]]]:
         """A minute of each burst at its peak need (and 5 req/s per replica), then two idle minutes."""
@@ -280,13 +288,13 @@ def test_the_burst_floor_holds_the_recent_bursts_upper_quantile_on_on_off_traffi
     mean = sum(logs) / 3
     spread = math.sqrt(sum((x - mean) ** 2 for x in logs) / 2)
     expected = math.ceil(math.exp(mean + BURST_QUANTILE_Z * spread))
-    floor = _burst_floor(recommendations, rates, now, 60.0)
+    floor = floor_of(recommendations, rates, now)
     assert floor == expected and 10 <= floor <= BURST_GROWTH_MAX * 10
     # One burst is no distribution, and flat traffic has no bursts ending: no floor.
     single, single_rates = on_off([10])
-    assert _burst_floor(single, single_rates, single[-1][0], 60.0) == 0
+    assert floor_of(single, single_rates, single[-1][0]) == 0
     flat = [(10.0 * i, 8) for i in range(60)]
-    assert _burst_floor(flat, [(t, 40.0) for t, _ in flat], 590.0, 60.0) == 0
+    assert floor_of(flat, [(t, 40.0) for t, _ in flat], 590.0) == 0
     # Wildly spread bursts: at most BURST_GROWTH_MAX times the largest seen.
     spread_out, spread_rates = on_off([2, 40, 2])
-    assert _burst_floor(spread_out, spread_rates, spread_out[-1][0], 60.0) <= BURST_GROWTH_MAX * 40
+    assert floor_of(spread_out, spread_rates, spread_out[-1][0]) <= BURST_GROWTH_MAX * 40

@@ -413,8 +413,14 @@ def _bursts_ended(rates: list[tuple[float, float]], window: float) -> int:
     return ends
 
 
-def _burst_memory(recommendations: list[tuple[float, int]], rates: list[tuple[float, float]], now: float,
-                  window: float, cold_start: float, rate_window: float) -> float:
+def _on_off(rates: list[tuple[float, float]], now: float, rate_window: float) -> bool:
+    """Whether the last HISTORY_SECONDS hold RECURRING_BURSTS bursts ending abruptly: on/off traffic, whose
+    next burst may come as abruptly, faster than a cold start."""
+    return _bursts_ended([(t, r) for t, r in rates if t >= now - HISTORY_SECONDS], rate_window) >= RECURRING_BURSTS
+
+
+def _burst_memory(recommendations: list[tuple[float, int]], on_off: bool, now: float, window: float,
+                  cold_start: float) -> float:
     """How long the scale-down floor remembers the recent peak, learned from the traffic's own burstiness.
     Traffic that has shown RECURRING_BURSTS bursts ending abruptly (on/off traffic: the next one may come
     as abruptly, faster than a cold start) keeps the peak for up to BURST_MEMORY_WINDOWS stabilization windows (at most HISTORY_SECONDS); a lone spike does not. Otherwise the longest gap between bursts (recommendations of at
@@ -426,7 +432,7 @@ def _burst_memory(recommendations: list[tuple[float, int]], rates: list[tuple[fl
     if peak <= 1:
         return window
     longest_memory = max(min(HISTORY_SECONDS, BURST_MEMORY_WINDOWS * window), window)
-    if _bursts_ended([(t, r) for t, r in rates if t >= now - HISTORY_SECONDS], rate_window) >= RECURRING_BURSTS:
+    if on_off:
         return longest_memory
     bursts = [t for t, n in recent if n >= BURST_SHARE * peak]
     gaps = [b - a for a, b in zip(bursts, bursts[1:], strict=False)]
@@ -454,15 +460,12 @@ def _burst_peaks(recommendations: list[tuple[float, int]]) -> list[int]:
     return peaks
 
 
-def _burst_floor(recommendations: list[tuple[float, int]], rates: list[tuple[float, float]], now: float,
-                 rate_window: float) -> int:
+def _burst_floor(recommendations: list[tuple[float, int]], on_off: bool, now: float) -> int:
     """On on/off traffic, the fleet the next burst is likely to need: the BURST_QUANTILE_Z quantile of a
     log-normal fitted to the recent bursts' peak needs (two bursts or more), at most BURST_GROWTH_MAX times
     the largest seen. Burst sizes spread (one twice the last is common); a burst shorter than a cold start
     is served by what is up when it comes. 0 on traffic that has not shown bursts ending abruptly."""
-    if BURST_QUANTILE_Z <= 0:
-        return 0
-    if _bursts_ended([(t, r) for t, r in rates if t >= now - HISTORY_SECONDS], rate_window) < RECURRING_BURSTS:
+    if BURST_QUANTILE_Z <= 0 or not on_off:
         return 0
     peaks = _burst_peaks([(t, n) for t, n in recommendations if t >= now - HISTORY_SECONDS])
     if len(peaks) < 2:
@@ -600,7 +603,8 @@ def _plan_region(spec: ModelServiceSpec, region: str, obs: RegionObservation, st
     del recommendations[: max(0, len(recommendations) - 1 - sum(1 for t, _ in recommendations
                                                               if t >= now - max(window, HISTORY_SECONDS)))]
 
-    floor = _burst_floor(recommendations, history, now, obs.window_seconds)
+    on_off = _on_off(history, now, obs.window_seconds)
+    floor = _burst_floor(recommendations, on_off, now)
     if floor:
         model_text += f"; on/off traffic: burst floor {floor}"
     need = max(need, floor)
@@ -610,7 +614,7 @@ def _plan_region(spec: ModelServiceSpec, region: str, obs: RegionObservation, st
     # Headroom: remove capacity only after a whole stabilization window of it, load not rising, and never
     # below what the recent bursts needed while the gaps between them are shorter than the memory.
     cold_start = profile.cold_start_seconds if profile else DEFAULT_COLD_START_SECONDS
-    memory = _burst_memory(recommendations, history, now, window, cold_start, obs.window_seconds)
+    memory = _burst_memory(recommendations, on_off, now, window, cold_start)
     in_window = [n for t, n in recommendations if t >= now - memory]
     # Rising: a new high over the last window (noise makes every other sample higher than the one before).
     recent = [r for t, r in history[:-1] if t >= now - max(obs.window_seconds, 1.0)] or \
