@@ -6,7 +6,11 @@ asked to ignore EOS so outputs have the lengths the simulator assumes). Reported
 requests within both budgets (TTFT, and at most 5% of a request's gaps over the ITL budget, the simulator's
 rule) and replica-seconds over the slice (every replica process in any role, first to last arrival). The
 simulator rows use a capacity profile of the same runtime measured at the start of the run with
-`sloserve profile` (or --profile), so "simulator vs live" is how far the model is from reality.
+`sloserve profile` (or --profile), so "simulator vs live" is how far the model is from reality. They come
+twice: with a node per replica (what a cluster gives, and what bench/autoscale.py assumes), and on a shared
+host (simulate/fleet.py: SharedHost), where the replicas share the cores the rest of the machine left them
+during that replay (measured from /proc: host CPU minus the replica processes' own) and a starting replica
+takes the share of a core it was measured to use while the profiling replica started.
 
 Two slices (`--slice`): `trace`, a slice of a shared trace as it is (flat traffic; one replica carries it at
 the default rate), and `bursty`, the on/off Markov-modulated Poisson traffic of bench/autoscale.py's dev
@@ -27,14 +31,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
+
+if TYPE_CHECKING:
+    from sloserve_operator.simulate.fleet import SharedHost
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_TRACE = ROOT.parent / "shared" / "traces" / "AzureLLMInferenceTrace_conv.csv"
@@ -64,6 +73,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="capacity profile for the policy and the simulator: 'measure' (run `sloserve profile` "
                              "against one replica first), a shipped name, or a JSON path")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--host-cores", type=float, default=float(os.cpu_count() or 1),
+                        help="cores the live replicas share, for the simulator's shared-host rows (default: this "
+                             "machine's); the other simulated rows give each replica its own hardware")
     bursty = parser.add_argument_group("--slice bursty")
     parser.add_argument("--slice", choices=("trace", "bursty"), default="trace",
                         help="a slice of --trace as it is, or on/off bursty traffic with the trace's lengths")
@@ -143,8 +155,9 @@ def compressed_peak_to_mean(requests, speedup: float) -> float:
 
 
 async def measure_profile(args: argparse.Namespace, spec_file: Path, workdir: Path, prompt_mean: float,
-                          output_mean: float) -> tuple[Path, float]:
-    """Start one replica exactly as local mode would, sweep it with `sloserve profile`, stop it."""
+                          output_mean: float) -> tuple[Path, float, float]:
+    """Start one replica exactly as local mode would, sweep it with `sloserve profile`, stop it. Returns the
+    profile, the cold start, and the cores the replica used while it started (CPU seconds / cold start)."""
     import aiohttp
     from sloserve_operator.api.spec import validate_document
     from sloserve_operator.local.replicas import (
@@ -176,6 +189,7 @@ async def measure_profile(args: argparse.Namespace, spec_file: Path, workdir: Pa
             else:
                 raise SystemExit("the profiling replica did not become ready in 120 s")
         cold_start = time.monotonic() - started
+        starting_cores = (process_cpu_seconds(process.pid) or cold_start) / cold_start
         output = workdir / "profile.json"
         prompt, out_tokens = round(prompt_mean), max(round(output_mean), 8)
         subprocess.run([sys.executable, "-m", "sloserve_operator.cli", "profile", "--url", f"http://127.0.0.1:{port}",
@@ -183,10 +197,56 @@ async def measure_profile(args: argparse.Namespace, spec_file: Path, workdir: Pa
                         "--output-tokens", str(out_tokens), "--max-batch-size", "16", "--max-batched-tokens", "512",
                         "--cold-start-seconds", f"{cold_start:.0f}", "--hardware", "this machine, 1 thread",
                         "-o", str(output), "--quiet"], check=True)
-        return output, cold_start
+        return output, cold_start, starting_cores
     finally:
         await terminate_process(process, grace=30, name="profiling replica")
         log.close()
+
+
+def host_busy_seconds() -> float | None:
+    """CPU seconds all cores have spent busy since boot (/proc/stat); None off Linux."""
+    try:
+        fields = [float(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0.0)  # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def process_cpu_seconds(pid: int) -> float | None:
+    """CPU seconds (user + system) a live process has used; None once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (float(fields[11]) + float(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuShare:
+    """How much of the host the replicas got during a replay, and how much everything else took (the router,
+    the load generator, Prometheus, the operator loop): the simulator's shared-host rows give the replicas
+    only the cores the rest left them. Replica CPU is sampled per process (a process's last sample before it
+    ends counts), host CPU from /proc/stat."""
+
+    def __init__(self) -> None:
+        self.host_start = host_busy_seconds()
+        self.replica: dict[int, tuple[float, float]] = {}  # pid -> (first seen, last seen) CPU seconds
+
+    def sample(self, pids: list[int], at_start: bool) -> None:
+        for pid in pids:
+            seconds = process_cpu_seconds(pid)
+            if seconds is not None:
+                first = self.replica.get(pid, (seconds if at_start else 0.0, seconds))[0]
+                self.replica[pid] = (first, seconds)
+
+    def summary(self, span: float, cores: float) -> dict:
+        host_end = host_busy_seconds()
+        if self.host_start is None or host_end is None or span <= 0:
+            return {}
+        replicas = sum(last - first for first, last in self.replica.values())
+        others = max(host_end - self.host_start - replicas, 0.0)
+        return {"replica_cpu_seconds": replicas, "other_cpu_seconds": others,
+                "cores_left_for_replicas": max(cores - others / span, 0.1)}
 
 
 async def replay(args: argparse.Namespace, spec_file: Path, name: str, workdir: Path, requests,
@@ -208,6 +268,8 @@ async def replay(args: argparse.Namespace, spec_file: Path, name: str, workdir: 
         arrivals = [Arrival(r.arrival, r.prompt_tokens, r.output_tokens) for r in requests]
         span = max(a.at for a in arrivals)
         samples: list[tuple[float, int, int]] = []  # (replay time, processes, serving)
+        cpu = CpuShare()
+        cpu.sample((up.state() or {"pids": {"replicas": []}})["pids"]["replicas"], at_start=True)
 
         async def sample(start: float) -> None:
             while True:
@@ -215,6 +277,7 @@ async def replay(args: argparse.Namespace, spec_file: Path, name: str, workdir: 
                 if state:
                     samples.append((time.monotonic() - start, len(state["pids"]["replicas"]),
                                     ready_counts(state)[0]))
+                    cpu.sample(state["pids"]["replicas"], at_start=False)
                 await asyncio.sleep(0.5)
 
         started = time.monotonic()
@@ -222,6 +285,7 @@ async def replay(args: argparse.Namespace, spec_file: Path, name: str, workdir: 
         report = await run_load(up.url, "smollm2-135m-instruct", arrivals, seed=args.seed, progress_every=3600,
                                 extra={"ignore_eos": True})
         sampler.cancel()
+        shares = cpu.summary(time.monotonic() - started, args.host_cores)
         state = up.state() or {}
     finally:
         code = up.stop()
@@ -233,7 +297,7 @@ async def replay(args: argparse.Namespace, spec_file: Path, name: str, workdir: 
     return {"within_both": summary["within_budget"], "replica_seconds": replica_seconds, "requests": len(arrivals),
             "failed": summary["failed"] - refused, "refused": refused, "ttft_p95": summary["ttft_p95"], "itl_p95": summary["itl_p95"],
             "scale_events": state.get("scale_events"), "peak_serving": max((s for _, _, s in in_span), default=0),
-            "exit_code": code, "metrics": state.get("metrics_kind")}
+            "exit_code": code, "metrics": state.get("metrics_kind"), **shares}
 
 
 def _seconds(text: str) -> float:
@@ -242,7 +306,10 @@ def _seconds(text: str) -> float:
     return parse_duration(text)
 
 
-def simulated(args: argparse.Namespace, spec_file: Path, requests, profile, cold_start: float, *, fixed: bool) -> dict:
+def simulated(args: argparse.Namespace, spec_file: Path, requests, profile, cold_start: float, *, fixed: bool,
+              host: SharedHost | None = None) -> dict:
+    """The simulator on the same requests: each replica on its own hardware (a cluster), or with `host`,
+    every replica sharing the cores the rest of the machine left them, as local mode's do."""
     from sloserve_operator.api.spec import validate_document
     from sloserve_operator.simulate.autoscalers import SloservePolicy, StaticPeak
     from sloserve_operator.simulate.run import simulate
@@ -250,21 +317,34 @@ def simulated(args: argparse.Namespace, spec_file: Path, requests, profile, cold
     service, _ = validate_document(yaml.safe_load(spec_file.read_text()))
     autoscaler = StaticPeak(args.max_replicas) if fixed else SloservePolicy(profile, interval=args.interval)
     result = simulate(requests, profile, service.spec, autoscaler, cold_start=cold_start, promotion=0.1,
-                      window=args.window, initial_serving=None if fixed else args.min_replicas)
+                      window=args.window, initial_serving=None if fixed else args.min_replicas,
+                      host=host)
     return {"within_both": result.within_both, "replica_seconds": result.replica_hours * 3600.0,
-            "scale_events": result.scale_events, "refused": result.refused}
+            "scale_events": result.scale_events, "refused": result.refused,
+            "host_cores": host.cores if host else None}
 
 
-def table(rows: list[tuple[str, dict, dict]], budgets: str) -> str:
-    lines = [f"| fleet | within both budgets ({budgets}): live | simulated | replica-seconds: live | simulated "
-             "| scale events: live | simulated | refused (429): live | simulated | failed | live p95 TTFT / ITL |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for name, live, sim in rows:
+def table(rows: list[tuple[str, dict, dict, dict]], budgets: str) -> str:
+    shared = "simulated, shared host (cores the rest left the replicas)"
+    lines = [f"| fleet | within both budgets ({budgets}): live | simulated | {shared} | replica-seconds: live "
+             f"| simulated | {shared} | scale events: live | simulated | refused (429): live | simulated | failed "
+             "| live p95 TTFT / ITL |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name, live, sim, host in rows:
         lines.append(f"| {name} | {live['within_both'] * 100:.1f}% | {sim['within_both'] * 100:.1f}% | "
-                     f"{live['replica_seconds']:.0f} | {sim['replica_seconds']:.0f} | {live['scale_events']} | "
+                     f"{host['within_both'] * 100:.1f}% ({host['host_cores']:.2f}) | {live['replica_seconds']:.0f} | "
+                     f"{sim['replica_seconds']:.0f} | {host['replica_seconds']:.0f} | {live['scale_events']} | "
                      f"{sim['scale_events']} | {live['refused']} | {sim['refused']} | {live['failed']} | "
                      f"{(live['ttft_p95'] or 0) * 1000:.0f} ms / {(live['itl_p95'] or 0) * 1000:.0f} ms |")
     return "\n".join(lines)
+
+
+def error_line(label: str, live: dict, sim: dict) -> str:
+    """How far one simulated row is from live (the live check's goal: both within 10%)."""
+    return (f"simulator error (simulated - live), {label}: within both "
+            f"{(sim['within_both'] - live['within_both']) * 100:+.1f} points, replica-seconds "
+            f"{relative(sim['replica_seconds'], live['replica_seconds']):+.1f}% (relative: within both "
+            f"{relative(sim['within_both'], live['within_both']):+.1f}%; goal: both within 10%)")
 
 
 def relative(simulated_value: float, live_value: float) -> float:
@@ -275,6 +355,7 @@ def relative(simulated_value: float, live_value: float) -> float:
 async def main() -> int:
     args = parse_args()
     from sloserve_operator.autoscaler.decide.capacity import CapacityProfile, load_profile
+    from sloserve_operator.simulate.fleet import SharedHost
 
     if args.slice == "trace":
         requests, rate_scale = load_slice(args)
@@ -293,7 +374,8 @@ async def main() -> int:
         fixed_file.write_text(yaml.safe_dump(spec_document(args, "live-fixed", fixed=True)))
         if args.profile == "measure":
             print("measuring a capacity profile of one replica (sloserve profile)...", flush=True)
-            profile_path, cold_start = await measure_profile(args, auto_file, workdir, prompt_mean, output_mean)
+            profile_path, cold_start, starting_cores = await measure_profile(args, auto_file, workdir, prompt_mean,
+                                                                             output_mean)
             profile = CapacityProfile.from_json(profile_path.read_text())
             RESULTS.mkdir(parents=True, exist_ok=True)
             (RESULTS / f"live-{args.slice}-profile.json").write_text(profile_path.read_text())
@@ -302,6 +384,7 @@ async def main() -> int:
             profile_path = workdir / "profile.json"
             profile_path.write_text(profile.to_json())
             cold_start = float(profile.cold_start_seconds)
+            starting_cores = 1.0  # a replica loads its weights on one core (measured: 1.00 on 2026-12-07)
         one_replica = profile.max_rate_within_budget(_seconds(args.ttft), _seconds(args.itl), prompt_mean,
                                                      output_mean)
         print(f"the profile: one replica carries {one_replica:.2f} req/s within the budgets at the slice's mean "
@@ -331,26 +414,28 @@ async def main() -> int:
         print(f"  {json.dumps(live_fixed)}", flush=True)
         sim_auto = simulated(args, auto_file, requests, profile, cold_start, fixed=False)
         sim_fixed = simulated(args, fixed_file, requests, profile, cold_start, fixed=True)
+        host_auto, host_fixed = (
+            simulated(args, spec, requests, profile, cold_start, fixed=fixed,
+                      host=SharedHost(live.get("cores_left_for_replicas", args.host_cores), starting_cores))
+            for spec, fixed, live in ((auto_file, False, live_auto), (fixed_file, True, live_fixed)))
     budgets = f"TTFT {args.ttft}, ITL {args.itl}"
     rows = [(f"local mode, autoscaled {args.min_replicas}..{args.max_replicas} + {args.warm_pool} warm",
-             live_auto, sim_auto),
-            (f"fixed fleet of {args.max_replicas}", live_fixed, sim_fixed)]
+             live_auto, sim_auto, host_auto),
+            (f"fixed fleet of {args.max_replicas}", live_fixed, sim_fixed, host_fixed)]
     print()
     print(table(rows, budgets))
     print()
     print(f"replica-seconds, autoscaled / fixed: live {live_auto['replica_seconds'] / live_fixed['replica_seconds']:.2f}, "
           f"simulated {sim_auto['replica_seconds'] / sim_fixed['replica_seconds']:.2f}")
-    print(f"simulator error (simulated - live), autoscaled: within both "
-          f"{(sim_auto['within_both'] - live_auto['within_both']) * 100:+.1f} points, replica-seconds "
-          f"{(sim_auto['replica_seconds'] / live_auto['replica_seconds'] - 1) * 100:+.0f}% "
-          f"(relative: within both {relative(sim_auto['within_both'], live_auto['within_both']):+.1f}%, "
-          f"replica-seconds {relative(sim_auto['replica_seconds'], live_auto['replica_seconds']):+.1f}%; goal: "
-          "both within 10%)")
+    print(error_line("autoscaled, a node per replica", live_auto, sim_auto))
+    print(error_line(f"autoscaled, shared host ({host_auto['host_cores']:.2f} cores)", live_auto, host_auto))
+    print(error_line(f"fixed, shared host ({host_fixed['host_cores']:.2f} cores)", live_fixed, host_fixed))
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"live-{args.slice}.json").write_text(json.dumps({
         "args": vars(args), "requests": len(requests), "span_seconds": span, "profile": profile.to_dict(),
-        "one_replica_rate": one_replica, "cold_start": cold_start,
-        "live_auto": live_auto, "live_fixed": live_fixed, "sim_auto": sim_auto, "sim_fixed": sim_fixed}, indent=1))
+        "one_replica_rate": one_replica, "cold_start": cold_start, "starting_cores": starting_cores,
+        "live_auto": live_auto, "live_fixed": live_fixed, "sim_auto": sim_auto, "sim_fixed": sim_fixed,
+        "sim_shared_host_auto": host_auto, "sim_shared_host_fixed": host_fixed}, indent=1))
     failed = live_auto["failed"] + live_fixed["failed"]
     return 1 if failed else 0
 

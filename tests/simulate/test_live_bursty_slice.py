@@ -45,3 +45,31 @@ def test_bursty_slice_is_fixed_by_its_seed(live):
 def test_relative_error_is_against_live(live):
     assert live.relative(0.9, 1.0) == pytest.approx(-10.0)
     assert live.relative(110.0, 100.0) == pytest.approx(10.0)
+
+
+def test_the_cpu_share_counts_the_replicas_apart_from_everything_else(live):
+    """The shared-host rows give the replicas the cores the rest of the machine left them: a process burning
+    CPU counts as a replica only when its pid is sampled as one."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    assert live.process_cpu_seconds(os.getpid()) > 0
+    assert live.host_busy_seconds() > 0
+    burner = subprocess.Popen([sys.executable, "-c", "import time\nend = time.time() + 1.5\nwhile time.time() < end: pass"])
+    try:
+        share = live.CpuShare()
+        share.sample([burner.pid], at_start=True)
+        started = time.monotonic()
+        while burner.poll() is None and time.monotonic() - started < 10:
+            share.sample([burner.pid], at_start=False)
+            time.sleep(0.1)
+        summary = share.summary(time.monotonic() - started, cores=2.0)
+    finally:
+        burner.kill()
+        burner.wait()
+    assert summary["replica_cpu_seconds"] > 0.8  # the burner's CPU, sampled until its last 0.1 s
+    assert summary["other_cpu_seconds"] >= 0.0  # whatever else ran: the test process, other jobs
+    assert 0.1 <= summary["cores_left_for_replicas"] <= 2.0
+    assert live.process_cpu_seconds(burner.pid) is None  # gone

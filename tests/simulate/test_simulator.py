@@ -280,3 +280,28 @@ def test_full_runs_are_deterministic_and_respond_to_fleet_size():
     for baseline in (KedaHpa(target_rate=1.0), KnativeKpa(target_concurrency=4), LlmdSloRatio()):
         result = simulate(requests, CPU, spec, baseline, cold_start=60.0)
         assert 0.0 <= result.within_both <= 1.0 and result.replica_hours > 0
+
+
+def test_replicas_sharing_a_host_step_slower_once_they_want_more_cores_than_it_has():
+    """Local mode's replicas share one machine: a busy replica (or one loading weights) wants a core, and
+    beyond the host's cores every busy one steps proportionally slower. A cluster (host None) does not."""
+    from sloserve_operator.simulate.fleet import SharedHost
+
+    host = SharedHost(cores=2.0)
+    assert host.slowdown(busy=2, starting=0) == 1.0
+    assert host.slowdown(busy=3, starting=0) == pytest.approx(1.5)
+    assert host.slowdown(busy=2, starting=1) == pytest.approx(1.5)
+    assert SharedHost(cores=2.0, starting_pod_cores=0.5).slowdown(busy=2, starting=2) == pytest.approx(1.5)
+
+    spec = make_spec(min_replicas=2, max_replicas=2, ttft="1s", itl="500ms")
+    capacity = CPU.max_rate_within_budget(1.0, 0.5, 200, 32)
+    gap = 1.0 / (1.5 * capacity)  # 1.5 replicas' worth of load on a fleet of 2
+    requests = [Request(i * gap, 200, 32) for i in range(int(120 / gap))]
+
+    def within(host):
+        return simulate(requests, CPU, spec, StaticPeak(2), warmup=0.0, host=host).within_both
+
+    own = within(None)
+    assert own > 0.95
+    assert within(SharedHost(cores=2.0)) == own  # a core per replica: the same as a node each
+    assert within(SharedHost(cores=1.0)) < own - 0.2  # 1.5 replicas' work on one core: overloaded

@@ -9,7 +9,8 @@ Routing: a routing.Router's pick among a region's serving pods (default least ou
 routers are compared by bench/routing.py); with none, requests wait at the gateway (their TTFT keeps
 counting) until a pod serves. A pod whose SLO admission refuses passes the request on to the router's next
 pick, as local mode's router retries a 429 on another replica; refused only when every serving pod refuses.
-With `kv_cache_tokens` every pod keeps a prefix cache of that size.
+With `kv_cache_tokens` every pod keeps a prefix cache of that size. With `host` (SharedHost) every pod runs on
+one machine, as local mode's replicas do, and busy replicas slow each other down beyond its cores.
 
 The same `apply(serving, warm)` actuator serves every policy: baselines ask for warm 0, so for them it is a
 Deployment scale. It acts through warmpool.plan_roles on `role_view`, the pods as the operator would list
@@ -48,6 +49,20 @@ class Pod:
     removed: float | None = None
 
 
+@dataclass(frozen=True)
+class SharedHost:
+    """Every pod on one machine with `cores` cores for them, one thread per replica, as local mode runs them:
+    while the busy replicas and the starting ones (loading weights, `starting_pod_cores` each) want more
+    cores than there are, every busy replica steps that much slower (processor sharing). Models what the
+    live check's host does; a cluster gives each pod its own hardware."""
+
+    cores: float
+    starting_pod_cores: float = 1.0
+
+    def slowdown(self, busy: int, starting: int) -> float:
+        return max(1.0, (busy + self.starting_pod_cores * starting) / self.cores)
+
+
 @dataclass
 class Targets:
     serving: int = 0
@@ -67,6 +82,7 @@ class Fleet:
     # ever computed counts as cached on every pod, bounded by each pod's kv_cache_tokens.
     shared_cache: PrefixCache | None = None
     admission_limit: float | None = None  # per pod, seconds of expected TTFT (replica.py); None: admit all
+    host: SharedHost | None = None  # every pod on one machine (local mode); None: a node per pod
     router: Router = field(default_factory=lambda: Router("least-outstanding"))
     pods: list[Pod] = field(default_factory=list)
     retired: list[Pod] = field(default_factory=list)
@@ -104,9 +120,13 @@ class Fleet:
 
     # ---------------------------------------------------------------- time
     def advance(self, until: float) -> None:
-        for pod in self.pods:
-            if pod.engine.outstanding:
-                pod.engine.advance(until)
+        busy = [pod for pod in self.pods if pod.engine.outstanding]
+        slowdown = 1.0
+        if self.host is not None:
+            slowdown = self.host.slowdown(len(busy), sum(pod.state == STARTING for pod in self.pods))
+        for pod in busy:
+            pod.engine.slowdown = slowdown
+            pod.engine.advance(until)
 
     def on_time(self, now: float) -> None:
         """Finish cold starts and promotions due by `now`; retire drained pods."""

@@ -86,6 +86,8 @@ class ReplicaEngine:
         self.itl_budget = itl_budget
         self.recorder = recorder
         self.clock = clock
+        # Steps take this many times the profile's time: replicas sharing a machine's cores (fleet.SharedHost).
+        self.slowdown = 1.0
         self.waiting: deque[Sequence] = deque()
         self.prefilling: list[Sequence] = []
         self.decoding: list[tuple[int, int, Sequence]] = []  # heap of (finish_step, tiebreak, seq)
@@ -192,8 +194,9 @@ class ReplicaEngine:
         per_attended = step_model.per_attended_token_seconds
         attended = self._context_offset + self.steps * decoding + sum(
             chunk * (seq.request.prompt_tokens - seq.prefill_left + (chunk + 1) / 2) for seq, chunk in chunks)
-        duration = step_model.seconds(prefill_tokens, decoding, attended)
-        growth = per_attended * decoding  # each following step is this much longer: decoders' contexts grow
+        duration = step_model.seconds(prefill_tokens, decoding, attended) * self.slowdown
+        # each following step is this much longer: decoders' contexts grow
+        growth = per_attended * decoding * self.slowdown
         limits = [max(1, math.ceil((until - self.clock) / duration)),
                   max(1, math.ceil((math.floor(self.clock) + 1 - self.clock) / duration))]
         # A prompt keeps the same chunk size for as many whole chunks as it has left (its last may be smaller).

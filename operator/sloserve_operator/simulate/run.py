@@ -25,7 +25,7 @@ from sloserve_operator.autoscaler.decide.placement import (
 from sloserve_operator.load_client import percentile
 from sloserve_operator.routing import Router
 from sloserve_operator.simulate.autoscalers import Autoscaler, SloservePolicy, StaticPeak, View
-from sloserve_operator.simulate.fleet import Fleet
+from sloserve_operator.simulate.fleet import Fleet, SharedHost
 from sloserve_operator.simulate.recorder import Recorder
 from sloserve_operator.simulate.traces import Request
 
@@ -84,7 +84,8 @@ def admission_limit(spec: ModelServiceSpec) -> float | None:
 def simulate(requests: list[Request], profile: CapacityProfile, spec: ModelServiceSpec, autoscaler: Autoscaler,
              *, cold_start: float = 120.0, promotion: float = 2.0, window: float = 60.0,
              initial_serving: int | None = None, warmup: float = WARMUP_SECONDS,
-             router: Router | None = None, kv_cache_tokens: float | None = None) -> SimResult:
+             router: Router | None = None, kv_cache_tokens: float | None = None,
+             host: SharedHost | None = None) -> SimResult:
     if not requests:
         raise ValueError("empty trace: nothing to simulate")
     regions = region_names(spec)
@@ -96,7 +97,7 @@ def simulate(requests: list[Request], profile: CapacityProfile, spec: ModelServi
     ttft_budget, itl_budget = spec.slo.ttft.p95_seconds, spec.slo.itl.p95_seconds
     recorder = Recorder(regions, horizon + 1, ttft_budget, itl_budget)
     fleet = Fleet(profile, regions, recorder, itl_budget, cold_start=cold_start, promotion=promotion,
-                  kv_cache_tokens=kv_cache_tokens, admission_limit=admission_limit(spec),
+                  kv_cache_tokens=kv_cache_tokens, admission_limit=admission_limit(spec), host=host,
                   **({"router": router} if router is not None else {}))
     start = initial_size(requests, profile, spec) if initial_serving is None else initial_serving
     warm_pool = split_plain(spec.scaling.warm_pool.size, region_weights(spec))
