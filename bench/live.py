@@ -10,7 +10,9 @@ simulator rows use a capacity profile of the same runtime measured at the start 
 twice: with a node per replica (what a cluster gives, and what bench/autoscale.py assumes), and on a shared
 host (simulate/fleet.py: SharedHost), where the replicas share the cores the rest of the machine left them
 during that replay (measured from /proc: host CPU minus the replica processes' own) and a starting replica
-takes the share of a core it was measured to use while the profiling replica started.
+wants the share of a core the profiling replica was measured to use while it started. Neither pre-rolls:
+the simulated fleet starts when the slice starts, as the live one does. Each replay's per-request timeline
+is written to bench/results/live-<slice>-<fleet>-timeline.json.
 
 Two slices (`--slice`): `trace`, a slice of a shared trace as it is (flat traffic; one replica carries it at
 the default rate), and `bursty`, the on/off Markov-modulated Poisson traffic of bench/autoscale.py's dev
@@ -289,9 +291,17 @@ async def replay(args: argparse.Namespace, spec_file: Path, name: str, workdir: 
         state = up.state() or {}
     finally:
         code = up.stop()
+    ttft_budget, itl_budget = _seconds(args.ttft), _seconds(args.itl)
+    due = sorted(a.at for a in arrivals)  # the load generator numbers requests in arrival order
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"live-{args.slice}-{name}-timeline.json").write_text(json.dumps({
+        "fleet": samples,  # (seconds into the replay, replica processes, ready serving)
+        "requests": [  # in arrival order: when it was due, when it was sent, what came back
+            {"due": due[r.index], "sent": r.sent_at, "status": r.status, "ttft": r.ttft,
+             "itl_p95": r.itl_p95, "within": r.within(ttft_budget, itl_budget)}
+            for r in sorted(report.results, key=lambda r: r.index)]}))
     in_span = [(t, n, s) for t, n, s in samples if t <= span]
     replica_seconds = sum(n for _, n, _ in in_span) * span / max(len(in_span), 1)
-    ttft_budget, itl_budget = _seconds(args.ttft), _seconds(args.itl)
     summary = report.summary(ttft_budget, itl_budget)
     refused = sum(1 for r in report.failed if r.status == 429)  # SLO admission (on by default): a miss, not lost
     return {"within_both": summary["within_budget"], "replica_seconds": replica_seconds, "requests": len(arrivals),
@@ -316,8 +326,10 @@ def simulated(args: argparse.Namespace, spec_file: Path, requests, profile, cold
 
     service, _ = validate_document(yaml.safe_load(spec_file.read_text()))
     autoscaler = StaticPeak(args.max_replicas) if fixed else SloservePolicy(profile, interval=args.interval)
+    # No pre-roll: the live replay starts its fleet at minReplicas + the warm pool when the slice starts, so the
+    # simulated one does too (a pre-roll would meet the first burst with a fleet already sized for it).
     result = simulate(requests, profile, service.spec, autoscaler, cold_start=cold_start, promotion=0.1,
-                      window=args.window, initial_serving=None if fixed else args.min_replicas,
+                      window=args.window, initial_serving=None if fixed else args.min_replicas, warmup=0.0,
                       host=host)
     return {"within_both": result.within_both, "replica_seconds": result.replica_hours * 3600.0,
             "scale_events": result.scale_events, "refused": result.refused,

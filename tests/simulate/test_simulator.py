@@ -305,3 +305,27 @@ def test_replicas_sharing_a_host_step_slower_once_they_want_more_cores_than_it_h
     assert own > 0.95
     assert within(SharedHost(cores=2.0)) == own  # a core per replica: the same as a node each
     assert within(SharedHost(cores=1.0)) < own - 0.2  # 1.5 replicas' work on one core: overloaded
+
+
+def test_a_replica_starting_on_a_busy_shared_host_loads_its_weights_slower():
+    """Loading weights wants a core too: on one core beside a busy replica a cold start takes twice as long
+    (what live local mode showed: a 7 s cold start took 17 s in a burst on 2 cores)."""
+    from sloserve_operator.simulate.fleet import STARTING, SharedHost
+
+    def ready_after(host):
+        recorder = Recorder(["default"], 200.0, 1.0, 1.0)
+        fleet = Fleet(CPU, ["default"], recorder, 1.0, cold_start=10.0, promotion=0.0, host=host)
+        fleet.start_ready("default", 1, 0, 0.0)
+        fleet.dispatch(Request(0.0, 100, 5000), 0.0)  # keeps the first replica busy throughout
+        fleet.apply("default", 2, 0, 0.0)
+        for tenth in range(1, 600):
+            now = tenth / 10
+            fleet.advance(now)
+            fleet.on_time(now)
+            if not fleet.in_region("default", STARTING):
+                return now
+        return None
+
+    assert ready_after(None) == pytest.approx(10.0, abs=0.11)
+    assert ready_after(SharedHost(cores=2.0)) == pytest.approx(10.0, abs=0.11)  # a core each: no slower
+    assert ready_after(SharedHost(cores=1.0)) == pytest.approx(20.0, abs=0.3)  # half a core: twice as long

@@ -47,14 +47,16 @@ class Pod:
     ready_at: float = 0.0
     serving_at: float = 0.0
     removed: float | None = None
+    loading_left: float = 0.0  # seconds of its cold start still to do at full speed (STARTING pods)
 
 
 @dataclass(frozen=True)
 class SharedHost:
     """Every pod on one machine with `cores` cores for them, one thread per replica, as local mode runs them:
     while the busy replicas and the starting ones (loading weights, `starting_pod_cores` each) want more
-    cores than there are, every busy replica steps that much slower (processor sharing). Models what the
-    live check's host does; a cluster gives each pod its own hardware."""
+    cores than there are, every busy replica steps that much slower and every starting one loads that much
+    slower (processor sharing). Models what the live check's host does; a cluster gives each pod its own
+    hardware."""
 
     cores: float
     starting_pod_cores: float = 1.0
@@ -89,6 +91,7 @@ class Fleet:
     targets: dict[str, Targets] = field(default_factory=dict)
     gateway: dict[str, deque[Request]] = field(default_factory=dict)
     _ids: itertools.count = field(default_factory=itertools.count)
+    _advanced_to: float = 0.0  # the time advance() has simulated up to
 
     def __post_init__(self) -> None:
         for region in self.regions:
@@ -123,7 +126,12 @@ class Fleet:
         busy = [pod for pod in self.pods if pod.engine.outstanding]
         slowdown = 1.0
         if self.host is not None:
-            slowdown = self.host.slowdown(len(busy), sum(pod.state == STARTING for pod in self.pods))
+            starting = [pod for pod in self.pods if pod.state == STARTING]
+            slowdown = self.host.slowdown(len(busy), len(starting))
+            for pod in starting:  # loading weights gets the same share of a core: the cold start stretches
+                pod.loading_left -= max(until - self._advanced_to, 0.0) / slowdown
+                pod.ready_at = until + max(pod.loading_left, 0.0) * slowdown
+        self._advanced_to = max(self._advanced_to, until)
         for pod in busy:
             pod.engine.slowdown = slowdown
             pod.engine.advance(until)
@@ -205,7 +213,7 @@ class Fleet:
         live = len(plan.deletion_cost)
         for _ in range(plan.replicas - live):
             pod = self._new_pod(region, STARTING, now)
-            pod.ready_at = now + self.cold_start
+            pod.ready_at, pod.loading_left = now + self.cold_start, self.cold_start
             self.pods.append(pod)
         for name, cost in plan.deletion_cost.items():
             if cost == COST_VICTIM:
