@@ -8,9 +8,10 @@ rule) and replica-seconds over the slice (every replica process in any role, fir
 simulator rows use a capacity profile of the same runtime measured at the start of the run with
 `sloserve profile` (or --profile), so "simulator vs live" is how far the model is from reality. They come
 twice: with a node per replica (what a cluster gives, and what bench/autoscale.py assumes), and on a shared
-host (simulate/fleet.py: SharedHost), where the replicas share the cores the rest of the machine left them
-during that replay (measured from /proc: host CPU minus the replica processes' own) and a starting replica
-wants the share of a core the profiling replica was measured to use while it started. Neither pre-rolls:
+host (simulate/fleet.py: SharedHost), where the replicas share the machine's cores with each other, with the
+starting ones (the share of a core the profiling replica was measured to use while it started) and with the
+rest of the machine, charged per request (its CPU during that replay, measured from /proc as host CPU minus
+the replica processes' own, over the requests). Neither pre-rolls:
 the simulated fleet starts when the slice starts, as the live one does. Each replay's per-request timeline
 is written to bench/results/live-<slice>-<fleet>-timeline.json.
 
@@ -76,8 +77,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "against one replica first), a shipped name, or a JSON path")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--host-cores", type=float, default=float(os.cpu_count() or 1),
-                        help="cores the live replicas share, for the simulator's shared-host rows (default: this "
-                             "machine's); the other simulated rows give each replica its own hardware")
+                        help="the machine's cores, for the simulator's shared-host rows (default: this machine's); "
+                             "the other simulated rows give each replica its own hardware")
     bursty = parser.add_argument_group("--slice bursty")
     parser.add_argument("--slice", choices=("trace", "bursty"), default="trace",
                         help="a slice of --trace as it is, or on/off bursty traffic with the trace's lengths")
@@ -226,9 +227,9 @@ def process_cpu_seconds(pid: int) -> float | None:
 
 class CpuShare:
     """How much of the host the replicas got during a replay, and how much everything else took (the router,
-    the load generator, Prometheus, the operator loop): the simulator's shared-host rows give the replicas
-    only the cores the rest left them. Replica CPU is sampled per process (a process's last sample before it
-    ends counts), host CPU from /proc/stat."""
+    the load generator, Prometheus, the operator loop): the simulator's shared-host rows charge the rest's
+    CPU per request, as it comes with the traffic (a burst's proxying and sending). Replica CPU is sampled
+    per process (a process's last sample before it ends counts), host CPU from /proc/stat."""
 
     def __init__(self) -> None:
         self.host_start = host_busy_seconds()
@@ -241,14 +242,14 @@ class CpuShare:
                 first = self.replica.get(pid, (seconds if at_start else 0.0, seconds))[0]
                 self.replica[pid] = (first, seconds)
 
-    def summary(self, span: float, cores: float) -> dict:
+    def summary(self, requests: int) -> dict:
         host_end = host_busy_seconds()
-        if self.host_start is None or host_end is None or span <= 0:
+        if self.host_start is None or host_end is None:
             return {}
         replicas = sum(last - first for first, last in self.replica.values())
         others = max(host_end - self.host_start - replicas, 0.0)
         return {"replica_cpu_seconds": replicas, "other_cpu_seconds": others,
-                "cores_left_for_replicas": max(cores - others / span, 0.1)}
+                "other_cpu_per_request": others / max(requests, 1)}
 
 
 async def replay(args: argparse.Namespace, spec_file: Path, name: str, workdir: Path, requests,
@@ -287,7 +288,7 @@ async def replay(args: argparse.Namespace, spec_file: Path, name: str, workdir: 
         report = await run_load(up.url, "smollm2-135m-instruct", arrivals, seed=args.seed, progress_every=3600,
                                 extra={"ignore_eos": True})
         sampler.cancel()
-        shares = cpu.summary(time.monotonic() - started, args.host_cores)
+        shares = cpu.summary(len(arrivals))
         state = up.state() or {}
     finally:
         code = up.stop()
@@ -333,18 +334,18 @@ def simulated(args: argparse.Namespace, spec_file: Path, requests, profile, cold
                       host=host)
     return {"within_both": result.within_both, "replica_seconds": result.replica_hours * 3600.0,
             "scale_events": result.scale_events, "refused": result.refused,
-            "host_cores": host.cores if host else None}
+            "cpu_per_request": host.cpu_per_request if host else None}
 
 
 def table(rows: list[tuple[str, dict, dict, dict]], budgets: str) -> str:
-    shared = "simulated, shared host (cores the rest left the replicas)"
+    shared = "simulated, shared host"
     lines = [f"| fleet | within both budgets ({budgets}): live | simulated | {shared} | replica-seconds: live "
              f"| simulated | {shared} | scale events: live | simulated | refused (429): live | simulated | failed "
              "| live p95 TTFT / ITL |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, live, sim, host in rows:
         lines.append(f"| {name} | {live['within_both'] * 100:.1f}% | {sim['within_both'] * 100:.1f}% | "
-                     f"{host['within_both'] * 100:.1f}% ({host['host_cores']:.2f}) | {live['replica_seconds']:.0f} | "
+                     f"{host['within_both'] * 100:.1f}% | {live['replica_seconds']:.0f} | "
                      f"{sim['replica_seconds']:.0f} | {host['replica_seconds']:.0f} | {live['scale_events']} | "
                      f"{sim['scale_events']} | {live['refused']} | {sim['refused']} | {live['failed']} | "
                      f"{(live['ttft_p95'] or 0) * 1000:.0f} ms / {(live['itl_p95'] or 0) * 1000:.0f} ms |")
@@ -428,7 +429,7 @@ async def main() -> int:
         sim_fixed = simulated(args, fixed_file, requests, profile, cold_start, fixed=True)
         host_auto, host_fixed = (
             simulated(args, spec, requests, profile, cold_start, fixed=fixed,
-                      host=SharedHost(live.get("cores_left_for_replicas", args.host_cores), starting_cores))
+                      host=SharedHost(args.host_cores, starting_cores, live.get("other_cpu_per_request", 0.0)))
             for spec, fixed, live in ((auto_file, False, live_auto), (fixed_file, True, live_fixed)))
     budgets = f"TTFT {args.ttft}, ITL {args.itl}"
     rows = [(f"local mode, autoscaled {args.min_replicas}..{args.max_replicas} + {args.warm_pool} warm",
@@ -440,8 +441,9 @@ async def main() -> int:
     print(f"replica-seconds, autoscaled / fixed: live {live_auto['replica_seconds'] / live_fixed['replica_seconds']:.2f}, "
           f"simulated {sim_auto['replica_seconds'] / sim_fixed['replica_seconds']:.2f}")
     print(error_line("autoscaled, a node per replica", live_auto, sim_auto))
-    print(error_line(f"autoscaled, shared host ({host_auto['host_cores']:.2f} cores)", live_auto, host_auto))
-    print(error_line(f"fixed, shared host ({host_fixed['host_cores']:.2f} cores)", live_fixed, host_fixed))
+    for label, live, host in (("autoscaled", live_auto, host_auto), ("fixed", live_fixed, host_fixed)):
+        print(error_line(f"{label}, shared host ({args.host_cores:g} cores, the rest "
+                         f"{host['cpu_per_request'] * 1000:.0f} ms of CPU per request)", live, host))
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"live-{args.slice}.json").write_text(json.dumps({
         "args": vars(args), "requests": len(requests), "span_seconds": span, "profile": profile.to_dict(),

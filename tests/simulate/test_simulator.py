@@ -292,6 +292,9 @@ def test_replicas_sharing_a_host_step_slower_once_they_want_more_cores_than_it_h
     assert host.slowdown(busy=3, starting=0) == pytest.approx(1.5)
     assert host.slowdown(busy=2, starting=1) == pytest.approx(1.5)
     assert SharedHost(cores=2.0, starting_pod_cores=0.5).slowdown(busy=2, starting=2) == pytest.approx(1.5)
+    # the rest of the machine (router, client) spends CPU per request: 20 ms at 25 req/s is half a core
+    assert SharedHost(cores=2.0, cpu_per_request=0.02).slowdown(busy=2, starting=0, request_rate=25.0) == \
+        pytest.approx(1.25)
 
     spec = make_spec(min_replicas=2, max_replicas=2, ttft="1s", itl="500ms")
     capacity = CPU.max_rate_within_budget(1.0, 0.5, 200, 32)

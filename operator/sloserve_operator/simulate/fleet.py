@@ -35,6 +35,7 @@ from sloserve_operator.simulate.traces import Request
 
 # A simulated pod's state: the two roles (SERVING, WARM) plus the transitions a real pod goes through.
 STARTING, PROMOTING, DRAINING = "starting", "promoting", "draining"
+HOST_RATE_SECONDS = 5.0  # SharedHost's request rate is over this many seconds
 
 
 @dataclass(eq=False)
@@ -52,17 +53,20 @@ class Pod:
 
 @dataclass(frozen=True)
 class SharedHost:
-    """Every pod on one machine with `cores` cores for them, one thread per replica, as local mode runs them:
-    while the busy replicas and the starting ones (loading weights, `starting_pod_cores` each) want more
-    cores than there are, every busy replica steps that much slower and every starting one loads that much
-    slower (processor sharing). Models what the live check's host does; a cluster gives each pod its own
-    hardware."""
+    """Every pod on one machine with `cores` cores, one thread per replica, as local mode runs them. Wanting
+    a core each: every busy replica, every starting one (loading weights, `starting_pod_cores` each), and the
+    rest of the machine, which spends `cpu_per_request` CPU-seconds per arriving request (the router
+    proxying it, the client sending it). While that is more than there are cores, every busy replica steps
+    and every starting one loads that much slower (processor sharing). Models the live check's host; a
+    cluster gives each pod its own hardware."""
 
     cores: float
     starting_pod_cores: float = 1.0
+    cpu_per_request: float = 0.0
 
-    def slowdown(self, busy: int, starting: int) -> float:
-        return max(1.0, (busy + self.starting_pod_cores * starting) / self.cores)
+    def slowdown(self, busy: int, starting: int, request_rate: float = 0.0) -> float:
+        wanted = busy + self.starting_pod_cores * starting + self.cpu_per_request * request_rate
+        return max(1.0, wanted / self.cores)
 
 
 @dataclass
@@ -92,6 +96,7 @@ class Fleet:
     gateway: dict[str, deque[Request]] = field(default_factory=dict)
     _ids: itertools.count = field(default_factory=itertools.count)
     _advanced_to: float = 0.0  # the time advance() has simulated up to
+    _recent_arrivals: deque[float] = field(default_factory=deque)  # for SharedHost's request rate
 
     def __post_init__(self) -> None:
         for region in self.regions:
@@ -127,7 +132,9 @@ class Fleet:
         slowdown = 1.0
         if self.host is not None:
             starting = [pod for pod in self.pods if pod.state == STARTING]
-            slowdown = self.host.slowdown(len(busy), len(starting))
+            while self._recent_arrivals and self._recent_arrivals[0] < until - HOST_RATE_SECONDS:
+                self._recent_arrivals.popleft()
+            slowdown = self.host.slowdown(len(busy), len(starting), len(self._recent_arrivals) / HOST_RATE_SECONDS)
             for pod in starting:  # loading weights gets the same share of a core: the cold start stretches
                 pod.loading_left -= max(until - self._advanced_to, 0.0) / slowdown
                 pod.ready_at = until + max(pod.loading_left, 0.0) * slowdown
@@ -157,6 +164,8 @@ class Fleet:
     # ---------------------------------------------------------------- requests
     def dispatch(self, request: Request, now: float) -> None:
         self.recorder.arrival(request.region, now)
+        if self.host is not None:
+            self._recent_arrivals.append(now)
         self.gateway[request.region].append(request)
         self._drain_gateway(request.region, now)
 
