@@ -11,9 +11,9 @@ twice: with a node per replica (what a cluster gives, and what bench/autoscale.p
 host (simulate/fleet.py: SharedHost), where the replicas share the machine's cores with each other, with the
 starting ones (the share of a core the profiling replica was measured to use while it started) and with the
 rest of the machine, charged per request (its CPU during that replay, measured from /proc as host CPU minus
-the replica processes' own, over the requests). Neither pre-rolls:
-the simulated fleet starts when the slice starts, as the live one does. Each replay's per-request timeline
-is written to bench/results/live-<slice>-<fleet>-timeline.json.
+the replica processes' own, over the requests). Neither pre-rolls: the simulated fleet starts when the
+slice starts, as the live one does. Each replay's per-request timeline is written to
+bench/results/live-<slice>-<fleet>-timeline.json.
 
 Two slices (`--slice`): `trace`, a slice of a shared trace as it is (flat traffic; one replica carries it at
 the default rate), and `bursty`, the on/off Markov-modulated Poisson traffic of bench/autoscale.py's dev
@@ -320,7 +320,8 @@ def _seconds(text: str) -> float:
 def simulated(args: argparse.Namespace, spec_file: Path, requests, profile, cold_start: float, *, fixed: bool,
               host: SharedHost | None = None) -> dict:
     """The simulator on the same requests: each replica on its own hardware (a cluster), or with `host`,
-    every replica sharing the cores the rest of the machine left them, as local mode's do."""
+    every replica on one machine, sharing its cores with the others and with the rest of the machine, as
+    local mode's do."""
     from sloserve_operator.api.spec import validate_document
     from sloserve_operator.simulate.autoscalers import SloservePolicy, StaticPeak
     from sloserve_operator.simulate.run import simulate

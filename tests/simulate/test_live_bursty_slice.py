@@ -57,19 +57,20 @@ def test_the_cpu_share_counts_the_replicas_apart_from_everything_else(live):
 
     assert live.process_cpu_seconds(os.getpid()) > 0
     assert live.host_busy_seconds() > 0
-    burner = subprocess.Popen([sys.executable, "-c", "import time\nend = time.time() + 1.5\nwhile time.time() < end: pass"])
+    burn = "import time\nend = time.time() + 10\nwhile time.process_time() < 1.0 and time.time() < end: pass"
+    burner = subprocess.Popen([sys.executable, "-c", burn])  # a second of CPU, however busy the machine
     try:
         share = live.CpuShare()
         share.sample([burner.pid], at_start=True)
         started = time.monotonic()
-        while burner.poll() is None and time.monotonic() - started < 10:
+        while burner.poll() is None and time.monotonic() - started < 15:
             share.sample([burner.pid], at_start=False)
             time.sleep(0.1)
         summary = share.summary(requests=10)
     finally:
         burner.kill()
         burner.wait()
-    assert summary["replica_cpu_seconds"] > 0.8  # the burner's CPU, sampled until its last 0.1 s
+    assert summary["replica_cpu_seconds"] > 0.7  # the burner's second, sampled until its last 0.1 s or so
     assert summary["other_cpu_seconds"] >= 0.0  # whatever else ran: the test process, other jobs
     assert summary["other_cpu_per_request"] == summary["other_cpu_seconds"] / 10
     assert live.process_cpu_seconds(burner.pid) is None  # gone
