@@ -53,30 +53,21 @@ def start_replicas(count: int) -> tuple[list[subprocess.Popen], list[int]]:
         ports.append(port)
         processes.append(subprocess.Popen([*DEFAULT_RUNTIME_COMMAND, *runtime_args(service, port, threads=1, model=None)],
                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
-    deadline = time.monotonic() + 180
+    return processes, ports
+
+
+async def wait_ready(client: httpx.AsyncClient, ports: list[int], timeout: float = 180.0) -> None:
+    deadline = time.monotonic() + timeout
     for port in ports:
         while True:
             try:
-                if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=1).status_code == 200:
+                if (await client.get(f"http://127.0.0.1:{port}/ready", timeout=1)).status_code == 200:
                     break
             except httpx.HTTPError:
                 pass
             if time.monotonic() > deadline:
-                stop(processes)
-                raise SystemExit("a replica did not become ready in 180 s")
-            time.sleep(0.2)
-    return processes, ports
-
-
-def stop(processes: list[subprocess.Popen]) -> None:
-    for process in processes:
-        process.terminate()
-    for process in processes:
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
+                raise SystemExit(f"a replica did not become ready in {timeout:.0f} s")
+            await asyncio.sleep(0.2)
 
 
 async def throughput(client: httpx.AsyncClient, port: int, args: argparse.Namespace, requests: int) -> float:
@@ -98,6 +89,7 @@ async def throughput(client: httpx.AsyncClient, port: int, args: argparse.Namesp
 async def measure(ports: list[int], args: argparse.Namespace) -> None:
     cores = os.cpu_count() or 1
     async with httpx.AsyncClient(timeout=300) as client:
+        await wait_ready(client, ports)
         await asyncio.gather(*(throughput(client, port, args, 16) for port in ports))  # warm-up
         for trial in range(1, args.trials + 1):
             alone = await throughput(client, ports[0], args, args.requests)
@@ -108,13 +100,18 @@ async def measure(ports: list[int], args: argparse.Namespace) -> None:
                   flush=True)
 
 
-def main() -> int:
-    args = parse_args()
+async def run(args: argparse.Namespace) -> None:
+    from sloserve_operator.local.replicas import terminate_process
+
     processes, ports = start_replicas(args.replicas)
     try:
-        asyncio.run(measure(ports, args))
+        await measure(ports, args)
     finally:
-        stop(processes)
+        await asyncio.gather(*(terminate_process(p, grace=30, name="replica") for p in processes))
+
+
+def main() -> int:
+    asyncio.run(run(parse_args()))
     return 0
 
 
