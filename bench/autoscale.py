@@ -46,6 +46,7 @@ TRACES = Path("/work/shared/traces") if Path("/work/shared/traces").exists() els
 AZURE = TRACES / "AzureLLMInferenceTrace_conv.csv"
 MOONCAKE = TRACES / "conversation_trace.jsonl"
 SYNTHETIC_SECONDS = 2400.0  # 40 minutes of each synthetic shape
+WARM_POOL = 1  # every scenario's spec keeps one warm pod (sloserve pays for it; the oracle keeps none)
 
 # The shared-trace scenarios: (trace, profile, ttft, itl, rate scale, token scale, max model len, minutes).
 # CPU scenarios: SmolLM2-135M on a replica of 2 cores (the measured profile). Their prompts are scaled down to
@@ -326,7 +327,7 @@ def scenario_spec(scenario: Scenario):
     parser = argparse.ArgumentParser()
     simulate_cli.add_arguments(parser)
     args = parser.parse_args(["--trace", "-", "--ttft", scenario.ttft, "--itl", scenario.itl, "--max-replicas", "128",
-                              "--warm-pool", "1", "--stabilization", "5m"])
+                              "--warm-pool", str(WARM_POOL), "--stabilization", "5m"])
     return simulate_cli.make_spec(args)
 
 
@@ -496,8 +497,10 @@ def reactive_table(loaded: dict, row, oracle_target: float) -> list[str]:
     lines = ["", "Reactive reference (the oracle's per-minute needs, each asked for once its minute has ended; "
              "simulate/reactive_reference.py):", "",
              "| scenario | oracle: within, replica-hours | reactive reference: within, replica-hours (vs oracle) "
-             "| its memory | sloserve: within, replica-hours (vs reactive reference) |", "|---|---|---|---|---|"]
-    tally = {"within": [0, 0], "oracle": [0, 0]}
+             "| its memory | sloserve: within, replica-hours (vs reactive reference) "
+             f"| with the spec's warm pool ({WARM_POOL} pod): oracle, reactive reference (vs oracle) |",
+             "|---|---|---|---|---|---|"]
+    tally = {"within": [0, 0], "oracle": [0, 0], "floor": [0, 0], "reactive_warm": [0, 0]}
     for name, data in loaded.items():
         oracle, bound, ours = row(data, ORACLE, "-"), row(data, REACTIVE, "-"), row(data, "sloserve", "-")
         if not (oracle and bound and ours):
@@ -508,15 +511,29 @@ def reactive_table(loaded: dict, row, oracle_target: float) -> list[str]:
         tally["within"][1] += 1
         tally["oracle"][0] += share <= oracle_target
         tally["oracle"][1] += 1
+        # A policy keeping the warm pool pays for it beside its serving fleet, which the oracle keeps none of.
+        warm_hours = WARM_POOL * max(ours["timeline"]["t"], default=0.0) / 3600
+        floor, reactive_warm = oracle["replica_hours"] + warm_hours, bound["replica_hours"] + warm_hours
+        tally["floor"][0] += floor / oracle["replica_hours"] > oracle_target
+        tally["floor"][1] += 1
+        tally["reactive_warm"][0] += (bound["within_both"] >= objective
+                                      and reactive_warm / oracle["replica_hours"] <= oracle_target)
+        tally["reactive_warm"][1] += 1
         lines.append(f"| {name} | {oracle['within_both']:.2%}, {oracle['replica_hours']:.2f} "
                      f"| {bound['within_both']:.2%}, {bound['replica_hours']:.2f} ({share:.2f}x) "
                      f"| {bound['config'].split(',')[0]} | {ours['within_both']:.2%}, {ours['replica_hours']:.2f} "
-                     f"({ours['replica_hours'] / bound['replica_hours']:.2f}x) |")
+                     f"({ours['replica_hours'] / bound['replica_hours']:.2f}x) "
+                     f"| {floor:.2f} ({floor / oracle['replica_hours']:.2f}x), {reactive_warm:.2f} "
+                     f"({reactive_warm / oracle['replica_hours']:.2f}x) |")
     if tally["within"][1] == 0:
         return []
     return lines + ["", f"- the reactive reference reaches the objective in {tally['within'][0]} of {tally['within'][1]} "
                     f"scenarios, and costs <= {oracle_target}x the oracle in {tally['oracle'][0]} of "
-                    f"{tally['oracle'][1]}"]
+                    f"{tally['oracle'][1]}",
+                    f"- keeping the spec's warm pool alone (a pod that serves nothing, beside a fleet as small as the "
+                    f"oracle's) costs more than {oracle_target}x the oracle in {tally['floor'][0]} of "
+                    f"{tally['floor'][1]} scenarios; with it, the reactive reference reaches the objective at <= "
+                    f"{oracle_target}x the oracle in {tally['reactive_warm'][0]} of {tally['reactive_warm'][1]}"]
 
 
 def main() -> int:

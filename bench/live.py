@@ -12,8 +12,10 @@ host (simulate/fleet.py: SharedHost), where the replicas share the machine's cor
 starting ones (the share of a core the profiling replica was measured to use while it started) and with the
 rest of the machine, charged per request (its CPU during that replay, measured from /proc as host CPU minus
 the replica processes' own, over the requests). Neither pre-rolls: the simulated fleet starts when the
-slice starts, as the live one does. Each replay's per-request timeline is written to
-bench/results/live-<slice>-<fleet>-timeline.json.
+slice starts, as the live one does. Misses are also split by cause, live beside both simulations: refused
+(429), a late first token, or a first token in time with more than 5% of gaps over the ITL budget, with the
+share of all gaps over it. Each replay's per-request timeline (due, sent, status, TTFT, every gap) is
+written to bench/results/live-<slice>-<fleet>-timeline.json.
 
 Two slices (`--slice`): `trace`, a slice of a shared trace as it is (flat traffic; one replica carries it at
 the default rate), and `bursty`, the on/off Markov-modulated Poisson traffic of bench/autoscale.py's dev
@@ -299,16 +301,29 @@ async def replay(args: argparse.Namespace, spec_file: Path, name: str, workdir: 
         "fleet": samples,  # (seconds into the replay, replica processes, ready serving)
         "requests": [  # in arrival order: when it was due, when it was sent, what came back
             {"due": due[r.index], "sent": r.sent_at, "status": r.status, "ttft": r.ttft,
-             "itl_p95": r.itl_p95, "within": r.within(ttft_budget, itl_budget)}
+             "itl_p95": r.itl_p95, "gaps": [round(gap, 4) for gap in r.itls],
+             "within": r.within(ttft_budget, itl_budget)}
             for r in sorted(report.results, key=lambda r: r.index)]}))
     in_span = [(t, n, s) for t, n, s in samples if t <= span]
     replica_seconds = sum(n for _, n, _ in in_span) * span / max(len(in_span), 1)
     summary = report.summary(ttft_budget, itl_budget)
     refused = sum(1 for r in report.failed if r.status == 429)  # SLO admission (on by default): a miss, not lost
+    causes = live_miss_causes(report.ok, ttft_budget, itl_budget)
     return {"within_both": summary["within_budget"], "replica_seconds": replica_seconds, "requests": len(arrivals),
             "failed": summary["failed"] - refused, "refused": refused, "ttft_p95": summary["ttft_p95"], "itl_p95": summary["itl_p95"],
             "scale_events": state.get("scale_events"), "peak_serving": max((s for _, _, s in in_span), default=0),
-            "exit_code": code, "metrics": state.get("metrics_kind"), **shares}
+            "exit_code": code, "metrics": state.get("metrics_kind"), "miss_causes": causes, **shares}
+
+
+def live_miss_causes(answered, ttft_budget: float, itl_budget: float) -> dict[str, float]:
+    """The live side of simulate/recorder.py's miss_causes: late first tokens, first tokens in time with more
+    than 5% of gaps over the ITL budget, and the share of all gaps over it."""
+    late = sum(1 for r in answered if r.ttft is not None and r.ttft > ttft_budget)
+    slow = sum(1 for r in answered if r.ttft is not None and r.ttft <= ttft_budget
+               and sum(gap > itl_budget for gap in r.itls) > 0.05 * len(r.itls))
+    gaps = [gap for r in answered for gap in r.itls]
+    return {"late": late, "slow_itl": slow,
+            "slow_gap_share": sum(gap > itl_budget for gap in gaps) / len(gaps) if gaps else 0.0}
 
 
 def _seconds(text: str) -> float:
@@ -334,7 +349,7 @@ def simulated(args: argparse.Namespace, spec_file: Path, requests, profile, cold
                       window=args.window, initial_serving=None if fixed else args.min_replicas, warmup=0.0,
                       host=host)
     return {"within_both": result.within_both, "replica_seconds": result.replica_hours * 3600.0,
-            "scale_events": result.scale_events, "refused": result.refused,
+            "scale_events": result.scale_events, "refused": result.refused, "miss_causes": result.miss_causes,
             "cpu_per_request": host.cpu_per_request if host else None}
 
 
@@ -350,6 +365,18 @@ def table(rows: list[tuple[str, dict, dict, dict]], budgets: str) -> str:
                      f"{sim['replica_seconds']:.0f} | {host['replica_seconds']:.0f} | {live['scale_events']} | "
                      f"{sim['scale_events']} | {live['refused']} | {sim['refused']} | {live['failed']} | "
                      f"{(live['ttft_p95'] or 0) * 1000:.0f} ms / {(live['itl_p95'] or 0) * 1000:.0f} ms |")
+    return "\n".join(lines)
+
+
+def causes_table(rows: list[tuple[str, dict, dict, dict]]) -> str:
+    """Misses cause by cause, live beside both simulations: where the simulator is wrong, not only by how much."""
+    lines = ["| fleet | run | refused (429) | late first token | first token in time, ITL rule failed "
+             "| gaps over the ITL budget |", "|---|---|---|---|---|---|"]
+    for name, *runs in rows:
+        for label, run in zip(("live", "simulated, a node each", "simulated, shared host"), runs, strict=True):
+            causes = run.get("miss_causes") or {}
+            lines.append(f"| {name} | {label} | {run['refused']} | {causes.get('late', 0)} "
+                         f"| {causes.get('slow_itl', 0)} | {causes.get('slow_gap_share', 0.0):.2%} |")
     return "\n".join(lines)
 
 
@@ -438,6 +465,8 @@ async def main() -> int:
             (f"fixed fleet of {args.max_replicas}", live_fixed, sim_fixed, host_fixed)]
     print()
     print(table(rows, budgets))
+    print()
+    print(causes_table(rows))
     print()
     print(f"replica-seconds, autoscaled / fixed: live {live_auto['replica_seconds'] / live_fixed['replica_seconds']:.2f}, "
           f"simulated {sim_auto['replica_seconds'] / sim_fixed['replica_seconds']:.2f}")

@@ -95,6 +95,28 @@ def test_decode_steps_that_outgrow_the_itl_budget_are_counted_slow():
     assert (outcome.gaps, outcome.slow_gaps) == (300, 199)
 
 
+def test_every_finished_request_is_within_late_or_slow_and_the_causes_add_up():
+    """miss_causes, what bench/live.py compares with a live run cause by cause: a late first token, or a first
+    token in time with more than 5% of gaps over the ITL budget; the within-both count is the rest."""
+    budget = CPU.step.seconds(0, 2, 0)  # a pure decode step fits, a step carrying a long prompt's chunk does not
+    recorder = Recorder(["default"], 1000, 1.0, budget)
+    engine = ReplicaEngine(CPU, "default", budget, recorder)
+    requests = [Request(i * 1.0, 16, 32) for i in range(10)]  # one at a time: within
+    requests += [Request(20.0, 16, 64)] + [Request(20.05 + 0.1 * i, 400, 2) for i in range(10)]  # a decoder among prefills
+    requests += [Request(40.0, 400, 4) for _ in range(40)]  # a burst: first tokens queue past the TTFT budget
+    for request in requests:
+        engine.advance(request.arrival)
+        engine.submit(request, request.arrival)
+    engine.advance(990.0)
+    causes = recorder.miss_causes()
+    within = round(recorder.fraction_within_both(len(requests)) * len(requests))
+    assert within >= 10 and causes["late"] > 0 and causes["slow_itl"] > 0
+    assert within + causes["late"] + causes["slow_itl"] == len(requests)
+    decoder = next(o for o in recorder.outcomes if o.arrival == 20.0)
+    assert decoder.ttft <= 1.0 and decoder.slow_gaps > 0.05 * decoder.gaps  # the prefills stalled its decode
+    assert 0 < causes["slow_gap_share"] < 1
+
+
 def step_by_step(profile, requests, itl_budget):
     """The replica's rules applied one engine step at a time, with nothing batched into runs: the reference
     the event-by-event engine must reproduce. Returns {arrival: (ttft, finished_at, slow_gaps)}."""

@@ -188,6 +188,17 @@ class Recorder:
                    and o.slow_gaps <= 0.05 * o.gaps)
         return good / total_requests
 
+    def miss_causes(self, since: float = 0.0) -> dict[str, float]:
+        """Why finished requests missed (refusals are counted apart): a first token over the TTFT budget
+        ("late"), or a first token in time but more than 5% of gaps over the ITL budget ("slow_itl"); and the
+        share of all gaps over the ITL budget. What a live run is compared on, cause by cause."""
+        scored = [o for o in self.outcomes if o.arrival >= since]
+        late = sum(1 for o in scored if o.ttft > self.ttft_budget)
+        slow = sum(1 for o in scored if o.ttft <= self.ttft_budget and o.slow_gaps > 0.05 * o.gaps)
+        gaps = sum(o.gaps for o in scored)
+        return {"late": late, "slow_itl": slow,
+                "slow_gap_share": sum(o.slow_gaps for o in scored) / gaps if gaps else 0.0}
+
     def fraction_minutes_within(self, start: float, end: float) -> float:
         """Share of whole minutes in [start, end) whose fleet-wide p95 TTFT and p95 ITL are within budget."""
         minutes = max(int((end - start) // 60), 1)

@@ -49,6 +49,7 @@ class SimResult:
     ttft_p50: float | None = None  # over scored requests that got a first token, seconds
     ttft_p95: float | None = None
     refused: int = 0  # scored requests admission turned away (counted as misses in within_both)
+    miss_causes: dict[str, float] = field(default_factory=dict)  # Recorder.miss_causes over the scored requests
 
     def row(self) -> dict[str, object]:
         return {"policy": self.policy, "config": self.config, "within_both": self.within_both,
@@ -162,6 +163,7 @@ def simulate(requests: list[Request], profile: CapacityProfile, spec: ModelServi
         ttft_p50=percentile(ttfts, 50),  # nearest rank, as `sloserve load` and `sloserve profile` report
         ttft_p95=percentile(ttfts, 95),
         refused=recorder.refused_count(since=warmup),
+        miss_causes=recorder.miss_causes(since=warmup),
     )
 
 
