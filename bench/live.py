@@ -353,6 +353,43 @@ def simulated(args: argparse.Namespace, spec_file: Path, requests, profile, cold
             "cpu_per_request": host.cpu_per_request if host else None}
 
 
+def with_steps_scaled(profile, factor: float):
+    """The profile with every step `factor` times as long: the model error its own fit admits."""
+    from dataclasses import replace
+
+    step = profile.step
+    return replace(profile, step=replace(step, base_seconds=step.base_seconds * factor,
+                                         per_prefill_token_seconds=step.per_prefill_token_seconds * factor,
+                                         per_decode_seq_seconds=step.per_decode_seq_seconds * factor,
+                                         per_attended_token_seconds=step.per_attended_token_seconds * factor))
+
+
+def fit_error_band(args: argparse.Namespace, spec_file: Path, requests, profile, cold_start: float, *, fixed: bool,
+                   host: SharedHost) -> dict | None:
+    """The shared-host simulation with steps (1 - e) and (1 + e) times as long, e the profile's own fit error.
+    Near the budgets attainment moves several points per percent of step time, so a live figure inside this
+    band is one the simulator cannot be said to miss with the profile it was given; outside it, the model
+    is wrong by more than its input's measured error."""
+    if not profile.fit_error:
+        return None
+    ends = [simulated(args, spec_file, requests, with_steps_scaled(profile, factor), cold_start, fixed=fixed,
+                      host=host) for factor in (1.0 - profile.fit_error, 1.0 + profile.fit_error)]
+    return {"fit_error": profile.fit_error,
+            "within_both": sorted(end["within_both"] for end in ends),
+            "replica_seconds": sorted(end["replica_seconds"] for end in ends)}
+
+
+def band_line(label: str, live: dict, band: dict | None) -> str:
+    if band is None:
+        return f"{label}: the profile carries no fit error (fitError), no band"
+    low, high = band["within_both"]
+    inside = low - 1e-9 <= live["within_both"] <= high + 1e-9
+    return (f"{label}, steps within the profile's fit error (+-{band['fit_error']:.1%}): within both "
+            f"{low * 100:.1f}%-{high * 100:.1f}%, replica-seconds {band['replica_seconds'][0]:.0f}-"
+            f"{band['replica_seconds'][1]:.0f}; live {live['within_both'] * 100:.1f}% is "
+            f"{'inside' if inside else 'OUTSIDE'} the band")
+
+
 def table(rows: list[tuple[str, dict, dict, dict]], budgets: str) -> str:
     shared = "simulated, shared host"
     lines = [f"| fleet | within both budgets ({budgets}): live | simulated | {shared} | replica-seconds: live "
@@ -455,10 +492,13 @@ async def main() -> int:
         print(f"  {json.dumps(live_fixed)}", flush=True)
         sim_auto = simulated(args, auto_file, requests, profile, cold_start, fixed=False)
         sim_fixed = simulated(args, fixed_file, requests, profile, cold_start, fixed=True)
-        host_auto, host_fixed = (
-            simulated(args, spec, requests, profile, cold_start, fixed=fixed,
-                      host=SharedHost(args.host_cores, starting_cores, live.get("other_cpu_per_request", 0.0)))
-            for spec, fixed, live in ((auto_file, False, live_auto), (fixed_file, True, live_fixed)))
+        hosts = {fixed: SharedHost(args.host_cores, starting_cores, live.get("other_cpu_per_request", 0.0))
+                 for fixed, live in ((False, live_auto), (True, live_fixed))}
+        host_auto, host_fixed = (simulated(args, spec, requests, profile, cold_start, fixed=fixed, host=hosts[fixed])
+                                 for spec, fixed in ((auto_file, False), (fixed_file, True)))
+        band_auto, band_fixed = (fit_error_band(args, spec, requests, profile, cold_start, fixed=fixed,
+                                                host=hosts[fixed])
+                                 for spec, fixed in ((auto_file, False), (fixed_file, True)))
     budgets = f"TTFT {args.ttft}, ITL {args.itl}"
     rows = [(f"local mode, autoscaled {args.min_replicas}..{args.max_replicas} + {args.warm_pool} warm",
              live_auto, sim_auto, host_auto),
@@ -474,12 +514,15 @@ async def main() -> int:
     for label, live, host in (("autoscaled", live_auto, host_auto), ("fixed", live_fixed, host_fixed)):
         print(error_line(f"{label}, shared host ({args.host_cores:g} cores, the rest "
                          f"{host['cpu_per_request'] * 1000:.0f} ms of CPU per request)", live, host))
+    for label, live, band in (("autoscaled", live_auto, band_auto), ("fixed", live_fixed, band_fixed)):
+        print(band_line(f"{label}, shared host", live, band))
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"live-{args.slice}.json").write_text(json.dumps({
         "args": vars(args), "requests": len(requests), "span_seconds": span, "profile": profile.to_dict(),
         "one_replica_rate": one_replica, "cold_start": cold_start, "starting_cores": starting_cores,
         "live_auto": live_auto, "live_fixed": live_fixed, "sim_auto": sim_auto, "sim_fixed": sim_fixed,
-        "sim_shared_host_auto": host_auto, "sim_shared_host_fixed": host_fixed}, indent=1))
+        "sim_shared_host_auto": host_auto, "sim_shared_host_fixed": host_fixed,
+        "fit_error_band_auto": band_auto, "fit_error_band_fixed": band_fixed}, indent=1))
     failed = live_auto["failed"] + live_fixed["failed"]
     return 1 if failed else 0
 

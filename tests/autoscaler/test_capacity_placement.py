@@ -28,6 +28,12 @@ def test_shipped_profiles_load_and_round_trip(name):
     assert again == profile
 
 
+def test_a_measured_profile_carries_its_fit_error_and_a_derived_one_none():
+    assert load_shipped("smollm2-135m-cpu").fit_error == pytest.approx(0.02)  # its source says 2.0%
+    assert load_shipped("llama-8b-h100").fit_error is None
+    assert "fitError" not in json.loads(load_shipped("llama-8b-h100").to_json())
+
+
 def test_capacity_falls_with_tighter_budgets_and_longer_prompts():
     profile = load_shipped("llama-8b-h100")
     loose = profile.max_rate_within_budget(2.0, 0.1, 1000, 200)
@@ -55,6 +61,10 @@ def test_profile_from_file_path(tmp_path):
     ('{"step": {"baseSeconds": 0.01, "perPrefillTokenSeconds": "x", "perDecodeSeqSeconds": 0}}', "perPrefill"),
     ('{"step": {"baseSeconds": 0.01, "perPrefillTokenSeconds": 0, "perDecodeSeqSeconds": 0}, "points": [{}]}',
      "points[0]"),
+    ('{"step": {"baseSeconds": 0.01, "perPrefillTokenSeconds": 0, "perDecodeSeqSeconds": 0}, "fitError": -0.1}',
+     "fitError"),
+    ('{"step": {"baseSeconds": 0.01, "perPrefillTokenSeconds": 0, "perDecodeSeqSeconds": 0}, "fitError": "7%"}',
+     "fitError"),
 ])
 def test_bad_profiles_are_rejected_with_the_field_named(document, fragment):
     with pytest.raises(ValueError, match=None) as error:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -109,6 +110,9 @@ def test_profile_writes_a_loadable_profile(tiny_runtime, tmp_path):
     assert profile.step.base_seconds > 0
     assert profile.step.per_prefill_token_seconds >= 0 and profile.step.per_decode_seq_seconds >= 0
     assert profile.max_rate_within_budget(10.0, 10.0, 48, 8) > 0
+    assert profile.fit_error is not None and profile.fit_error >= 0  # how far the fit is from its own points
+    said = re.search(r"RMS relative error ([0-9.]+)%", profile.source)  # the source says it in words too
+    assert said and profile.fit_error == pytest.approx(float(said.group(1)) / 100, abs=0.0006)
 
 
 def test_profile_as_configmap(tiny_runtime, tmp_path):

@@ -3,10 +3,14 @@ reproducible, or "simulator vs live" on it says nothing about autoscaling."""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 from pathlib import Path
 
 import pytest
+import yaml
+from sloserve_operator.autoscaler.decide.capacity import load_shipped
+from sloserve_operator.simulate.fleet import SharedHost
 
 LIVE = Path(__file__).resolve().parents[2] / "bench" / "live.py"
 
@@ -74,3 +78,22 @@ def test_the_cpu_share_counts_the_replicas_apart_from_everything_else(live):
     assert summary["other_cpu_seconds"] >= 0.0  # whatever else ran: the test process, other jobs
     assert summary["other_cpu_per_request"] == summary["other_cpu_seconds"] / 10
     assert live.process_cpu_seconds(burner.pid) is None  # gone
+
+
+def test_the_fit_error_band_brackets_the_simulation_and_says_where_live_falls(live, tmp_path):
+    """The band is the shared-host simulation with steps (1 -+ the profile's fit error) as long: longer steps
+    serve fewer requests within budget, so it brackets the nominal figure; a profile without a fit error has none."""
+    args = live.parse_args(["--slice", "bursty", "--max-replicas", "2"])
+    profile = dataclasses.replace(load_shipped("smollm2-135m-cpu-1thread"), fit_error=0.1)
+    requests = live.bursty_slice(args, POOL, 2.5 * profile.max_rate_within_budget(1.0, 0.3, 60, 15))
+    spec = tmp_path / "fixed.yaml"
+    spec.write_text(yaml.safe_dump(live.spec_document(args, "band", fixed=True)))
+    host = SharedHost(2.0)
+    nominal = live.simulated(args, spec, requests, profile, 8.0, fixed=True, host=host)["within_both"]
+    band = live.fit_error_band(args, spec, requests, profile, 8.0, fixed=True, host=host)
+    low, high = band["within_both"]
+    assert low < high and low <= nominal <= high
+    assert "OUTSIDE" in live.band_line("fixed", {"within_both": low - 0.01}, band)
+    assert "inside" in live.band_line("fixed", {"within_both": nominal}, band)
+    unfitted = dataclasses.replace(profile, fit_error=None)
+    assert live.fit_error_band(args, spec, requests, unfitted, 8.0, fixed=True, host=host) is None

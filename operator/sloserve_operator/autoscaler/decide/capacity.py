@@ -24,6 +24,7 @@ JSON schema (`schema`: "sloserve.capacity-profile/v1"):
      "step": {"baseSeconds": float, "perPrefillTokenSeconds": float, "perDecodeSeqSeconds": float,
               "perAttendedTokenSeconds": float (optional, default 0)},
      "workload": {"promptTokens": int, "outputTokens": int},      # of the sweep
+     "fitError": float (optional: the step model's RMS relative error over the points it was fitted to),
      "points": [{"concurrency": int, "ttftP50": s, "ttftP95": s, "itlP50": s, "itlP95": s,
                  "outputTokensPerSecond": float, "requestsPerSecond": float}, ...]}
 """
@@ -108,6 +109,9 @@ class CapacityProfile:
     workload_prompt_tokens: int | None = None
     workload_output_tokens: int | None = None
     points: tuple[ProfilePoint, ...] = field(default_factory=tuple)
+    # How far the fitted step times were from the measured ones (RMS, relative); None for derived profiles.
+    # Not used for sizing: it bounds how much a prediction made from this profile can be trusted.
+    fit_error: float | None = None
 
     # ------------------------------------------------------------ JSON
 
@@ -134,6 +138,10 @@ class CapacityProfile:
             coefficients[key] = float(value)
         if coefficients["baseSeconds"] <= 0:
             raise ValueError("capacity profile: step.baseSeconds must be positive")
+        fit_error = data.get("fitError")
+        if fit_error is not None and (not isinstance(fit_error, int | float) or isinstance(fit_error, bool)
+                                      or fit_error < 0 or not math.isfinite(fit_error)):
+            raise ValueError(f"capacity profile: fitError must be a non-negative number, got {fit_error!r}")
         workload = data.get("workload") or {}
         points = []
         for index, raw in enumerate(data.get("points") or []):
@@ -154,12 +162,14 @@ class CapacityProfile:
                 workload_prompt_tokens=workload.get("promptTokens"),
                 workload_output_tokens=workload.get("outputTokens"),
                 points=tuple(points),
+                fit_error=None if fit_error is None else float(fit_error),
             )
         except (TypeError, ValueError) as error:
             raise ValueError(f"capacity profile: {error}") from error
 
     def to_dict(self) -> dict[str, Any]:
         inverse = {v: k for k, v in _POINT_KEYS.items()}
+        optional = {} if self.fit_error is None else {"fitError": self.fit_error}
         return {
             "schema": SCHEMA,
             "model": self.model,
@@ -177,6 +187,7 @@ class CapacityProfile:
             },
             "workload": {"promptTokens": self.workload_prompt_tokens, "outputTokens": self.workload_output_tokens},
             "points": [{inverse[k]: v for k, v in asdict(point).items() if v is not None} for point in self.points],
+            **optional,
         }
 
     def to_json(self) -> str:

@@ -264,6 +264,7 @@ async def sweep(settings: SweepSettings) -> dict[str, Any]:
                  "perAttendedTokenSeconds": round(fit.per_attended_token_seconds, 12)},
         "workload": {"promptTokens": settings.prompt_tokens, "outputTokens": settings.output_tokens},
         "points": points,
+        "fitError": round(fit.rms_relative_error, 4),
     }
 
 
