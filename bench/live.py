@@ -8,7 +8,8 @@ rule) and replica-seconds over the slice (every replica process in any role, fir
 simulator rows use a capacity profile of the same runtime measured at the start of the run with
 `sloserve profile` (or --profile), so "simulator vs live" is how far the model is from reality. They come
 twice: with a node per replica (what a cluster gives, and what bench/autoscale.py assumes), and on a shared
-host (simulate/fleet.py: SharedHost), where the replicas share the machine's cores with each other, with the
+host (simulate/fleet.py: SharedHost), where the replicas share the machine's cores (as many as --max-replicas
+busy replicas were measured to get at the start, bench/host_sharing.py) with each other, with the
 starting ones (the share of a core the profiling replica was measured to use while it started) and with the
 rest of the machine, charged per request (its CPU during that replay, measured from /proc as host CPU minus
 the replica processes' own, over the requests). Neither pre-rolls: the simulated fleet starts when the
@@ -78,9 +79,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="capacity profile for the policy and the simulator: 'measure' (run `sloserve profile` "
                              "against one replica first), a shipped name, or a JSON path")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--host-cores", type=float, default=float(os.cpu_count() or 1),
-                        help="the machine's cores, for the simulator's shared-host rows (default: this machine's); "
-                             "the other simulated rows give each replica its own hardware")
+    parser.add_argument("--host-cores", type=float, default=None,
+                        help="the cores the simulator's shared-host rows give the machine (default: measured at the "
+                             "start, what --max-replicas busy replicas get of this machine's cores, "
+                             "bench/host_sharing.py; its core count when they do not oversubscribe it); the other "
+                             "simulated rows give each replica its own hardware")
     bursty = parser.add_argument_group("--slice bursty")
     parser.add_argument("--slice", choices=("trace", "bursty"), default="trace",
                         help="a slice of --trace as it is, or on/off bursty traffic with the trace's lengths")
@@ -353,6 +356,25 @@ def simulated(args: argparse.Namespace, spec_file: Path, requests, profile, cold
             "cpu_per_request": host.cpu_per_request if host else None}
 
 
+async def measure_host_cores(args: argparse.Namespace) -> tuple[float, list[float]]:
+    """The cores this machine delivers once --max-replicas replicas are busy at once: bench/host_sharing.py's
+    measurement (the same replicas as local mode's, closed-loop load, its own client's CPU added back). Processor
+    sharing says all of them; caches, memory bandwidth and scheduling make it fewer (1.80-1.89 of 2 measured
+    on 2026-12-07), and the ITL budget sits where a few percent of step time matter."""
+    import host_sharing  # bench/, beside this script
+
+    cores = os.cpu_count() or 1
+    if args.max_replicas <= cores:  # the live fleet never oversubscribes the machine: nothing to measure
+        return float(cores), []
+    sharing = host_sharing.parse_args(["--replicas", str(args.max_replicas), "--trials", "2",
+                                       "--prompt-words", "78", "--output-tokens", "17"])
+    trials = await host_sharing.measured_trials(sharing)
+    for number, trial in enumerate(trials, start=1):
+        print("  " + host_sharing.report(trial, number, args.max_replicas, cores), flush=True)
+    measured = [trial.effective_cores(cores) for trial in trials]
+    return statistics.fmean(measured), measured
+
+
 def with_steps_scaled(profile, factor: float):
     """The profile with every step `factor` times as long: the model error its own fit admits."""
     from dataclasses import replace
@@ -463,6 +485,12 @@ async def main() -> int:
             profile_path.write_text(profile.to_json())
             cold_start = float(profile.cold_start_seconds)
             starting_cores = 1.0  # a replica loads its weights on one core (measured: 1.00 on 2026-12-07)
+        measured_cores: list[float] = []
+        if args.host_cores is None:
+            print(f"measuring what {args.max_replicas} busy replicas get of this machine's cores "
+                  "(bench/host_sharing.py)...", flush=True)
+            args.host_cores, measured_cores = await measure_host_cores(args)
+        print(f"the shared host: {args.host_cores:.2f} cores", flush=True)
         one_replica = profile.max_rate_within_budget(_seconds(args.ttft), _seconds(args.itl), prompt_mean,
                                                      output_mean)
         print(f"the profile: one replica carries {one_replica:.2f} req/s within the budgets at the slice's mean "
@@ -512,7 +540,7 @@ async def main() -> int:
           f"simulated {sim_auto['replica_seconds'] / sim_fixed['replica_seconds']:.2f}")
     print(error_line("autoscaled, a node per replica", live_auto, sim_auto))
     for label, live, host in (("autoscaled", live_auto, host_auto), ("fixed", live_fixed, host_fixed)):
-        print(error_line(f"{label}, shared host ({args.host_cores:g} cores, the rest "
+        print(error_line(f"{label}, shared host ({args.host_cores:.2f} cores, the rest "
                          f"{host['cpu_per_request'] * 1000:.0f} ms of CPU per request)", live, host))
     for label, live, band in (("autoscaled", live_auto, band_auto), ("fixed", live_fixed, band_fixed)):
         print(band_line(f"{label}, shared host", live, band))
@@ -520,6 +548,7 @@ async def main() -> int:
     (RESULTS / f"live-{args.slice}.json").write_text(json.dumps({
         "args": vars(args), "requests": len(requests), "span_seconds": span, "profile": profile.to_dict(),
         "one_replica_rate": one_replica, "cold_start": cold_start, "starting_cores": starting_cores,
+        "host_cores_measured": measured_cores,
         "live_auto": live_auto, "live_fixed": live_fixed, "sim_auto": sim_auto, "sim_fixed": sim_fixed,
         "sim_shared_host_auto": host_auto, "sim_shared_host_fixed": host_fixed,
         "fit_error_band_auto": band_auto, "fit_error_band_fixed": band_fixed}, indent=1))
