@@ -2,12 +2,14 @@
 SharedHost, which bench/live.py's shared-host rows use)
 
 Starts N replicas of the bundled runtime as local mode does (1 thread each, admission off), then measures
-replica A's closed-loop throughput alone and while all N are loaded the same way, twice. Processor sharing
-predicts a slowdown of max(1, N / cores); more than that (memory bandwidth, caches) would mean the shared
-host model is optimistic. Replica A's inter-token gaps (streamed) are compared the same way, quantile by
-quantile: the shared host slows every step by the same factor, so a tail ratio above the median's means
-sharing stretches the long steps (those carrying a prefill) more than the model does. Prints ratios
-measured in the same run, not absolute rates.
+replica A's closed-loop throughput alone and while all N are loaded the same way, --trials times. Processor
+sharing predicts a slowdown of max(1, N / cores); more than that (memory bandwidth, caches) would mean the
+shared host model is optimistic, and the cores the machine did deliver (what the replicas did together, in
+replicas-alone, plus what this client took) are what bench/live.py gives its shared host. Replica A's
+inter-token gaps (streamed) are compared the same way, quantile by quantile: the shared host slows every
+step by the same factor, so ratios that grow from the median to p90 mean sharing spreads the steps out
+(some wait for a core longer than others), which a uniform factor does not. Prints ratios measured in the
+same run, not absolute rates.
 
     .venv/bin/python bench/host_sharing.py --replicas 2     # about 1 minute on 2 cores
     .venv/bin/python bench/host_sharing.py --replicas 3
@@ -155,6 +157,7 @@ async def measured_trials(args: argparse.Namespace) -> list[Trial]:
 
 
 def report(trial: Trial, number: int, replicas: int, cores: int) -> str:
+    """One trial against what processor sharing predicts for it, in one line."""
     share = min(1.0, (cores - trial.client_cores) / replicas)
     return (f"trial {number}: {replicas} replicas busy on {cores} cores: replica A at "
             f"{trial.rates[0] / trial.alone:.2f}x its throughput alone (processor sharing predicts "
