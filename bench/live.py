@@ -521,13 +521,12 @@ async def main() -> int:
         print(f"  {json.dumps(live_fixed)}", flush=True)
         sim_auto = simulated(args, auto_file, requests, profile, cold_start, fixed=False)
         sim_fixed = simulated(args, fixed_file, requests, profile, cold_start, fixed=True)
-        hosts = {fixed: SharedHost(args.host_cores, starting_cores, live.get("other_cpu_per_request", 0.0))
-                 for fixed, live in ((False, live_auto), (True, live_fixed))}
-        host_auto, host_fixed = (simulated(args, spec, requests, profile, cold_start, fixed=fixed, host=hosts[fixed])
-                                 for spec, fixed in ((auto_file, False), (fixed_file, True)))
-        band_auto, band_fixed = (fit_error_band(args, spec, requests, profile, cold_start, fixed=fixed,
-                                                host=hosts[fixed])
-                                 for spec, fixed in ((auto_file, False), (fixed_file, True)))
+        shared: dict[bool, tuple[dict, dict | None]] = {}  # fixed? -> (shared-host row, its fit-error band)
+        for spec, fixed, live in ((auto_file, False, live_auto), (fixed_file, True, live_fixed)):
+            host = SharedHost(args.host_cores, starting_cores, live.get("other_cpu_per_request", 0.0))
+            shared[fixed] = (simulated(args, spec, requests, profile, cold_start, fixed=fixed, host=host),
+                             fit_error_band(args, spec, requests, profile, cold_start, fixed=fixed, host=host))
+        (host_auto, band_auto), (host_fixed, band_fixed) = shared[False], shared[True]
     budgets = f"TTFT {args.ttft}, ITL {args.itl}"
     rows = [(f"local mode, autoscaled {args.min_replicas}..{args.max_replicas} + {args.warm_pool} warm",
              live_auto, sim_auto, host_auto),
