@@ -69,13 +69,28 @@ SHARED: dict[str, tuple[Path | str, str, str, str, float, float, int | None, flo
 
 @functools.cache
 def lengths(trace: str, token_scale: float, max_len: int | None) -> tuple[tuple[int, int], ...]:
-    """Real (prompt, output) pairs to give synthetic arrivals, scaled like the shared scenarios."""
+    """Real (prompt, output) pairs to give synthetic arrivals, scaled like the shared scenarios (or, for
+    "short-output", the log-normal stand-in above)."""
+    if trace == "short-output":
+        return short_output_lengths(token_scale)
     requests = traces.load_trace(AZURE if trace == "azure" else MOONCAKE)
     return tuple(shapes.length_pool(traces.scale_tokens(requests, token_scale, max_len)))
 
 
+@functools.cache
+def short_output_lengths(token_scale: float) -> tuple[tuple[int, int], ...]:
+    """Prefill-heavy traffic (code completion: prompts mean ~2,000 / p95 ~7,300 tokens within an 8k context,
+    outputs mean ~28 / p95 ~100), which neither shared trace is: log-normal lengths cut at the context
+    (a log-normal of mean 2,250 cut at 8,192 has mean ~2,000, p95 ~7,300, 4% at the cut), scaled like the
+    others (x1 on the H100 profile, x1/8 on the CPU one, where outputs are then 1-12 tokens)."""
+    return tuple(shapes.lognormal_lengths(2250 * token_scale, 7300 * token_scale, max(28 * token_scale, 1.5),
+                                          max(100 * token_scale, 4.0), max_len=round(8192 * token_scale),
+                                          seed=7))
+
+
 AZ_CPU, AZ_H100 = ("azure", 0.25, 8192), ("azure", 1.0, None)
 MC_CPU, MC_H100 = ("mooncake", 1 / 32, 8192), ("mooncake", 1.0, None)
+SHORT_CPU, SHORT_H100 = ("short-output", 1 / 8, None), ("short-output", 1.0, None)
 HELD_OUT_DAY = ((8.0, 1.0, 1.2), (13.0, 0.55, 1.0), (19.0, 0.9, 1.8))  # three humps, sharper than dev's two
 
 
@@ -267,6 +282,29 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
                "on/off MMPP: bursts ~16/s for 0.5-2.5 min, idle 1.5-5 min at 0.1/s",
                lambda p: shapes.mmpp_bursty(D, 16.0, p, idle_rate=0.1, idle_minutes=(1.5, 5.0),
                                             burst_minutes=(0.5, 2.5), burst_spread=0.85, seed=106)),
+    # Added 2026-12-07 (afternoon), before that session changed anything: a shape no scenario had (a new rate
+    # every 20-90 s, some segments idle, no phases to learn) and prefill-heavy lengths (long prompts, outputs
+    # of a few tokens). The first three were run with the policy as it stood and may be developed on; the
+    # last three are held out until a change is decided.
+    _synthetic("segments-short-h100", "dev", "llama-8b-h100", "1s", "50ms", SHORT_H100,
+               "a new rate every 20-90 s (mean 30/s, spread 0.8, a fifth idle); prefill-heavy lengths",
+               lambda p: shapes.random_segments(D, 30.0, p, spread=0.8, idle_share=0.2, seed=111)),
+    _synthetic("segments-short-cpu", "dev", "smollm2-135m-cpu", "1.5s", "250ms", SHORT_CPU,
+               "a new rate every 20-90 s (mean 15/s, spread 0.8, a fifth idle); prefill-heavy lengths x1/8",
+               lambda p: shapes.random_segments(D, 15.0, p, spread=0.8, idle_share=0.2, seed=112)),
+    _synthetic("segments-az-cpu", "dev", "smollm2-135m-cpu", "1.2s", "250ms", AZ_CPU,
+               "a new rate every 20-90 s (mean 8/s, spread 1.0, 15% idle)",
+               lambda p: shapes.random_segments(D, 8.0, p, spread=1.0, idle_share=0.15, seed=115)),
+    _synthetic("onoff-short-h100", "held-out", "llama-8b-h100", "1s", "50ms", SHORT_H100,
+               "on/off MMPP: bursts ~60/s for 0.5-2 min, idle 1-3 min at 2/s; prefill-heavy lengths",
+               lambda p: shapes.mmpp_bursty(D, 60.0, p, idle_rate=2.0, idle_minutes=(1.0, 3.0),
+                                            burst_minutes=(0.5, 2.0), burst_spread=0.8, seed=113)),
+    _synthetic("spike-short-cpu", "held-out", "smollm2-135m-cpu", "1.5s", "250ms", SHORT_CPU,
+               "steady 5/s, one 8x spike for 75 s at minute 25; prefill-heavy lengths x1/8",
+               lambda p: shapes.single_spike(D, 5.0, p, factor=8.0, at=1500.0, length=75.0, seed=114)),
+    _synthetic("segments-mc-h100", "held-out", "llama-8b-h100", "8s", "60ms", MC_H100,
+               "a new rate every 20-90 s (mean 6/s, spread 0.7, a quarter idle)",
+               lambda p: shapes.random_segments(D, 6.0, p, spread=0.7, idle_share=0.25, seed=116)),
 ]}
 
 
@@ -279,18 +317,37 @@ RANDOM_KINDS = {
 }
 
 
-def random_scenarios(count: int, seed: int) -> list[Scenario]:
+# --wide adds prefill-heavy lengths and the phase-less shape (random_segments) to the draw.
+WIDE_KINDS = {
+    **RANDOM_KINDS,
+    "short-cpu": (SHORT_CPU, "smollm2-135m-cpu", (1.0, 2.0), (250, 250), (10.0, 30.0)),
+    "short-h100": (SHORT_H100, "llama-8b-h100", (0.8, 1.5), (50, 50), (25.0, 70.0)),
+}
+
+
+def random_scenarios(count: int, seed: int, wide: bool = False) -> list[Scenario]:
     """`count` on/off and daily scenarios drawn from ranges around the named ones (kind, budgets, rates, burst
     lengths, idle gaps and spread all random), group "random". A policy change is checked on a seed no earlier
-    attempt has seen: a handful of named scenarios is too few to tell a better policy from a lucky one."""
+    attempt has seen: a handful of named scenarios is too few to tell a better policy from a lucky one.
+    `wide` draws from WIDE_KINDS and adds phase-less traffic (a third of the draws); without it a seed draws
+    what it drew before that option existed."""
+    kinds = WIDE_KINDS if wide else RANDOM_KINDS
     scenarios = []
     for index in range(count):
         rng = random.Random(seed * 1000 + index)
-        kind = rng.choice(sorted(RANDOM_KINDS))
-        pool, profile, ttft_range, itl_range, rate_range = RANDOM_KINDS[kind]
+        kind = rng.choice(sorted(kinds))
+        pool, profile, ttft_range, itl_range, rate_range = kinds[kind]
         ttft, itl = f"{rng.uniform(*ttft_range):.1f}s", f"{round(rng.uniform(*itl_range), -1):.0f}ms"
         rate, shape_seed = rng.uniform(*rate_range), rng.randrange(1 << 30)
-        if rng.random() < 0.6:
+        draw = rng.random()
+        if wide and draw < 1 / 3:
+            mean, spread, idle_share = rate / 3, rng.uniform(0.6, 1.1), rng.uniform(0.05, 0.3)
+            about = (f"a new rate every 20-90 s: mean {mean:.1f}/s, spread {spread:.2f}, "
+                     f"{idle_share:.0%} of segments idle")
+            make = functools.partial(shapes.random_segments, D, mean, spread=spread, idle_share=idle_share,
+                                     seed=shape_seed)
+            shape = "segments"
+        elif draw < (1 / 3 + 0.6 * 2 / 3 if wide else 0.6):
             idle_rate, idle_low, burst_low = rng.uniform(0.0, 0.3), rng.uniform(1.0, 2.0), rng.uniform(0.5, 1.0)
             idle, burst = (idle_low, idle_low + rng.uniform(1.0, 3.0)), (burst_low, burst_low + rng.uniform(1.0, 2.5))
             spread = rng.uniform(0.5, 0.9)
@@ -298,13 +355,14 @@ def random_scenarios(count: int, seed: int) -> list[Scenario]:
                      f"{idle[0]:.1f}-{idle[1]:.1f} min at {idle_rate:.2f}/s, spread {spread:.2f}")
             make = functools.partial(shapes.mmpp_bursty, D, rate, idle_rate=idle_rate, idle_minutes=idle,
                                      burst_minutes=burst, burst_spread=spread, seed=shape_seed)
-            name = f"random{seed}-{index:02d}-onoff-{kind}"
+            shape = "onoff"
         else:
             low, peaks = rng.uniform(0.3, 1.0), rng.choice([None, HELD_OUT_DAY])
             about = f"a day in 40 min: {low:.1f}/s at night, peaks up to {rate:.0f}/s"
             make = functools.partial(shapes.compressed_day, D, low, rate, seed=shape_seed,
                                      **({"peaks": peaks} if peaks else {}))
-            name = f"random{seed}-{index:02d}-day-{kind}"
+            shape = "day"
+        name = f"{'wide' if wide else 'random'}{seed}-{index:02d}-{shape}-{kind}"
         scenarios.append(Scenario(name, "random", profile, ttft, itl,
                                   lambda make=make, pool=pool: make(lengths(*pool)), about))
     return scenarios
@@ -545,6 +603,8 @@ def main() -> int:
     parser.add_argument("--random", type=int, metavar="SEED",
                         help="run --random-count scenarios drawn with this seed (random_scenarios) instead of a set")
     parser.add_argument("--random-count", type=int, default=40)
+    parser.add_argument("--wide", action="store_true",
+                        help="with --random: also prefill-heavy lengths and phase-less traffic (WIDE_KINDS)")
     parser.add_argument("--quick", action="store_true", help="15 minutes of each trace, defaults only")
     parser.add_argument("--policies", help="comma list of policies to run (default: all; e.g. 'sloserve,oracle' to "
                                            "try a policy change quickly)")
@@ -556,11 +616,11 @@ def main() -> int:
     if missing:
         print(f"bench-autoscale: traces not found: {', '.join(missing)}", file=sys.stderr)
         return 2
-    out = Path(args.out or ROOT / "docs" / "autoscaling" / ("" if args.random is None else f"random/{args.random}"))
+    out = Path(args.out or ROOT / "docs" / "autoscaling" / ("" if args.random is None else f"{'wide' if args.wide else 'random'}/{args.random}"))
     groups = {"new": ("dev", "held-out"), "all": ("shared", "dev", "held-out")}.get(args.set, (args.set,))
     names = args.only or [n for n, s in SCENARIOS.items() if s.group in groups]
     if args.random is not None:
-        drawn = random_scenarios(args.random_count, args.random)
+        drawn = random_scenarios(args.random_count, args.random, args.wide)
         SCENARIOS.update((s.name, s) for s in drawn)
         names = [s.name for s in drawn]
     if args.check_model:

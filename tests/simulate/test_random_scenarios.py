@@ -43,3 +43,15 @@ def test_random_scenarios_stay_in_the_named_ranges(bench):
         requests = scenario.build()
         assert requests and requests[-1].arrival <= bench.D
         assert {(r.prompt_tokens, r.output_tokens) for r in requests} <= set(POOL)
+
+
+def test_wide_draws_add_prefill_heavy_kinds_and_phase_less_traffic(bench):
+    narrow, wide = bench.random_scenarios(30, 8), bench.random_scenarios(30, 8, wide=True)
+    assert {s.name.split("-", 3)[2] for s in narrow} <= {"onoff", "day"}
+    assert {s.name.split("-", 3)[3] for s in narrow} <= set(bench.RANDOM_KINDS)
+    assert "segments" in {s.name.split("-", 3)[2] for s in wide}
+    assert {s.name.split("-", 3)[3] for s in wide} & {"short-cpu", "short-h100"}
+    for scenario in wide:
+        _, profile, ttft_range, _, _ = bench.WIDE_KINDS[scenario.name.split("-", 3)[3]]
+        assert scenario.profile == profile
+        assert ttft_range[0] - 0.05 <= parse_duration(scenario.ttft) <= ttft_range[1] + 0.05

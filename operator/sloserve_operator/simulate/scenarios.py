@@ -7,7 +7,12 @@ lengths from a pool of real (prompt, output) pairs, so bursts carry real heavy-t
 - mmpp_bursty: a two-state Markov-modulated Poisson process, idle periods (a trickle or nothing) and bursts
   whose rates vary from burst to burst;
 - single_spike: a steady base with one short spike of `factor` times it;
-- compressed_day: a daily cycle (night trough, morning and evening peaks) squeezed into `duration`.
+- compressed_day: a daily cycle (night trough, morning and evening peaks) squeezed into `duration`;
+- random_segments: no phases at all, a rate drawn afresh (log-normal, some segments idle) every 20-90 s,
+  so single minutes reach several times the mean with no warning and no recurring pattern.
+
+`lognormal_lengths` makes a length pool from summary figures (mean and p95 of prompts and outputs) where no
+real trace of that kind is at hand, e.g. prefill-heavy traffic with long prompts and outputs of a few tokens.
 
 `peak_to_mean` is the burstiness figure the issue's targets use (per-minute peak over per-minute mean).
 """
@@ -26,6 +31,33 @@ Lengths = Sequence[tuple[int, int]]  # (prompt tokens, output tokens) pairs to d
 def length_pool(requests: list[Request]) -> list[tuple[int, int]]:
     """The (prompt, output) pairs of a real trace, to give synthetic arrivals real lengths."""
     return [(r.prompt_tokens, r.output_tokens) for r in requests]
+
+
+def _lognormal_sigma(mean: float, p95: float) -> float:
+    """The sigma of a log-normal with this mean and 95th percentile: p95 / mean = exp(1.645 s - s^2 / 2)."""
+    ratio = math.log(max(p95 / mean, 1.0 + 1e-9))
+    if ratio >= 1.645 ** 2 / 2:  # the largest ratio a log-normal reaches (at s = 1.645)
+        return 1.645
+    return 1.645 - math.sqrt(1.645 ** 2 - 2 * ratio)
+
+
+def lognormal_lengths(mean_prompt: float, p95_prompt: float, mean_output: float, p95_output: float, *,
+                      count: int = 20000, max_len: int | None = None, seed: int = 0) -> list[tuple[int, int]]:
+    """`count` (prompt, output) pairs, each length log-normal with the given mean and 95th percentile, at
+    least one token, prompt + output within `max_len`. A stand-in for a kind of traffic no shared trace has."""
+    rng = random.Random(seed)
+    pairs = []
+    for _ in range(count):
+        lengths = []
+        for mean, p95 in ((mean_prompt, p95_prompt), (mean_output, p95_output)):
+            sigma = _lognormal_sigma(mean, p95)
+            lengths.append(max(1, round(rng.lognormvariate(math.log(mean) - sigma ** 2 / 2, sigma))))
+        prompt, output = lengths
+        if max_len is not None:
+            output = min(output, max(1, max_len // 2))
+            prompt = min(prompt, max_len - output)
+        pairs.append((prompt, output))
+    return pairs
 
 
 def poisson_arrivals(rate_at: Callable[[float], float], peak: float, duration: float, lengths: Lengths,
@@ -99,6 +131,27 @@ def compressed_day(duration: float, low_rate: float, high_rate: float, lengths: 
         return low_rate + (high_rate - low_rate) * shape(time)
 
     return poisson_arrivals(rate_at, high_rate, duration, lengths, rng)
+
+
+def random_segments(duration: float, mean_rate: float, lengths: Lengths, *, spread: float = 0.8,
+                    idle_share: float = 0.2, segment_seconds: tuple[float, float] = (20.0, 90.0),
+                    seed: int = 0) -> list[Request]:
+    """Traffic with no phases to learn: every uniform(*segment_seconds) a new rate, idle with probability
+    `idle_share`, else log-normal around `mean_rate` (sigma `spread`, mean preserved). Segments do not line
+    up with minutes, so neither a per-minute plan nor a 60 s window sees a change whole."""
+    rng = random.Random(seed)
+    segments: list[tuple[float, float]] = []  # (end, rate)
+    t = 0.0
+    while t < duration:
+        t += rng.uniform(*segment_seconds)
+        idle = rng.random() < idle_share
+        segments.append((t, 0.0 if idle else mean_rate * math.exp(rng.gauss(-spread ** 2 / 2, spread))))
+    peak = max(rate for _, rate in segments)
+
+    def rate_at(time: float) -> float:
+        return next((rate for end, rate in segments if time < end), 0.0)
+
+    return poisson_arrivals(rate_at, peak, duration, lengths, rng)
 
 
 def peak_to_mean(requests: list[Request]) -> float:
