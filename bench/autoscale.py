@@ -423,6 +423,43 @@ def check_model(name: str) -> None:
               flush=True)
 
 
+def explain_misses(names: list[str]) -> str:
+    """Sloserve on each scenario (by default those whose stored result misses the objective): how many of
+    its misses arrived in a burst above every rate of the 15 minutes before (simulate/novelty.py), which
+    no policy without foresight holds a fleet for, unless it holds it all the time."""
+    from sloserve_operator.autoscaler.decide.capacity import load_profile
+    from sloserve_operator.simulate.autoscalers import SloservePolicy
+    from sloserve_operator.simulate.run import initial_size, simulate
+
+    lines = ["| scenario | sloserve within | misses (late, slow ITL, refused) | in unprecedented bursts | the rest |",
+             "|---|---|---|---|---|"]
+    for name in names:
+        scenario = SCENARIOS[name]
+        profile, spec, requests = load_profile(scenario.profile), scenario_spec(scenario), scenario.build()
+        result = simulate(requests, profile, spec, SloservePolicy(profile),
+                          initial_serving=initial_size(requests, profile, spec))
+        missed = int(result.miss_causes.get("late", 0) + result.miss_causes.get("slow_itl", 0)) + result.refused
+        share = result.misses_unprecedented or 0.0
+        lines.append(f"| {name} | {result.within_both:.2%} | {missed} | {share:.0%} ({round(share * missed)}) "
+                     f"| {missed - round(share * missed)} ({(missed - round(share * missed)) / result.requests:.2%} "
+                     "of requests) |")
+        print(lines[-1], flush=True)
+    return "\n".join(lines)
+
+
+def stored_misses(out: Path) -> list[str]:
+    """Named scenarios whose stored sloserve result is below its objective."""
+    names = []
+    for name in SCENARIOS:
+        path = out / name / "results.json"
+        if path.exists():
+            data = json.loads(path.read_text())
+            ours = next((r for r in data.get("rows", []) if r["policy"] == "sloserve"), None)
+            if ours and ours["within_both"] < data["meta"]["objective"]:
+                names.append(name)
+    return names
+
+
 def run_scenario(scenario: Scenario, out: Path, quick: bool, policies: str | None) -> int:
     """One scenario's comparison: prints and writes the scorecard, results.json (every grid row) and the plot."""
     from sloserve_operator.autoscaler.decide.capacity import load_profile
@@ -609,6 +646,9 @@ def main() -> int:
     parser.add_argument("--policies", help="comma list of policies to run (default: all; e.g. 'sloserve,oracle' to "
                                            "try a policy change quickly)")
     parser.add_argument("--summary", action="store_true", help="only summarise the results already under --out")
+    parser.add_argument("--misses", action="store_true",
+                        help="explain sloserve's misses (unprecedented bursts or not) on --only, or on every "
+                             "scenario whose stored result misses the objective")
     parser.add_argument("--check-model", action="store_true",
                         help="check the capacity model against steady simulated load instead")
     args = parser.parse_args()
@@ -623,6 +663,9 @@ def main() -> int:
         drawn = random_scenarios(args.random_count, args.random, args.wide)
         SCENARIOS.update((s.name, s) for s in drawn)
         names = [s.name for s in drawn]
+    if args.misses:
+        explain_misses(args.only or (names if args.random is not None else stored_misses(out)))
+        return 0
     if args.check_model:
         for name in names:
             check_model(name)

@@ -115,6 +115,8 @@ def test_every_finished_request_is_within_late_or_slow_and_the_causes_add_up():
     decoder = next(o for o in recorder.outcomes if o.arrival == 20.0)
     assert decoder.ttft <= 1.0 and decoder.slow_gaps > 0.05 * decoder.gaps  # the prefills stalled its decode
     assert 0 < causes["slow_gap_share"] < 1
+    missed = recorder.missed_arrivals()
+    assert len(missed) == causes["late"] + causes["slow_itl"] and missed == sorted(missed)
 
 
 def step_by_step(profile, requests, itl_budget):

@@ -199,6 +199,17 @@ class Recorder:
         return {"late": late, "slow_itl": slow,
                 "slow_gap_share": sum(o.slow_gaps for o in scored) / gaps if gaps else 0.0}
 
+    def missed_arrivals(self, since: float = 0.0) -> list[float]:
+        """Arrival times of the requests that missed either budget (late, slow ITL, or refused: a refusal
+        is kept by the second it happened, at arrival), in order."""
+        missed = [o.arrival for o in self.outcomes if o.arrival >= since and
+                  (o.ttft > self.ttft_budget or o.slow_gaps > 0.05 * o.gaps)]
+        refused = sum(s.refused for s in self.series.values())
+        for row in np.nonzero(refused)[0]:
+            if row >= since:
+                missed += [row + 0.5] * int(refused[row])
+        return sorted(missed)
+
     def fraction_minutes_within(self, start: float, end: float) -> float:
         """Share of whole minutes in [start, end) whose fleet-wide p95 TTFT and p95 ITL are within budget."""
         minutes = max(int((end - start) // 60), 1)

@@ -26,6 +26,7 @@ from sloserve_operator.load_client import percentile
 from sloserve_operator.routing import Router
 from sloserve_operator.simulate.autoscalers import Autoscaler, SloservePolicy, StaticPeak, View
 from sloserve_operator.simulate.fleet import Fleet, SharedHost
+from sloserve_operator.simulate.novelty import unprecedented_share
 from sloserve_operator.simulate.recorder import Recorder
 from sloserve_operator.simulate.traces import Request
 
@@ -50,6 +51,8 @@ class SimResult:
     ttft_p95: float | None = None
     refused: int = 0  # scored requests admission turned away (counted as misses in within_both)
     miss_causes: dict[str, float] = field(default_factory=dict)  # Recorder.miss_causes over the scored requests
+    # share of the scored finished misses that arrived in a burst above every recent one (novelty.py)
+    misses_unprecedented: float | None = None
 
     def row(self) -> dict[str, object]:
         return {"policy": self.policy, "config": self.config, "within_both": self.within_both,
@@ -164,6 +167,8 @@ def simulate(requests: list[Request], profile: CapacityProfile, spec: ModelServi
         ttft_p95=percentile(ttfts, 95),
         refused=recorder.refused_count(since=warmup),
         miss_causes=recorder.miss_causes(since=warmup),
+        misses_unprecedented=unprecedented_share([r.arrival for r in requests], recorder.missed_arrivals(warmup),
+                                                 window=window, lead=cold_start),
     )
 
 
