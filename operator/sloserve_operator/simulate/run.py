@@ -51,8 +51,9 @@ class SimResult:
     ttft_p95: float | None = None
     refused: int = 0  # scored requests admission turned away (counted as misses in within_both)
     miss_causes: dict[str, float] = field(default_factory=dict)  # Recorder.miss_causes over the scored requests
-    # share of the scored finished misses that arrived in a burst above every recent one (novelty.py)
-    misses_unprecedented: float | None = None
+    # margin -> share of the scored misses that arrived in a burst above every recent rate by more than the
+    # margin (novelty.py); empty when nothing missed
+    misses_unprecedented: dict[float, float] = field(default_factory=dict)
 
     def row(self) -> dict[str, object]:
         return {"policy": self.policy, "config": self.config, "within_both": self.within_both,
@@ -167,9 +168,18 @@ def simulate(requests: list[Request], profile: CapacityProfile, spec: ModelServi
         ttft_p95=percentile(ttfts, 95),
         refused=recorder.refused_count(since=warmup),
         miss_causes=recorder.miss_causes(since=warmup),
-        misses_unprecedented=unprecedented_share([r.arrival for r in requests], recorder.missed_arrivals(warmup),
-                                                 window=window, lead=cold_start),
+        misses_unprecedented=_novelty([r.arrival for r in requests], recorder.missed_arrivals(warmup), window,
+                                      cold_start),
     )
+
+
+NOVELTY_MARGINS = (0.1, 0.5)  # a burst 10% (Poisson noise aside) and 50% above every recent rate
+
+
+def _novelty(arrivals: list[float], missed: list[float], window: float, cold_start: float) -> dict[float, float]:
+    shares = {margin: unprecedented_share(arrivals, missed, window=window, lead=cold_start, margin=margin)
+              for margin in NOVELTY_MARGINS}
+    return {margin: share for margin, share in shares.items() if share is not None}
 
 
 def with_preroll(requests: list[Request], warmup: float) -> list[Request]:
