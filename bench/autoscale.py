@@ -17,6 +17,11 @@ seeds AND other shapes and parameters (Mooncake lengths and budgets), never used
     .venv/bin/python bench/autoscale.py --set dev --policies sloserve,oracle --out /tmp/try   # iterate fast
     .venv/bin/python bench/autoscale.py --summary [--out DIR]
     .venv/bin/python bench/autoscale.py --check-model [--only NAME]
+    .venv/bin/python bench/autoscale.py --random SEED [--wide] --policies sloserve   # unseen random draws
+    .venv/bin/python bench/autoscale.py --misses [--only NAME | --random SEED [--wide]]
+
+--misses splits sloserve's misses into those in bursts above every recent rate (simulate/novelty.py), which
+only foresight or a fleet held above every recent peak serves, and the rest.
 
 --check-model checks the capacity model instead: a fixed fleet under steady Poisson load with the
 scenario's own prompt/output lengths, at rates around the model's capacity, against what the model says.
