@@ -344,7 +344,8 @@ def random_scenarios(count: int, seed: int, wide: bool = False) -> list[Scenario
         pool, profile, ttft_range, itl_range, rate_range = kinds[kind]
         ttft, itl = f"{rng.uniform(*ttft_range):.1f}s", f"{round(rng.uniform(*itl_range), -1):.0f}ms"
         rate, shape_seed = rng.uniform(*rate_range), rng.randrange(1 << 30)
-        draw = rng.random()
+        draw = rng.random()  # wide: a third phase-less, then on/off and daily 60:40 as without it
+        onoff_below = 1 / 3 + 0.6 * 2 / 3 if wide else 0.6
         if wide and draw < 1 / 3:
             mean, spread, idle_share = rate / 3, rng.uniform(0.6, 1.1), rng.uniform(0.05, 0.3)
             about = (f"a new rate every 20-90 s: mean {mean:.1f}/s, spread {spread:.2f}, "
@@ -352,7 +353,7 @@ def random_scenarios(count: int, seed: int, wide: bool = False) -> list[Scenario
             make = functools.partial(shapes.random_segments, D, mean, spread=spread, idle_share=idle_share,
                                      seed=shape_seed)
             shape = "segments"
-        elif draw < (1 / 3 + 0.6 * 2 / 3 if wide else 0.6):
+        elif draw < onoff_below:
             idle_rate, idle_low, burst_low = rng.uniform(0.0, 0.3), rng.uniform(1.0, 2.0), rng.uniform(0.5, 1.0)
             idle, burst = (idle_low, idle_low + rng.uniform(1.0, 3.0)), (burst_low, burst_low + rng.uniform(1.0, 2.5))
             spread = rng.uniform(0.5, 0.9)
@@ -428,7 +429,7 @@ def check_model(name: str) -> None:
               flush=True)
 
 
-def explain_misses(names: list[str]) -> str:
+def explain_misses(names: list[str]) -> None:
     """Sloserve on each scenario (by default those whose stored result misses the objective): how many of
     its misses arrived in a burst above every rate of the 15 minutes before (simulate/novelty.py), which
     no policy without foresight holds a fleet for, unless it holds it all the time."""
@@ -436,9 +437,9 @@ def explain_misses(names: list[str]) -> str:
     from sloserve_operator.simulate.autoscalers import SloservePolicy
     from sloserve_operator.simulate.run import initial_size, simulate
 
-    lines = ["| scenario | sloserve within | misses (late, slow ITL, refused) | in bursts > 1.1x every recent rate "
-             "| the rest (share of requests) | in bursts > 1.5x every recent rate |",
-             "|---|---|---|---|---|---|"]
+    print("| scenario | sloserve within | misses (late, slow ITL, refused) | in bursts > 1.1x every recent rate "
+          "| the rest (share of requests) | in bursts > 1.5x every recent rate |\n|---|---|---|---|---|---|",
+          flush=True)
     for name in names:
         scenario = SCENARIOS[name]
         profile, spec, requests = load_profile(scenario.profile), scenario_spec(scenario), scenario.build()
@@ -447,10 +448,8 @@ def explain_misses(names: list[str]) -> str:
         missed = int(result.miss_causes.get("late", 0) + result.miss_causes.get("slow_itl", 0)) + result.refused
         share, far = (result.misses_unprecedented.get(margin, 0.0) for margin in (0.1, 0.5))
         rest = missed - round(share * missed)
-        lines.append(f"| {name} | {result.within_both:.2%} | {missed} | {share:.0%} | {rest} "
-                     f"({rest / result.requests:.2%}) | {far:.0%} |")
-        print(lines[-1], flush=True)
-    return "\n".join(lines)
+        print(f"| {name} | {result.within_both:.2%} | {missed} | {share:.0%} | {rest} "
+              f"({rest / result.requests:.2%}) | {far:.0%} |", flush=True)
 
 
 def stored_misses(out: Path) -> list[str]:

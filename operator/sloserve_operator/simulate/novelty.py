@@ -12,35 +12,43 @@ needs foresight, or a fleet held above every recent peak all the time; the rest 
 
 from __future__ import annotations
 
-import bisect
 import math
 from collections.abc import Sequence
 
 import numpy as np
 
 
-def _trailing_rate(arrivals: Sequence[float], t: float, window: float) -> float:
-    return (bisect.bisect_right(arrivals, t) - bisect.bisect_right(arrivals, t - window)) / window
+def _trailing_rates(times: np.ndarray, at: np.ndarray | float, window: float) -> np.ndarray:
+    """Arrivals per second over the `window` seconds up to each of `at`."""
+    return (np.searchsorted(times, at, side="right") - np.searchsorted(times, np.subtract(at, window),
+                                                                        side="right")) / window
 
 
-def unprecedented_share(arrivals: Sequence[float], missed: Sequence[float], *, window: float = 60.0,
-                        memory: float = 900.0, lead: float = 120.0, step: float = 5.0,
-                        margin: float = 0.1) -> float | None:
-    """Share of `missed` arrival times t whose burst (the busiest `window` containing t) exceeded every
-    trailing `window` rate over [t - memory, t - lead] (sampled every `step` s) by more than `margin` (a
-    burst of the same size as an earlier one reads a few percent above it half the time: Poisson noise). A
-    burst's first seconds count with the burst: the fleet misses them for the same reason. `arrivals` are
-    all arrival times, sorted. None when nothing missed."""
+def unprecedented_shares(arrivals: Sequence[float], missed: Sequence[float], margins: Sequence[float], *,
+                         window: float = 60.0, memory: float = 900.0, lead: float = 120.0,
+                         step: float = 5.0) -> dict[float, float]:
+    """For each margin, the share of `missed` arrival times t whose burst (the busiest `window` containing t)
+    exceeded every trailing `window` rate over [t - memory, t - lead] (sampled every `step` s) by more than
+    the margin (a burst of the same size as an earlier one reads a few percent above it half the time:
+    Poisson noise). A burst's first seconds count with the burst: the fleet misses them for the same
+    reason. `arrivals` are all arrival times, sorted. Empty when nothing missed."""
     if not missed:
-        return None
+        return {}
     times = np.asarray(arrivals, dtype=float)
     grid = np.arange(0.0, max(missed[-1], times[-1] if len(times) else 0.0) + window + step, step)
-    rates = (np.searchsorted(times, grid, side="right") - np.searchsorted(times, grid - window, side="right")) / window
-    novel = 0
+    rates = _trailing_rates(times, grid, window)
+    novel = dict.fromkeys(margins, 0)
     for t in missed:
         first, last = max(math.ceil((t - memory) / step), 0), math.floor((t - lead) / step)
         past = float(rates[first:last + 1].max()) if last >= first else 0.0
-        burst = max(_trailing_rate(times, t + window, window),
+        burst = max(float(_trailing_rates(times, t + window, window)),
                     float(rates[math.ceil(t / step):math.floor((t + window) / step) + 1].max(initial=0.0)))
-        novel += burst > past * (1.0 + margin)
-    return novel / len(missed)
+        for margin in margins:
+            novel[margin] += burst > past * (1.0 + margin)
+    return {margin: count / len(missed) for margin, count in novel.items()}
+
+
+def unprecedented_share(arrivals: Sequence[float], missed: Sequence[float], *, margin: float = 0.1,
+                        **options: float) -> float | None:
+    """unprecedented_shares for one margin; None when nothing missed."""
+    return unprecedented_shares(arrivals, missed, (margin,), **options).get(margin)

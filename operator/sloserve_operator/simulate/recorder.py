@@ -184,9 +184,11 @@ class Recorder:
         ITL within budget); requests never finished, refused ones included, count as misses."""
         if total_requests <= 0:
             return 1.0
-        good = sum(1 for o in self.outcomes if o.arrival >= since and o.ttft <= self.ttft_budget
-                   and o.slow_gaps <= 0.05 * o.gaps)
-        return good / total_requests
+        return sum(1 for o in self.outcomes if o.arrival >= since and self.within_both(o)) / total_requests
+
+    def within_both(self, outcome: Outcome) -> bool:
+        """TTFT within budget and at most 5% of the gaps over the ITL budget (its own p95 ITL within)."""
+        return outcome.ttft <= self.ttft_budget and outcome.slow_gaps <= 0.05 * outcome.gaps
 
     def miss_causes(self, since: float = 0.0) -> dict[str, float]:
         """Why finished requests missed (refusals are counted apart): a first token over the TTFT budget
@@ -202,8 +204,7 @@ class Recorder:
     def missed_arrivals(self, since: float = 0.0) -> list[float]:
         """Arrival times of the requests that missed either budget (late, slow ITL, or refused: a refusal
         is kept by the second it happened, at arrival), in order."""
-        missed = [o.arrival for o in self.outcomes if o.arrival >= since and
-                  (o.ttft > self.ttft_budget or o.slow_gaps > 0.05 * o.gaps)]
+        missed = [o.arrival for o in self.outcomes if o.arrival >= since and not self.within_both(o)]
         refused = sum(s.refused for s in self.series.values())
         for row in np.nonzero(refused)[0]:
             if row >= since:

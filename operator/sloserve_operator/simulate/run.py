@@ -26,7 +26,7 @@ from sloserve_operator.load_client import percentile
 from sloserve_operator.routing import Router
 from sloserve_operator.simulate.autoscalers import Autoscaler, SloservePolicy, StaticPeak, View
 from sloserve_operator.simulate.fleet import Fleet, SharedHost
-from sloserve_operator.simulate.novelty import unprecedented_share
+from sloserve_operator.simulate.novelty import unprecedented_shares
 from sloserve_operator.simulate.recorder import Recorder
 from sloserve_operator.simulate.traces import Request
 
@@ -168,18 +168,12 @@ def simulate(requests: list[Request], profile: CapacityProfile, spec: ModelServi
         ttft_p95=percentile(ttfts, 95),
         refused=recorder.refused_count(since=warmup),
         miss_causes=recorder.miss_causes(since=warmup),
-        misses_unprecedented=_novelty([r.arrival for r in requests], recorder.missed_arrivals(warmup), window,
-                                      cold_start),
+        misses_unprecedented=unprecedented_shares([r.arrival for r in requests], recorder.missed_arrivals(warmup),
+                                                  NOVELTY_MARGINS, window=window, lead=cold_start),
     )
 
 
 NOVELTY_MARGINS = (0.1, 0.5)  # a burst 10% (Poisson noise aside) and 50% above every recent rate
-
-
-def _novelty(arrivals: list[float], missed: list[float], window: float, cold_start: float) -> dict[float, float]:
-    shares = {margin: unprecedented_share(arrivals, missed, window=window, lead=cold_start, margin=margin)
-              for margin in NOVELTY_MARGINS}
-    return {margin: share for margin, share in shares.items() if share is not None}
 
 
 def with_preroll(requests: list[Request], warmup: float) -> list[Request]:
