@@ -16,7 +16,7 @@ seeds AND other shapes and parameters (Mooncake lengths and budgets), never used
     .venv/bin/python bench/autoscale.py [--set dev] [--only bursty-cpu] [--quick]
     .venv/bin/python bench/autoscale.py --set dev --policies sloserve,oracle --out /tmp/try   # iterate fast
     .venv/bin/python bench/autoscale.py --summary [--out DIR]
-    .venv/bin/python bench/autoscale.py --check-model [--only NAME]
+    .venv/bin/python bench/autoscale.py --check-model [--only NAME] [--fleet 3 --fleet 30]
     .venv/bin/python bench/autoscale.py --random SEED [--wide] --policies sloserve   # unseen random draws
     .venv/bin/python bench/autoscale.py --misses [--only NAME | --random SEED [--wide]]
 
@@ -396,29 +396,38 @@ def scenario_spec(scenario: Scenario):
 
 
 CHECK_RATES = (0.8, 0.9, 1.0, 1.1, 1.2)  # per-replica rates replayed, as multiples of the model's capacity
-CHECK_FLEET = 10
+CHECK_FLEETS = (10,)
 
 
-def check_model(name: str) -> None:
+def check_model(name: str, fleets: tuple[int, ...] = CHECK_FLEETS) -> None:
     """Steady load on a fixed fleet: share of requests within both budgets per rate, next to the model's
-    capacity (at the budgets' p95, the quantile the policy sizes with)."""
+    capacity (at the budgets' p95, the quantile the policy sizes with) behind the simulated fleet's
+    load-aware router (one pooled prefill queue), and with a queue per replica (random routing)."""
     from sloserve_operator.autoscaler.decide.capacity import load_profile
+
+    scenario = SCENARIOS[name]
+    profile, spec, requests = load_profile(scenario.profile), scenario_spec(scenario), scenario.build()
+    for size in fleets:
+        check_fleet(name, profile, spec, requests, size)
+
+
+def check_fleet(name: str, profile, spec, requests: list[Request], size: int) -> None:
+    """One fleet size of check_model."""
     from sloserve_operator.simulate.autoscalers import StaticPeak
     from sloserve_operator.simulate.recorder import observed_spread
     from sloserve_operator.simulate.run import simulate
 
-    scenario = SCENARIOS[name]
-    profile, spec, requests = load_profile(scenario.profile), scenario_spec(scenario), scenario.build()
     prompt = statistics.fmean(r.prompt_tokens for r in requests)
     output = statistics.fmean(r.output_tokens for r in requests)
     spread = observed_spread([r.prompt_tokens for r in requests]) or 1.0
-    size = CHECK_FLEET
-    capacity = profile.max_rate_within_budget(spec.slo.ttft.p95_seconds, spec.slo.itl.p95_seconds, prompt, output,
-                                              0.95, size, spread)
+    pooled, alone = (profile.max_rate_within_budget(spec.slo.ttft.p95_seconds, spec.slo.itl.p95_seconds, prompt,
+                                                    output, 0.95, size, spread, shared)
+                     for shared in (True, False))
     print(f"{name}: {size} replicas, mean prompt {prompt:.0f} (spread c^2 {spread:.2f}, as the runtime's "
-          f"histogram gives it) / output {output:.0f} tokens; model capacity {capacity:.2f} req/s per replica")
+          f"histogram gives it) / output {output:.0f} tokens; model capacity {pooled:.2f} req/s per replica "
+          f"behind the load-aware router ({alone:.2f} with a queue per replica, as random routing)")
     rng = random.Random(1)
-    for per_replica in (capacity * share for share in CHECK_RATES):
+    for per_replica in (pooled * share for share in CHECK_RATES):
         arrivals, t = [], 0.0
         while t < 1200.0:  # 20 minutes of Poisson arrivals, lengths drawn from the scenario's requests
             t += rng.expovariate(per_replica * size)
@@ -656,6 +665,8 @@ def main() -> int:
                              "scenario whose stored result misses the objective")
     parser.add_argument("--check-model", action="store_true",
                         help="check the capacity model against steady simulated load instead")
+    parser.add_argument("--fleet", type=int, action="append",
+                        help=f"with --check-model: fleet sizes to check (repeatable; default {CHECK_FLEETS[0]})")
     args = parser.parse_args()
     missing = [str(path) for path in (AZURE, MOONCAKE) if not path.exists()]
     if missing:
@@ -673,7 +684,7 @@ def main() -> int:
         return 0
     if args.check_model:
         for name in names:
-            check_model(name)
+            check_model(name, tuple(args.fleet or CHECK_FLEETS))
         return 0
     status = 0
     if not args.summary:

@@ -130,6 +130,10 @@ PICKS: dict[str, PickFn] = {
     "prefix-scorer": pick_prefix_scorer,
 }
 USES_INDEX = {"prefix-scorer"}
+# Picks that send a prompt to a replica with little queued: the fleet's prefill queues then act as one
+# (CapacityProfile.steady_state, pooled). Affinity hashing sends a key to its replica until that one is
+# 1.25x the mean, so its queues stay per replica, as random routing's do.
+LOAD_AWARE = {"least-outstanding", "prefix-scorer"}
 
 
 class PrefixIndex:
@@ -186,6 +190,10 @@ class Router:
     pick: PickFn = field(init=False)
     index: PrefixIndex | None = field(init=False)
     rng: random.Random = field(init=False)
+
+    @property
+    def load_aware(self) -> bool:
+        return self.name in LOAD_AWARE
 
     def __post_init__(self) -> None:
         if self.name not in PICKS:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 
 import pytest
 from hypothesis import given
@@ -190,3 +191,33 @@ def test_capacity_at_the_budgets_quantile_meets_the_budget_exactly():
     rate = profile.max_rate_within_budget(1.0, 0.05, 1000, 200, quantile=0.95, fleet_size=8)
     ttft, itl, _ = profile.predict(rate, 1000, 200, 0.95, 8)
     assert max(ttft / 1.0, itl / 0.05) == pytest.approx(1.0, abs=1e-3)
+
+
+def test_a_pooled_prefill_queue_is_the_per_replica_one_on_a_single_replica():
+    """One replica is one queue whatever the router: the pooled model must give the M/M/1 time in system."""
+    profile = load_shipped("llama-8b-h100")
+    alone, pooled = profile.steady_state(4.0, 2000, 28), profile.steady_state(4.0, 2000, 28, pooled=True)
+    assert alone is not None and pooled is not None
+    for quantile in (0.5, 0.95, 0.99):
+        assert pooled.ttft_quantile(quantile) == pytest.approx(alone.ttft_quantile(quantile), rel=1e-6)
+    # M/M/1: the time in system is exponential with mean service / (1 - load)
+    mean = 1.0 / alone.wait_rate
+    assert alone.ttft_quantile(0.95) == pytest.approx(alone.ttft_shift + mean * math.log(20.0), rel=1e-6)
+
+
+def test_a_load_aware_router_pools_the_prefill_queues_and_capacity_grows_with_the_fleet():
+    """With a load-aware router a prompt waits only when every replica is busy (Erlang C), so a larger fleet
+    carries more per replica; with random routing (pooled=False) each replica is its own queue."""
+    profile = load_shipped("llama-8b-h100")
+
+    def capacity(size: int, pooled: bool) -> float:
+        return profile.max_rate_within_budget(1.0, 0.05, 2000, 28, 0.95, size, 1.0, pooled)
+
+    pooled = [capacity(size, True) for size in (1, 3, 10, 30)]
+    assert pooled == sorted(pooled) and pooled[-1] > 1.05 * pooled[0]
+    assert pooled[0] == pytest.approx(capacity(1, False), rel=1e-6)
+    assert all(capacity(size, True) >= capacity(size, False) for size in (3, 10, 30))
+    state = profile.steady_state(pooled[2], 2000, 28, 0.95, 10, 1.0, pooled=True)
+    assert state is not None and state.ttft_within(1.0) == pytest.approx(0.95, abs=1e-3)
+    for quantile in (0.5, 0.95, 0.99):
+        assert state.ttft_within(state.ttft_quantile(quantile)) == pytest.approx(quantile, abs=1e-6)

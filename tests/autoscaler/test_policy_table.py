@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
+from sloserve_operator.api.spec import parse_spec
 from sloserve_operator.autoscaler.decide.capacity import load_shipped
 from sloserve_operator.autoscaler.decide.policy import PolicyState, _prompt_spread, decide
 
@@ -298,3 +299,27 @@ def test_the_burst_floor_holds_the_recent_bursts_upper_quantile_on_on_off_traffi
     # Wildly spread bursts: at most BURST_GROWTH_MAX times the largest seen.
     spread_out, spread_rates = on_off([2, 40, 2])
     assert floor_of(spread_out, spread_rates, spread_out[-1][0]) <= BURST_GROWTH_MAX * 40
+
+
+def test_a_load_aware_router_is_sized_as_one_queue_and_the_spec_says_which_router_there_is():
+    """Behind an inference gateway (spec.routing) or any load-aware router, a large fleet's prefill queues act
+    as one, so the same load needs fewer replicas than behind a Service's random pick; never fewer than the
+    offered load itself."""
+    plain = make_spec(max_replicas=200, itl="1s")
+    routed = plain.model_copy(update={"routing": parse_spec(
+        {"model": {"name": "m"}, "slo": {"ttft": {"p95": "1s"}, "itl": {"p95": "1s"}},
+         "routing": {"endpointPicker": {"name": "epp"}}}).routing})
+    prompt, output = 600.0, 8.0
+    rate = 30 * PROFILE.max_rate_within_budget(1.0, 1.0, prompt, output)
+
+    def asked(spec, **kwargs) -> int:
+        obs = region_obs(ready=2, rate=rate, prompt=prompt, output=output)
+        decision = decide(spec, observation(100.0, obs), PolicyState(), 100.0, current_serving={"default": 2},
+                          profile=PROFILE, **kwargs)
+        return decision.serving["default"]
+
+    random_routing, gateway = asked(plain), asked(routed)
+    assert gateway < random_routing
+    assert asked(plain, load_aware_routing=True) == gateway
+    assert asked(routed, load_aware_routing=False) == random_routing
+    assert gateway >= rate / PROFILE.max_rate_within_budget(1.0, 1.0, prompt, output, 0.95, gateway, 1.0, True)

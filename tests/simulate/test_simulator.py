@@ -11,6 +11,7 @@ from autoscaler.helpers import fixture_profile, make_spec
 from sloserve_operator.api.labels import SERVING, WARM
 from sloserve_operator.autoscaler.decide.capacity import load_shipped
 from sloserve_operator.autoscaler.observe.sources import histogram_quantile
+from sloserve_operator.routing import Router
 from sloserve_operator.simulate import traces
 from sloserve_operator.simulate.autoscalers import (
     KedaHpa,
@@ -356,3 +357,20 @@ def test_a_replica_starting_on_a_busy_shared_host_loads_its_weights_slower():
     assert ready_after(None) == pytest.approx(10.0, abs=0.11)
     assert ready_after(SharedHost(cores=2.0)) == pytest.approx(10.0, abs=0.11)  # a core each: no slower
     assert ready_after(SharedHost(cores=1.0)) == pytest.approx(20.0, abs=0.3)  # half a core: twice as long
+
+
+def test_the_simulated_policy_sizes_for_the_router_it_is_behind():
+    """Behind the simulated load-aware router the policy models one pooled prefill queue; behind random
+    routing, a queue per replica: the same steady load then asks for more replicas."""
+    spec = make_spec(max_replicas=100, warm=0, ttft="1s", itl="50ms")
+    rng = np.random.default_rng(5)
+    arrivals = np.cumsum(rng.exponential(1.0 / 150.0, size=150 * 240))
+    requests = [Request(float(t), int(rng.integers(1000, 3000)), 28) for t in arrivals]
+    asked = {}
+    for name in ("random", "least-outstanding"):
+        result = simulate(requests, H100, spec, SloservePolicy(H100), initial_serving=2, warmup=0,
+                          router=Router(name))
+        asked[name] = result.replica_hours
+    assert Router("random").load_aware is False and Router("prefix-affinity").load_aware is False
+    assert Router("least-outstanding").load_aware and Router("prefix-scorer").load_aware
+    assert asked["least-outstanding"] < asked["random"], asked

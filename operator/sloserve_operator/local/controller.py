@@ -200,7 +200,7 @@ class Controller:
         # reaches the policy through observation.ready_replicas.
         current = dict(self.desired_serving)
         decision = decide(self.spec, observation, self.state, now, current_serving=current,
-                          pending_age=None, profile=self.profile)
+                          pending_age=None, profile=self.profile, load_aware_routing=self.router.policy.load_aware)
         decided_at = time.time()  # observing can take a while; the decision exists from here on
         self.state = decision.state
         self.ticks += 1

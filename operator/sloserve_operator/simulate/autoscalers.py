@@ -77,7 +77,7 @@ class SloservePolicy:
         pending = {region: age for region in view.fleet.regions
                    if (age := view.fleet.pending_age(region, view.now)) is not None}
         decision = decide(view.spec, observation, self.state, view.now, current_serving=current,
-                          pending_age=pending, profile=self.profile)
+                          pending_age=pending, profile=self.profile, load_aware_routing=view.fleet.router.load_aware)
         self.state = decision.state
         self.last_reason = decision.reason
         return {region: (decision.serving[region], decision.warm.get(region, 0)) for region in decision.serving}

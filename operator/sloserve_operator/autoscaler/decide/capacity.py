@@ -199,7 +199,8 @@ class CapacityProfile:
         return self.step.seconds(prefill_tokens, decoding)
 
     def steady_state(self, rate: float, prompt_tokens: float, output_tokens: float, quantile: float = 0.95,
-                     fleet_size: int = 1, prompt_spread: float = EXPONENTIAL_SPREAD) -> SteadyState | None:
+                     fleet_size: int = 1, prompt_spread: float = EXPONENTIAL_SPREAD,
+                     pooled: bool = False) -> SteadyState | None:
         """One replica at `rate` requests/s in steady state (None when overloaded): a queueing view of
         continuous batching with chunked prefill.
 
@@ -216,6 +217,10 @@ class CapacityProfile:
           With exponential prompt lengths that queue is M/M/1, whose time in system is exponential with
           mean service / (1 - load): TTFT is that, plus the first decode step, plus the wait for a batch
           slot (Erlang C over the fleet's pooled slots, at `quantile`).
+        - `pooled`: a load-aware router (least outstanding, the inference gateway's endpoint picker) sends
+          each prompt to a replica with little queued, so the fleet's prefill queues act as one queue with
+          `fleet_size` servers (M/M/c: the wait is Erlang C, the own prefill exponential) instead of one
+          M/M/1 queue per replica, which is what random routing (a Kubernetes Service) gives.
         """
         base = self.step.base_seconds
         prompt = max(prompt_tokens, 1.0)
@@ -240,8 +245,10 @@ class CapacityProfile:
         service = max(prompt / prefill_rate, decode_step)
         pool = max(fleet_size, 1)
         slot_wait = _slot_wait(self.max_batch_size * pool, batch * pool, output * step, max(quantile, 0.5))
-        return SteadyState(batch=batch, itl_p95=itl_p95, ttft_shift=decode_step + slot_wait,
-                           ttft_mean_excess=service / (1.0 - load))
+        servers = pool if pooled else 1
+        return SteadyState(batch=batch, itl_p95=itl_p95, ttft_shift=decode_step + slot_wait, prefill_seconds=service,
+                           wait_probability=_wait_probability(servers, load),
+                           wait_rate=(1.0 - load) / service)
 
     def _chunk_tail(self, chunk: float, prompt: float, chunked_share: float) -> float:
         """What a prefill chunk adds to the step at the ITL p95, when `chunked_share` of steps carry one.
@@ -257,25 +264,25 @@ class CapacityProfile:
 
     def predict(self, rate: float, prompt_tokens: float, output_tokens: float,
                 quantile: float = 0.95, fleet_size: int = 1,
-                prompt_spread: float = EXPONENTIAL_SPREAD) -> tuple[float, float, float]:
+                prompt_spread: float = EXPONENTIAL_SPREAD, pooled: bool = False) -> tuple[float, float, float]:
         """(TTFT at `quantile`, ITL p95, batch) one replica would show at `rate` requests/s; inf when overloaded.
 
         `quantile` 0.95 is the p95 the budgets name; the SLO objective (say 99% of requests within budget)
         asks for the TTFT at that quantile instead. See steady_state for the model."""
-        state = self.steady_state(rate, prompt_tokens, output_tokens, quantile, fleet_size, prompt_spread)
+        state = self.steady_state(rate, prompt_tokens, output_tokens, quantile, fleet_size, prompt_spread, pooled)
         if state is None:
             return math.inf, math.inf, math.inf
         return state.ttft_quantile(quantile), state.itl_p95, state.batch
 
     def max_rate_within_budget(self, ttft_budget: float, itl_budget: float, prompt_tokens: float,
                                output_tokens: float, quantile: float = 0.95, fleet_size: int = 1,
-                               prompt_spread: float = EXPONENTIAL_SPREAD) -> float:
+                               prompt_spread: float = EXPONENTIAL_SPREAD, pooled: bool = False) -> float:
         """Requests/s one replica sustains with a `quantile` share of TTFTs within the TTFT budget and the ITL
         p95 within the ITL budget (0 if no rate does)."""
 
         def fits(rate: float) -> bool:
-            state = self.steady_state(rate, prompt_tokens, output_tokens, quantile, fleet_size, prompt_spread)
-            return state is not None and state.ttft_quantile(quantile) <= ttft_budget and state.itl_p95 <= itl_budget
+            state = self.steady_state(rate, prompt_tokens, output_tokens, quantile, fleet_size, prompt_spread, pooled)
+            return state is not None and state.ttft_within(ttft_budget) >= quantile and state.itl_p95 <= itl_budget
 
         if not fits(1e-9):
             return 0.0
@@ -294,21 +301,58 @@ class CapacityProfile:
 
 @dataclass(frozen=True)
 class SteadyState:
-    """What the capacity model predicts for one replica at one load (CapacityProfile.steady_state)."""
+    """What the capacity model predicts for one replica at one load (CapacityProfile.steady_state).
+
+    TTFT = ttft_shift + own prefill (exponential, mean prefill_seconds) + the wait for the prefill queue
+    (none with probability 1 - wait_probability, else exponential with rate wait_rate). With one server per
+    queue that sum is the M/M/1 time in system, exponential with rate wait_rate."""
 
     batch: float  # mean decoding sequences
     itl_p95: float  # seconds
     ttft_shift: float  # seconds every request pays (first decode step, batch-slot wait)
-    ttft_mean_excess: float  # mean of the exponential rest of the TTFT (prefill queue + own prefill)
+    prefill_seconds: float  # mean of the request's own prefill
+    wait_probability: float  # share of requests that find the prefill queue busy
+    wait_rate: float  # 1 / mean wait of those that do
+
+    def _tail(self, excess: float) -> float:
+        """P(own prefill + queue wait > excess)."""
+        if excess <= 0:
+            return 1.0
+        mu, theta, busy = 1.0 / self.prefill_seconds, self.wait_rate, self.wait_probability
+        if abs(theta - mu) <= 1e-9 * mu:
+            both = (1.0 + mu * excess) * math.exp(-mu * excess)
+        else:
+            both = (theta * math.exp(-mu * excess) - mu * math.exp(-theta * excess)) / (theta - mu)
+        return (1.0 - busy) * math.exp(-mu * excess) + busy * both
 
     def ttft_quantile(self, quantile: float) -> float:
-        return self.ttft_shift + self.ttft_mean_excess * math.log(1.0 / max(1.0 - quantile, 1e-9))
+        tail = max(1.0 - quantile, 1e-9)
+        if self._tail(0.0 + 1e-12) <= tail:
+            return self.ttft_shift
+        low, high = 0.0, (self.prefill_seconds + 1.0 / self.wait_rate) * math.log(1.0 / tail) * 2.0
+        while self._tail(high) > tail:
+            high *= 2.0
+        for _ in range(50):
+            middle = (low + high) / 2
+            if self._tail(middle) > tail:
+                low = middle
+            else:
+                high = middle
+        return self.ttft_shift + high
 
     def ttft_within(self, budget: float) -> float:
         """Share of requests whose TTFT is within `budget`."""
         if budget <= self.ttft_shift:
             return 0.0
-        return 1.0 - math.exp(-(budget - self.ttft_shift) / self.ttft_mean_excess)
+        return 1.0 - self._tail(budget - self.ttft_shift)
+
+
+def _wait_probability(servers: int, load: float) -> float:
+    """Probability an arrival waits in an M/M/c queue at per-server load `load`: Sakasegawa's approximation
+    of Erlang C (exact for c = 1: the load itself)."""
+    if load <= 0:
+        return 0.0
+    return min(load ** (math.sqrt(2.0 * (servers + 1)) - 1.0), 1.0)
 
 
 def _slot_wait(slots: int, busy: float, hold_seconds: float, quantile: float) -> float:

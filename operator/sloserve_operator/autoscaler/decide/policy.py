@@ -10,7 +10,9 @@ How a region is sized, in order:
    load of R = rate / capacity, so small fleets keep relatively more headroom than large ones (one margin,
    on a model whose p95 point was checked against the simulated fleet's 99%-of-requests point).
    The prompt length sized with is its uncached part: the observed prefix-cache hit rate (share of prompt
-   tokens found cached) is prefill the replicas do not do (_uncached_prompt).
+   tokens found cached) is prefill the replicas do not do (_uncached_prompt). Behind a load-aware router
+   (decide's load_aware_routing) the replicas' prefill queues are modelled as one, so the capacity per
+   replica grows with the fleet; behind a Service's random pick, each replica is its own queue.
 2. Demand: the windowed rate, or, when a backlog forms, what the queue implies (the fleet's capacity plus
    the queue's growth per second), which shows a burst within one interval where a 60 s rate lags. It is
    extrapolated over the cold-start horizon (forecast.py).
@@ -57,11 +59,13 @@ from sloserve_operator.autoscaler.decide.placement import (
 from sloserve_operator.autoscaler.observe.observation import Observation, RegionObservation
 
 # Square-root staffing: serve R + HEADROOM * sqrt(R) replicas for an offered load of R = rate / capacity.
-# The safety margin on top of the capacity model (0.75: 85% utilisation at R = 20, 70% at R = 3). Until
+# The safety margin on top of the capacity model (0.9: 83% utilisation at R = 20, 66% at R = 3). Until
 # 2026-12-07 it was 0.5, and a noisy length estimate (the largest mean prompt of 60 s windows holding a few
 # dozen requests) added a hidden 1.5x on heavy-tailed prompts; that estimate is now pooled (see
-# LENGTH_BLOCK_REQUESTS) and this margin is the deliberate part of what it gave (docs/autoscaling.md).
-HEADROOM = 0.75
+# LENGTH_BLOCK_REQUESTS) and this margin is the deliberate part of what it gave (docs/autoscaling.md). 0.75
+# until the model learned (2026-12-07, sixth round) that a load-aware router pools the prefill queues: that
+# model is up to a third less pessimistic on large fleets and somewhat more optimistic on small ones.
+HEADROOM = 0.9
 # The budgets are p95s: the model's queueing waits are sized at that quantile. Checked against steady
 # simulated load, the model's p95 point is where the fleet serves ~99% of requests within budget.
 MODEL_QUANTILE = 0.95
@@ -247,7 +251,7 @@ def _stationary(history: list[tuple[float, float]], now: float, window: float) -
 
 
 def _update_factors(factors: list[float], obs: RegionObservation, profile: CapacityProfile,
-                    ttft_budget: float, objective: float, spread: float) -> list[float]:
+                    ttft_budget: float, objective: float, spread: float, pooled: bool) -> list[float]:
     """Calibrate the profile to what is observed, smoothed: factor = observed p95 / modelled p95 at the
     observed load. The model's shape (queueing, chunked prefill) stays; its scale follows reality.
 
@@ -264,7 +268,7 @@ def _update_factors(factors: list[float], obs: RegionObservation, profile: Capac
         return factors
     prompt, output = _mean_lengths(obs, profile)
     state = profile.steady_state((obs.request_rate or 0.0) / obs.ready_replicas, prompt, output, MODEL_QUANTILE,
-                                 obs.ready_replicas, spread)
+                                 obs.ready_replicas, spread, pooled)
     if state is None:
         # The model calls the observed load overload, yet it was served: nothing to scale the model by
         # (a window straddling a burst's onset, or a queue the feedback path is already handling).
@@ -350,12 +354,12 @@ def _sizing_lengths(state: PolicyState, region: str, obs: RegionObservation, pro
 
 def _capacity_per_replica(spec: ModelServiceSpec, lengths: tuple[float, float, float],
                           profile: CapacityProfile | None, factors: list[float], learned: float | None,
-                          fleet_size: int) -> float | None:
+                          fleet_size: int, pooled: bool) -> float | None:
     if profile is not None:
         prompt, output, spread = lengths
         capacity = profile.max_rate_within_budget(
             spec.slo.ttft.p95_seconds / factors[0], spec.slo.itl.p95_seconds / factors[1], prompt, output,
-            MODEL_QUANTILE, max(fleet_size, 1), spread)
+            MODEL_QUANTILE, max(fleet_size, 1), spread, pooled)
         if capacity > MIN_CAPACITY:
             return capacity
     return learned if learned is not None and learned > MIN_CAPACITY else None
@@ -517,7 +521,7 @@ def _learn_capacity(previous: float | None, obs: RegionObservation, ratio: float
 
 
 def _plan_region(spec: ModelServiceSpec, region: str, obs: RegionObservation, state: PolicyState, now: float,
-                 current: int, profile: CapacityProfile | None) -> _RegionPlan:
+                 current: int, profile: CapacityProfile | None, pooled: bool) -> _RegionPlan:
     ttft_budget, itl_budget = spec.slo.ttft.p95_seconds, spec.slo.itl.p95_seconds
     # New pods help after a cold start, and the windowed rate lags the true one by about half a window.
     horizon = (profile.cold_start_seconds if profile else DEFAULT_COLD_START_SECONDS) + obs.window_seconds / 2
@@ -545,12 +549,13 @@ def _plan_region(spec: ModelServiceSpec, region: str, obs: RegionObservation, st
     # the ramp to end froze a factor learned at night from a few dozen requests (3.5x) through a whole morning.
     if profile is not None and (settled or steady) and _stationary(history, now, obs.window_seconds):
         factors = state.latency_factor[region] = _update_factors(factors, obs, profile, ttft_budget,
-                                                                 spec.slo.objective_fraction, spread)
+                                                                 spec.slo.objective_fraction, spread, pooled)
     planned_rate = forecast_rate(history, now, horizon)
     lengths = (*_sizing_lengths(state, region, obs, profile, now), spread)
 
     def capacity_at(size: int) -> float | None:
-        return _capacity_per_replica(spec, lengths, profile, factors, state.learned_capacity.get(region), size)
+        return _capacity_per_replica(spec, lengths, profile, factors, state.learned_capacity.get(region), size,
+                                     pooled)
 
     if obs.running is not None and obs.waiting is not None:
         state.queue[region] = (now, obs.running + obs.waiting)
@@ -563,7 +568,7 @@ def _plan_region(spec: ModelServiceSpec, region: str, obs: RegionObservation, st
     ceiling = None
     if profile is not None:
         def uncalibrated(size: int) -> float | None:
-            return _capacity_per_replica(spec, lengths, profile, [1.0, 1.0], None, size)
+            return _capacity_per_replica(spec, lengths, profile, [1.0, 1.0], None, size, pooled)
 
         plain = _fleet_for(planned_rate, uncalibrated, max(current, 1))[0]
         if uncalibrated(plain) is not None:
@@ -633,7 +638,7 @@ def _plan_region(spec: ModelServiceSpec, region: str, obs: RegionObservation, st
 def decide(spec: ModelServiceSpec, observation: Observation, state: PolicyState, now: float, *,
            current_serving: dict[str, int], pending_age: dict[str, float] | None = None,
            profile: CapacityProfile | None = None,
-           ready_serving: dict[str, int] | None = None) -> ScalingDecision:
+           ready_serving: dict[str, int] | None = None, load_aware_routing: bool | None = None) -> ScalingDecision:
     """Desired serving and warm replicas per region, with the reason; see the module docstring.
 
     current_serving: the serving replicas currently asked for per region (including pods still starting or
@@ -641,11 +646,16 @@ def decide(spec: ModelServiceSpec, observation: Observation, state: PolicyState,
     difference tells the policy that capacity is on its way. ready_serving: the serving pods that are
     Ready per region, when the caller can count them (the operator can, from its pod list): a region held
     for Pending pods keeps that many, so a region with no nodes at all spills its whole share, not only
-    the part above what it already asked for. Returns serving + warm per region; the
+    the part above what it already asked for. load_aware_routing: whether the router in front of the
+    replicas sends each request where little is queued (local mode's, the simulator's, an inference
+    gateway's endpoint picker): the replicas' prefill queues then act as one and a larger fleet carries
+    more per replica (CapacityProfile.steady_state, pooled); default: the spec's, an InferencePool when
+    spec.routing is set, a Service's random pick otherwise. Returns serving + warm per region; the
     Deployment's replicas are their sum (warmpool.plan_roles turns them into promotions and demotions).
     """
     regions = region_names(spec)
     pending_age = pending_age or {}
+    pooled = spec.routing is not None if load_aware_routing is None else load_aware_routing
     plans: dict[str, _RegionPlan] = {}
     missing: list[str] = []
     for region in regions:
@@ -655,7 +665,7 @@ def decide(spec: ModelServiceSpec, observation: Observation, state: PolicyState,
             missing.append(region)
             plans[region] = _RegionPlan(current, f"{region}: metrics missing or stale: hold {current}")
             continue
-        plans[region] = _plan_region(spec, region, obs, state, now, current, profile)
+        plans[region] = _plan_region(spec, region, obs, state, now, current, profile, pooled)
 
     desired = {region: plan.desired for region, plan in plans.items()}
     running = current_serving if ready_serving is None else ready_serving
