@@ -130,10 +130,10 @@ PICKS: dict[str, PickFn] = {
     "prefix-scorer": pick_prefix_scorer,
 }
 USES_INDEX = {"prefix-scorer"}
-# Picks that send a prompt to a replica with little queued: the fleet's prefill queues then act as one
-# (CapacityProfile.steady_state, pooled). Affinity hashing sends a key to its replica until that one is
-# 1.25x the mean, so its queues stay per replica, as random routing's do.
-LOAD_AWARE = {"least-outstanding", "prefix-scorer"}
+# Picks that look at the replicas' load, so the fleet's prefill queues act as one (CapacityProfile.steady_state,
+# pooled): all but random. Affinity hashing too: it bounds every replica's load at 1.25x the mean, and a
+# request without a prefix goes to the least outstanding.
+LOAD_AWARE = {"least-outstanding", "prefix-affinity", "prefix-scorer"}
 
 
 class PrefixIndex:

@@ -371,6 +371,6 @@ def test_the_simulated_policy_sizes_for_the_router_it_is_behind():
         result = simulate(requests, H100, spec, SloservePolicy(H100), initial_serving=2, warmup=0,
                           router=Router(name))
         asked[name] = result.replica_hours
-    assert Router("random").load_aware is False and Router("prefix-affinity").load_aware is False
-    assert Router("least-outstanding").load_aware and Router("prefix-scorer").load_aware
+    assert Router("random").load_aware is False
+    assert all(Router(name).load_aware for name in ("least-outstanding", "prefix-affinity", "prefix-scorer"))
     assert asked["least-outstanding"] < asked["random"], asked

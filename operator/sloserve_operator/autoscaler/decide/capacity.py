@@ -218,9 +218,10 @@ class CapacityProfile:
           mean service / (1 - load): TTFT is that, plus the first decode step, plus the wait for a batch
           slot (Erlang C over the fleet's pooled slots, at `quantile`).
         - `pooled`: a load-aware router (least outstanding, the inference gateway's endpoint picker) sends
-          each prompt to a replica with little queued, so the fleet's prefill queues act as one queue with
-          `fleet_size` servers (M/M/c: the wait is Erlang C, the own prefill exponential) instead of one
-          M/M/1 queue per replica, which is what random routing (a Kubernetes Service) gives.
+          each prompt to a replica with little queued, so a prompt waits only when every replica of the
+          fleet is busy (Erlang C over `fleet_size` servers, Sakasegawa's approximation), and then behind
+          one replica's queue (the per-replica wait: a pick is not a central queue). Unpooled, each replica
+          is its own M/M/1 queue, which is what random routing (a Kubernetes Service) gives.
         """
         base = self.step.base_seconds
         prompt = max(prompt_tokens, 1.0)
@@ -326,12 +327,10 @@ class SteadyState:
         return (1.0 - busy) * math.exp(-mu * excess) + busy * both
 
     def ttft_quantile(self, quantile: float) -> float:
+        """Bisection on the tail: the sum of two exponentials has no closed-form quantile. At the bracket's
+        top, 2 x (both means added) x ln(2 / tail), each part exceeds half of it with at most tail / 2."""
         tail = max(1.0 - quantile, 1e-9)
-        if self._tail(0.0 + 1e-12) <= tail:
-            return self.ttft_shift
-        low, high = 0.0, (self.prefill_seconds + 1.0 / self.wait_rate) * math.log(1.0 / tail) * 2.0
-        while self._tail(high) > tail:
-            high *= 2.0
+        low, high = 0.0, 2.0 * (self.prefill_seconds + 1.0 / self.wait_rate) * math.log(2.0 / tail)
         for _ in range(50):
             middle = (low + high) / 2
             if self._tail(middle) > tail:
