@@ -359,18 +359,25 @@ def test_a_replica_starting_on_a_busy_shared_host_loads_its_weights_slower():
     assert ready_after(SharedHost(cores=1.0)) == pytest.approx(20.0, abs=0.3)  # half a core: twice as long
 
 
+class _UnawareRouter(Router):
+    """Routes least-outstanding, but tells the policy it is a random pick."""
+
+    @property
+    def load_aware(self) -> bool:
+        return False
+
+
 def test_the_simulated_policy_sizes_for_the_router_it_is_behind():
-    """Behind the simulated load-aware router the policy models one pooled prefill queue; behind random
-    routing, a queue per replica: the same steady load then asks for more replicas."""
+    """The simulator tells the policy which router it is behind: told of a load-aware one, the policy models
+    one pooled prefill queue; told of a random pick, a queue per replica, and the same requests through the
+    same routing then get more replicas."""
     spec = make_spec(max_replicas=100, warm=0, ttft="1s", itl="50ms")
     rng = np.random.default_rng(5)
-    arrivals = np.cumsum(rng.exponential(1.0 / 150.0, size=150 * 240))
+    arrivals = np.cumsum(rng.exponential(1.0 / 100.0, size=100 * 360))
     requests = [Request(float(t), int(rng.integers(1000, 3000)), 28) for t in arrivals]
-    asked = {}
-    for name in ("random", "least-outstanding"):
-        result = simulate(requests, H100, spec, SloservePolicy(H100), initial_serving=2, warmup=0,
-                          router=Router(name))
-        asked[name] = result.replica_hours
+    told = {aware: simulate(requests, H100, spec, SloservePolicy(H100), initial_serving=20, warmup=0,
+                            router=Router("least-outstanding") if aware else _UnawareRouter("least-outstanding"))
+            for aware in (True, False)}
+    assert told[True].replica_hours < told[False].replica_hours, {k: v.replica_hours for k, v in told.items()}
     assert Router("random").load_aware is False
     assert all(Router(name).load_aware for name in ("least-outstanding", "prefix-affinity", "prefix-scorer"))
-    assert asked["least-outstanding"] < asked["random"], asked
