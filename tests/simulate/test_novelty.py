@@ -6,8 +6,14 @@ import pytest
 from autoscaler.helpers import fixture_profile, make_spec
 from sloserve_operator.simulate import scenarios
 from sloserve_operator.simulate.autoscalers import StaticPeak
-from sloserve_operator.simulate.novelty import unprecedented_share
+from sloserve_operator.simulate.novelty import unprecedented_shares
 from sloserve_operator.simulate.run import simulate
+
+
+def unprecedented_share(arrivals: list[float], missed: list[float], margin: float = 0.1,
+                        **options: float) -> float | None:
+    """The share for one margin; None when nothing missed."""
+    return unprecedented_shares(arrivals, missed, (margin,), **options).get(margin)
 
 
 def _steady(start: float, end: float, rate: float) -> list[float]:

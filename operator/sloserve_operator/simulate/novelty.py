@@ -46,9 +46,3 @@ def unprecedented_shares(arrivals: Sequence[float], missed: Sequence[float], mar
         for margin in margins:
             novel[margin] += burst > past * (1.0 + margin)
     return {margin: count / len(missed) for margin, count in novel.items()}
-
-
-def unprecedented_share(arrivals: Sequence[float], missed: Sequence[float], *, margin: float = 0.1,
-                        **options: float) -> float | None:
-    """unprecedented_shares for one margin; None when nothing missed."""
-    return unprecedented_shares(arrivals, missed, (margin,), **options).get(margin)

@@ -360,8 +360,7 @@ def _slot_wait(slots: int, busy: float, hold_seconds: float, quantile: float) ->
     exponential with rate (slots - busy) / hold."""
     if busy <= 0:
         return 0.0
-    utilisation = busy / slots
-    p_wait = utilisation ** (math.sqrt(2.0 * (slots + 1)) - 1.0)
+    p_wait = _wait_probability(slots, busy / slots)
     tail = 1.0 - quantile
     if p_wait <= tail:
         return 0.0
