@@ -23,7 +23,7 @@ from sloserve_operator.simulate.autoscalers import (
 from sloserve_operator.simulate.fleet import Fleet
 from sloserve_operator.simulate.recorder import Recorder, cumulative_buckets, observed_spread
 from sloserve_operator.simulate.replica import ReplicaEngine
-from sloserve_operator.simulate.run import simulate, with_preroll
+from sloserve_operator.simulate.run import into_regions, simulate, with_preroll
 from sloserve_operator.simulate.traces import Request
 
 H100 = load_shipped("llama-8b-h100")
@@ -381,3 +381,17 @@ def test_the_simulated_policy_sizes_for_the_router_it_is_behind():
     assert told[True].replica_hours < told[False].replica_hours, {k: v.replica_hours for k, v in told.items()}
     assert Router("random").load_aware is False
     assert all(Router(name).load_aware for name in ("least-outstanding", "prefix-affinity", "prefix-scorer"))
+
+
+def test_a_trace_without_regions_is_split_over_the_specs_regions_by_weight():
+    spec = make_spec(min_replicas=2, max_replicas=30, warm=1, ttft="2s", itl="150ms",
+                     regions=[{"name": "us", "weight": 3}, {"name": "eu", "weight": 1}])
+    requests = traces.synthetic_bursty(900.0, base_rate=2.0, burst_rate=6.0, burst_every=450.0,
+                                       burst_length=120.0, prompt_tokens=400, output_tokens=60, seed=5)
+    placed = into_regions(requests, spec)
+    assert into_regions(requests, spec) == placed  # every policy replays the same split
+    share = sum(r.region == "us" for r in placed) / len(placed)
+    assert 0.7 < share < 0.8 and {r.region for r in placed} == {"us", "eu"}
+    assert into_regions(placed, spec) is placed  # requests that name a placed region keep it
+    result = simulate(requests, CPU, spec, SloservePolicy(CPU), cold_start=60.0)
+    assert result.requests == len(requests) and result.within_both >= 0.95

@@ -9,6 +9,7 @@ A pre-roll (the first five minutes mirrored) lets every policy settle before sco
 from __future__ import annotations
 
 import math
+import random
 import statistics
 from dataclasses import dataclass, field, replace
 
@@ -79,6 +80,20 @@ def initial_size(requests: list[Request], profile: CapacityProfile, spec: ModelS
     return min(max(need, spec.scaling.min_replicas, 1), spec.scaling.max_replicas)
 
 
+def into_regions(requests: list[Request], spec: ModelServiceSpec, seed: int = 0) -> list[Request]:
+    """Each request in a region the spec places: one from a region the spec does not name (a trace has
+    none: Request.region is "default") goes to a region drawn by the spec's weights, as a global load
+    balancer splits users by the regions' shares; a random split keeps each region's arrivals Poisson when
+    the trace's are. Seeded, so every policy replays the same split."""
+    weights = region_weights(spec)
+    if all(request.region in weights for request in requests):
+        return requests
+    names, shares = list(weights), list(weights.values())
+    rng = random.Random(seed)
+    return [request if request.region in weights else replace(request, region=rng.choices(names, shares)[0])
+            for request in requests]
+
+
 def admission_limit(spec: ModelServiceSpec) -> float | None:
     """The replicas' admission limit: spec.admission, for the bundled runtime (the engine that has it)."""
     if spec.engine != Engine.bundled:
@@ -94,6 +109,7 @@ def simulate(requests: list[Request], profile: CapacityProfile, spec: ModelServi
     if not requests:
         raise ValueError("empty trace: nothing to simulate")
     regions = region_names(spec)
+    requests = into_regions(requests, spec)
     scored_count = len(requests)
     warmup = min(warmup, requests[-1].arrival)
     requests = with_preroll(requests, warmup)
