@@ -43,7 +43,7 @@ from pathlib import Path
 
 from sloserve_operator.simulate import cli as simulate_cli
 from sloserve_operator.simulate import scenarios as shapes
-from sloserve_operator.simulate import traces
+from sloserve_operator.simulate import trace_files, traces
 from sloserve_operator.simulate.traces import Request
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -78,7 +78,7 @@ def lengths(trace: str, token_scale: float, max_len: int | None) -> tuple[tuple[
     "short-output", the log-normal stand-in above)."""
     if trace == "short-output":
         return short_output_lengths(token_scale)
-    requests = traces.load_trace(AZURE if trace == "azure" else MOONCAKE)
+    requests = trace_files.load_trace(AZURE if trace == "azure" else MOONCAKE)
     return tuple(shapes.length_pool(traces.scale_tokens(requests, token_scale, max_len)))
 
 

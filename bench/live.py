@@ -117,7 +117,8 @@ def spec_document(args: argparse.Namespace, name: str, *, fixed: bool) -> dict:
 
 def load_slice(args: argparse.Namespace):
     from sloserve_operator.local.workload import trace_requests
-    from sloserve_operator.simulate.traces import load_trace, time_slice
+    from sloserve_operator.simulate.trace_files import load_trace
+    from sloserve_operator.simulate.traces import time_slice
 
     start, seconds = args.start_minute * 60, args.minutes * 60
     raw = time_slice(load_trace(args.trace, seed=args.seed), start, start + seconds)
@@ -131,7 +132,8 @@ def load_slice(args: argparse.Namespace):
 
 def length_pool(args: argparse.Namespace) -> list[tuple[int, int]]:
     """The whole trace's (prompt, output) pairs, scaled and clipped as the trace slice's are."""
-    from sloserve_operator.simulate.traces import load_trace, scale_tokens
+    from sloserve_operator.simulate.trace_files import load_trace
+    from sloserve_operator.simulate.traces import scale_tokens
 
     requests = scale_tokens(load_trace(args.trace, seed=args.seed), args.token_scale)
     return [(min(max(r.prompt_tokens, 8), args.max_prompt_tokens), min(r.output_tokens, args.max_output_tokens))

@@ -41,7 +41,7 @@ from sloserve_operator.autoscaler.decide.capacity import load_profile
 from sloserve_operator.routing import Router
 from sloserve_operator.simulate import cli as simulate_cli
 from sloserve_operator.simulate import run as sim_run
-from sloserve_operator.simulate import traces
+from sloserve_operator.simulate import trace_files, traces
 from sloserve_operator.simulate.autoscalers import SloservePolicy
 from sloserve_operator.simulate.prefix_cache import PrefixCache
 from sloserve_operator.simulate.run import simulate
@@ -89,7 +89,7 @@ def scenario_inputs(scenario: Scenario, minutes: float | None, seed: int = 0):
                               "--itl", scenario.itl, "--max-replicas", "128", "--warm-pool", "1",
                               "--stabilization", "5m"])
     spec = simulate_cli.make_spec(args)
-    requests = traces.load_trace(scenario.trace, seed=seed)
+    requests = trace_files.load_trace(scenario.trace, seed=seed)
     if minutes:
         requests = traces.time_slice(requests, 0.0, minutes * 60.0)
     requests = traces.scale_tokens(requests, scenario.token_scale, scenario.max_model_len)

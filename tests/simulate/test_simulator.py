@@ -12,7 +12,7 @@ from sloserve_operator.api.labels import SERVING, WARM
 from sloserve_operator.autoscaler.decide.capacity import load_shipped
 from sloserve_operator.autoscaler.observe.sources import histogram_quantile
 from sloserve_operator.routing import Router
-from sloserve_operator.simulate import traces
+from sloserve_operator.simulate import trace_files, traces
 from sloserve_operator.simulate.autoscalers import (
     KedaHpa,
     KnativeKpa,
@@ -239,15 +239,15 @@ def test_azure_loader_and_errors(tmp_path):
     path = tmp_path / "azure.csv"
     path.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n"
                     "2023-11-16 18:15:46.6805900,374,44\n2023-11-16 18:15:50.9951690,396,109\n")
-    requests = traces.load_azure(path)
+    requests = trace_files.load_csv(path)
     assert [r.prompt_tokens for r in requests] == [374, 396]
     assert requests[1].arrival == pytest.approx(4.3145790, abs=1e-5)
     bad = tmp_path / "bad.csv"
     bad.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46,x,1\n")
-    with pytest.raises(traces.TraceError, match="bad.csv:2"):
-        traces.load_azure(bad)
-    with pytest.raises(traces.TraceError, match="unknown trace format"):
-        traces.load_trace(tmp_path / "x.parquet")
+    with pytest.raises(trace_files.TraceError, match="bad.csv:2"):
+        trace_files.load_csv(bad)
+    with pytest.raises(trace_files.TraceError, match="unknown trace format"):
+        trace_files.load_trace(tmp_path / "x.parquet")
 
 
 def test_mooncake_loader_spreads_each_tick(tmp_path):
@@ -255,13 +255,13 @@ def test_mooncake_loader_spreads_each_tick(tmp_path):
     lines = [f'{{"timestamp": {t}, "input_length": 100, "output_length": 10, "hash_ids": [1]}}'
              for t in [0, 0, 0, 3000, 3000, 6000]]
     path.write_text("\n".join(lines) + "\n")
-    requests = traces.load_mooncake(path)
+    requests = trace_files.load_json(path)
     assert len(requests) == 6
     assert all(0 <= r.arrival < 9.0 for r in requests)
     assert len({round(r.arrival, 6) for r in requests}) == 6  # no two arrive in lockstep
     (tmp_path / "broken.jsonl").write_text('{"timestamp": 1}\n')
-    with pytest.raises(traces.TraceError, match="broken.jsonl:1"):
-        traces.load_mooncake(tmp_path / "broken.jsonl")
+    with pytest.raises(trace_files.TraceError, match="broken.jsonl:1"):
+        trace_files.load_json(tmp_path / "broken.jsonl")
 
 
 def test_rate_token_scaling_and_synthetic_bursts():
@@ -284,8 +284,8 @@ def test_preroll_mirrors_the_opening():
 
 @pytest.mark.skipif(not SHARED.exists(), reason="shared traces not present (../shared/traces)")
 def test_shared_traces_load_completely():
-    assert len(traces.load_azure(SHARED / "AzureLLMInferenceTrace_conv.csv")) == 19366
-    mooncake = traces.load_mooncake(SHARED / "conversation_trace.jsonl")
+    assert len(trace_files.load_csv(SHARED / "AzureLLMInferenceTrace_conv.csv")) == 19366
+    mooncake = trace_files.load_json(SHARED / "conversation_trace.jsonl")
     assert len(mooncake) == 12031 and mooncake[-1].arrival < 3600
 
 

@@ -13,7 +13,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from sloserve_operator.simulate.traces import load_trace, scale_rate, scale_tokens, time_slice
+from sloserve_operator.simulate.trace_files import load_trace
+from sloserve_operator.simulate.traces import scale_rate, scale_tokens, time_slice
 
 
 @dataclass(frozen=True)

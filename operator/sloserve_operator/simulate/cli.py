@@ -3,8 +3,11 @@
     sloserve simulate --trace ../shared/traces/AzureLLMInferenceTrace_conv.csv --profile smollm2-135m-cpu \\
         --token-scale 0.25 --rate-scale 8 --ttft 1s --itl 250ms --out out/azure-cpu
 
---trace takes an Azure CSV, a Mooncake JSONL, `synthetic-bursty` or `synthetic-wave`. SLO budgets and scaling come
-from the flags or from a ModelService file (-f), whose spec.slo and spec.scaling then apply.
+--trace takes a trace file (CSV with a header, JSON lines or a JSON array, optionally .gz; columns found by
+name: Azure's TIMESTAMP/ContextTokens/GeneratedTokens, BurstGPT's, Mooncake's and the like: trace_files.py),
+`synthetic-bursty` or `synthetic-wave`. SLO budgets and scaling come from the flags or from a ModelService
+file (-f), whose spec.slo, spec.scaling and spec.placement then apply; a trace without regions is split
+over the spec's regions by weight.
 """
 
 from __future__ import annotations
@@ -19,10 +22,11 @@ DEFAULT_PROFILE = "smollm2-135m-cpu"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--trace", required=True,
-                        help="Azure CSV, Mooncake JSONL, 'synthetic-bursty' (2/s with 8/s bursts every 10 min) "
-                             "or 'synthetic-wave' (2..10/s over a 30 min cycle)")
+                        help="trace file (.csv, .jsonl, .json, optionally .gz: a time, a prompt length and an "
+                             "output length per request, e.g. Azure or Mooncake), 'synthetic-bursty' (2/s with 8/s "
+                             "bursts every 10 min) or 'synthetic-wave' (2..10/s over a 30 min cycle)")
     parser.add_argument("--profile", default=DEFAULT_PROFILE, help="shipped profile name or JSON path")
-    parser.add_argument("-f", "--filename", help="ModelService YAML: take spec.slo and spec.scaling from it")
+    parser.add_argument("-f", "--filename", help="ModelService YAML: take spec.slo, spec.scaling and spec.placement from it")
     parser.add_argument("--ttft", default="1s", help="p95 TTFT budget (without -f)")
     parser.add_argument("--itl", default="250ms", help="p95 inter-token latency budget (without -f)")
     parser.add_argument("--objective", default="99%", help="share of requests that must meet both budgets")
@@ -67,7 +71,7 @@ def make_spec(args: argparse.Namespace):
 
 
 def load_requests(args: argparse.Namespace):
-    from sloserve_operator.simulate import traces
+    from sloserve_operator.simulate import trace_files, traces
 
     if args.trace in ("synthetic", "synthetic-bursty"):
         minutes = args.minutes or 60.0
@@ -76,7 +80,7 @@ def load_requests(args: argparse.Namespace):
         minutes = args.minutes or 60.0
         requests = traces.synthetic_wave(minutes * 60.0, low_rate=2.0, high_rate=10.0, seed=args.seed)
     else:
-        requests = traces.load_trace(args.trace, seed=args.seed)
+        requests = trace_files.load_trace(args.trace, seed=args.seed)
         end = args.start_minute * 60.0 + (args.minutes * 60.0 if args.minutes else float("inf"))
         requests = traces.time_slice(requests, args.start_minute * 60.0, end)
     if args.token_scale != 1.0 or args.max_model_len:

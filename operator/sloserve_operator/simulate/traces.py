@@ -1,7 +1,6 @@
-"""Request traces: loaders for the shared Azure and Mooncake files, rate/token scaling, synthetic bursts.
+"""Request traces: the Request, rate/token scaling, sessions, synthetic bursts (files: trace_files.py).
 
-A trace is a list of Request sorted by arrival (seconds from the trace start). Bad files fail with the
-file name and line number rather than producing a partial trace.
+A trace is a list of Request sorted by arrival (seconds from the trace start).
 
 A request may name its prompt's blocks (`prefix`: chained block hashes, as the runtime's prefix cache names
 them, kv_cache.chain_hashes: each hash covers its block and everything before it, so equal hashes mean
@@ -11,15 +10,11 @@ given multi-turn sessions (`with_sessions`) whose prompts extend an earlier turn
 
 from __future__ import annotations
 
-import csv
-import json
 import math
 import random
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from datetime import datetime
-from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -42,73 +37,6 @@ def chain_ids(block_ids: Iterable[int], root: int = _ROOT) -> tuple[int, ...]:
         parent = hash((parent, block))
         out.append(parent)
     return tuple(out)
-
-
-MOONCAKE_BLOCK_TOKENS = 512
-
-
-class TraceError(ValueError):
-    """A trace file that cannot be read; the message names the file and line."""
-
-
-def load_azure(path: str | Path) -> list[Request]:
-    """Azure LLM inference trace CSV: TIMESTAMP,ContextTokens,GeneratedTokens (Splitwise, ISCA'24)."""
-    path = Path(path)
-    requests: list[Request] = []
-    start: datetime | None = None
-    with path.open(newline="", encoding="utf-8") as handle:
-        reader = csv.reader(handle)
-        header = next(reader, None)
-        if not header or [h.strip() for h in header[:3]] != ["TIMESTAMP", "ContextTokens", "GeneratedTokens"]:
-            raise TraceError(f"{path}:1: expected header TIMESTAMP,ContextTokens,GeneratedTokens, got {header}")
-        for line, row in enumerate(reader, start=2):
-            try:
-                stamp = datetime.fromisoformat(row[0].strip()[:26])
-                prompt, output = int(row[1]), int(row[2])
-            except (IndexError, ValueError) as error:
-                raise TraceError(f"{path}:{line}: cannot parse {row!r}: {error}") from error
-            start = start or stamp
-            requests.append(Request((stamp - start).total_seconds(), max(prompt, 1), max(output, 1)))
-    requests.sort(key=lambda r: r.arrival)
-    return requests
-
-
-def load_mooncake(path: str | Path, seed: int = 0) -> list[Request]:
-    """Mooncake FAST'25 JSONL. Timestamps come in ~3 s ticks; requests sharing a tick are spread uniformly
-    (seeded) over the tick, since the trace does not record finer arrival times."""
-    path = Path(path)
-    raw: list[tuple[float, int, int, tuple[int, ...]]] = []
-    with path.open(encoding="utf-8") as handle:
-        for line, text in enumerate(handle, start=1):
-            if not text.strip():
-                continue
-            try:
-                item = json.loads(text)
-                hashes = chain_ids([int(h) for h in item.get("hash_ids") or ()])
-                raw.append((float(item["timestamp"]) / 1000.0, int(item["input_length"]), int(item["output_length"]),
-                            hashes))
-            except (ValueError, KeyError, TypeError) as error:
-                raise TraceError(f"{path}:{line}: expected timestamp/input_length/output_length: {error}") from error
-    if not raw:
-        raise TraceError(f"{path}: no requests")
-    ticks = sorted({t for t, _, _, _ in raw})
-    gaps = [b - a for a, b in zip(ticks, ticks[1:], strict=False) if b > a]
-    tick = min(gaps) if gaps else 3.0
-    rng = random.Random(seed)
-    requests = [Request(t + rng.random() * tick, max(p, 1), max(o, 1), prefix=h, block_tokens=MOONCAKE_BLOCK_TOKENS)
-                for t, p, o, h in raw]
-    requests.sort(key=lambda r: r.arrival)
-    return requests
-
-
-def load_trace(path: str | Path, seed: int = 0) -> list[Request]:
-    """By extension: .csv -> Azure, .jsonl -> Mooncake."""
-    suffix = Path(path).suffix.lower()
-    if suffix == ".csv":
-        return load_azure(path)
-    if suffix in (".jsonl", ".json"):
-        return load_mooncake(path, seed=seed)
-    raise TraceError(f"{path}: unknown trace format (expected .csv Azure or .jsonl Mooncake)")
 
 
 def scale_rate(requests: list[Request], factor: float, seed: int = 0) -> list[Request]:
