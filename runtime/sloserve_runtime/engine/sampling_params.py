@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+# What torch.Generator.manual_seed takes; a larger seed would fail inside the engine, after admission.
+SEED_MIN, SEED_MAX = -(2**63), 2**64 - 1
+
 
 class InvalidParameter(ValueError):
     """A request parameter out of range; `param` names it for the OpenAI-style error body."""
@@ -37,6 +40,8 @@ class SamplingParams:
             raise InvalidParameter("top_k", f"top_k must be -1 (off) or positive, got {self.top_k}")
         if not 0 <= self.min_tokens <= self.max_tokens:
             raise InvalidParameter("min_tokens", "min_tokens must be between 0 and max_tokens")
+        if self.seed is not None and not SEED_MIN <= self.seed <= SEED_MAX:
+            raise InvalidParameter("seed", f"seed must be between {SEED_MIN} and {SEED_MAX}, got {self.seed}")
         if len(self.stop) > 16:
             raise InvalidParameter("stop", "at most 16 stop sequences")
         for token, bias in self.logit_bias.items():

@@ -52,8 +52,8 @@ class SamplingFields(BaseModel):
     logit_bias: dict[str, float] | None = None
     ignore_eos: bool = False
     min_tokens: Annotated[int, Field(ge=0)] = 0
-    n: Literal[1] = 1
-    stream: bool = False
+    n: Literal[1] | None = 1  # null: clients that serialize every field send their unset ones as null
+    stream: bool | None = False
     stream_options: StreamOptions | None = None
     presence_penalty: Literal[0, 0.0] | None = None
     frequency_penalty: Literal[0, 0.0] | None = None
@@ -81,40 +81,76 @@ class SamplingFields(BaseModel):
 
 class CompletionRequest(SamplingFields):
     prompt: str | list[str] | list[int] | list[list[int]]
-    echo: Literal[False] = False
+    echo: Literal[False] | None = False
     logprobs: None = None
     suffix: None = None
+    best_of: Literal[1] | None = None
 
 
-class TextPart(BaseModel):
+class ContentPart(BaseModel):
+    """Any part type parses, so an image or audio part gets a 400 that says so, not a type mismatch."""
+
     model_config = ConfigDict(extra="ignore", strict=True)
-    type: Literal["text"]
-    text: str
+    type: str
+    text: str | None = None
 
 
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="ignore", strict=True)
     role: str
-    content: str | list[TextPart] | None = None
+    content: str | list[ContentPart] | None = None
 
     def as_template_input(self) -> dict[str, str]:
         content = self.content
         if isinstance(content, list):
-            content = "".join(part.text for part in content)
-        return {"role": self.role, "content": content or ""}
+            for part in content:
+                if part.type != "text" or part.text is None:
+                    raise Rejected.invalid("messages", f"Content parts of type '{part.type}' are not supported; "
+                                           "this model takes text parts only.")
+            content = "".join(part.text or "" for part in content)
+        # OpenAI's newer name for the system role; chat templates only know "system".
+        role = "system" if self.role == "developer" else self.role
+        return {"role": role, "content": content or ""}
+
+
+class ResponseFormat(BaseModel):
+    model_config = ConfigDict(extra="ignore", strict=True)
+    type: str
 
 
 class ChatCompletionRequest(SamplingFields):
     messages: Annotated[list[ChatMessage], Field(min_length=1)]
     max_completion_tokens: int | None = None
     logprobs: Literal[False] | None = None
+    top_logprobs: Literal[0] | None = None
+    response_format: ResponseFormat | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    functions: list[dict[str, Any]] | None = None  # the deprecated form of tools
+    function_call: str | dict[str, Any] | None = None
+
+    def check_supported(self) -> None:
+        """Refuse what this server would otherwise drop silently: the client would take plain text for a
+        tool call or for JSON. Empty tools, tool_choice "none" and response_format "text" ask for nothing."""
+        if self.response_format is not None and self.response_format.type != "text":
+            raise Rejected.invalid("response_format", f"response_format '{self.response_format.type}' is not "
+                                   "supported; this server only returns free text.")
+        for tools, choice, name in ((self.tools, self.tool_choice, "tools"),
+                                    (self.functions, self.function_call, "functions")):
+            if tools and choice != "none":
+                raise Rejected.invalid(name, "Tool calling is not supported by this server; send the request "
+                                       f"without '{name}'.")
+            if not tools and choice not in (None, "none", "auto"):
+                raise Rejected.invalid(name, f"A tool choice of {choice!r} needs '{name}', and tool calling is "
+                                       "not supported by this server.")
 
 
 # -- errors -----------------------------------------------------------------------------------------------
 
-def error_response(error: Rejected) -> JSONResponse:
+def error_response(error: Rejected, unknown_model_status: int = 400) -> JSONResponse:
     headers = {"Retry-After": str(error.retry_after)} if error.retry_after is not None else None
-    return JSONResponse(error_body(error), status_code=error.status, headers=headers)
+    status = unknown_model_status if error.kind == "unknown_model" else error.status
+    return JSONResponse(error_body(error), status_code=status, headers=headers)
 
 
 def error_body(error: Rejected) -> dict[str, Any]:
@@ -238,9 +274,17 @@ def openai_router(frontend: Frontend) -> APIRouter:
             engine = frontend.require_ready()
         except Rejected as error:
             return error_response(error)
-        return JSONResponse({"object": "list", "data": [{
-            "id": engine.model_name, "object": "model", "created": int(time.time()), "owned_by": "sloserve",
-            "root": engine.model_name, "max_model_len": engine.max_model_len}]})
+        return JSONResponse({"object": "list", "data": [model_card(engine)]})
+
+    @router.get("/v1/models/{model_id:path}")
+    async def retrieve_model(model_id: str) -> JSONResponse:
+        """What `client.models.retrieve(id)` asks for; an unknown id is OpenAI's 404 model_not_found."""
+        try:
+            engine = frontend.require_ready()
+            frontend.check_model(model_id)
+        except Rejected as error:
+            return error_response(error, unknown_model_status=404)
+        return JSONResponse(model_card(engine))
 
     @router.post("/v1/completions", response_model=None)
     async def completions(request: Request) -> JSONResponse | StreamingResponse:
@@ -281,6 +325,7 @@ def openai_router(frontend: Frontend) -> APIRouter:
             frontend.require_ready()
             body = await parse_body(request, ChatCompletionRequest)
             frontend.check_model(body.model)
+            body.check_supported()
             prompt_ids = frontend.encode_chat([m.as_template_input() for m in body.messages])
             requested = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
             param = "max_completion_tokens" if body.max_completion_tokens is not None else "max_tokens"
@@ -311,7 +356,20 @@ def openai_router(frontend: Frontend) -> APIRouter:
                          "logprobs": None, "finish_reason": result.finish_reason}],
             "usage": total_usage(results)})
 
+    @router.api_route("/v1/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
+    async def unknown_endpoint(path: str, request: Request) -> JSONResponse:
+        """Endpoints this server lacks (embeddings, responses, ...): a 404 that OpenAI clients can read."""
+        return JSONResponse({"error": {
+            "message": f"{request.method} /v1/{path} is not served here; this server has POST /v1/chat/completions, "
+                       "POST /v1/completions, GET /v1/models and GET /v1/models/{model}.",
+            "type": "invalid_request_error", "param": None, "code": "unknown_url"}}, status_code=404)
+
     return router
+
+
+def model_card(engine: Any) -> dict[str, Any]:
+    return {"id": engine.model_name, "object": "model", "created": int(time.time()), "owned_by": "sloserve",
+            "root": engine.model_name, "max_model_len": engine.max_model_len}
 
 
 def completion_prompts(frontend: Frontend, prompt: str | list[str] | list[int] | list[list[int]]) -> list[list[int]]:

@@ -134,6 +134,7 @@ def test_http_generate_stream_sends_one_event_per_token(tiny_runtime: Any) -> No
     (f"/v2/models/{MODEL}/generate", {"parameters": {"max_tokens": 4}}, 400),
     (f"/v2/models/{MODEL}/generate", {"text_input": "hi", "parameters": {"temperature": "hot"}}, 400),
     (f"/v2/models/{MODEL}/generate", {"text_input": "hi", "max_tokens": 0}, 400),
+    (f"/v2/models/{MODEL}/generate", {"text_input": "hi", "parameters": {"seed": 2**64}}, 400),  # not a 500
     (f"/v2/models/{MODEL}/generate_stream", {"text_input": "hi", "parameters": "not an object"}, 400),
     (f"/v2/models/{MODEL}/generate", "{broken json", 400),
 ])
@@ -207,6 +208,9 @@ def test_grpc_errors_map_to_triton_shapes(tiny_runtime: Any, stream_client: Any)
     with pytest.raises(InferenceServerException, match="max_tokens") as invalid:
         client.infer(MODEL, trtllm_inputs(PROMPT, 0, stream=False))
     assert "INVALID_ARGUMENT" in str(invalid.value.status())
+    with pytest.raises(InferenceServerException, match="seed") as seed:  # beyond what torch seeds with
+        client.infer(MODEL, vllm_backend_inputs(PROMPT, False, {"max_tokens": 2, "seed": str(2**64)}))
+    assert "INVALID_ARGUMENT" in str(seed.value.status())
     client.close()
     streamer, results = stream_client
     bad = vllm_backend_inputs(PROMPT, True, {"temperature": "warm"})
