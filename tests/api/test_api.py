@@ -61,6 +61,16 @@ def test_integer_quantities_become_strings():
     assert problems and problems[0].startswith("spec.resources.cpu:")
 
 
+def test_a_bare_number_for_a_duration_or_a_percentage_says_how_to_write_it():
+    _, problems = api.validate_spec({**SPEC, "slo": {"ttft": {"p95": 0.5}, "itl": {"p95": "50ms"},
+                                                     "objective": 0.99}})
+    assert problems == [
+        "spec.slo.ttft.p95: write it as a quoted string with its unit, e.g. '500ms', '1.5s' or '5m' "
+        "(got the number 0.5)",
+        "spec.slo.objective: write it as a quoted string with its unit, e.g. '99%' or '99.9%' (got the number 0.99)",
+    ]
+
+
 def test_status_round_trips_with_aliases():
     status = api.ModelServiceStatus.model_validate({
         "observedGeneration": 3, "replicas": 4, "serving": 3, "warm": 1, "selector": "a=b",

@@ -77,12 +77,26 @@ def _integer_as_string(value: Any) -> Any:
     return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
 
+def _no_bare_number(example: str) -> BeforeValidator:
+    """A YAML number where a string with a unit belongs (`p95: 0.5`, `objective: 0.99`) is ambiguous: say how
+    to write it instead of pydantic's "should be a valid string"."""
+
+    def validate(value: Any) -> Any:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            raise ValueError(f"write it as a quoted string with its unit, e.g. {example} (got the number {value!r})")
+        return value
+
+    return BeforeValidator(validate)
+
+
 # The patterns go to the CRD schema only: pydantic reports the parsers' clearer messages instead.
 Duration = Annotated[
-    str, Field(max_length=32, json_schema_extra={"pattern": DURATION_PATTERN}), _checked_by(parse_duration)
+    str, _no_bare_number("'500ms', '1.5s' or '5m'"), Field(max_length=32, json_schema_extra={"pattern": DURATION_PATTERN}),
+    _checked_by(parse_duration)
 ]
 Percent = Annotated[
-    str, Field(max_length=16, json_schema_extra={"pattern": PERCENT_PATTERN}), _checked_by(parse_percent)
+    str, _no_bare_number("'99%' or '99.9%'"), Field(max_length=16, json_schema_extra={"pattern": PERCENT_PATTERN}),
+    _checked_by(parse_percent)
 ]
 CpuQuantity = Annotated[
     str,
