@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: help setup system-deps kernels controlplane test lint run crds manifests bench-runtime bench-autoscale bench-routing bench-routing-live bench-admission-live bench-live bench-quality bench-speculative e2e clean
+.PHONY: help setup system-deps kernels controlplane test lint run crds manifests bench-runtime bench-autoscale bench-frontier bench-routing bench-routing-live bench-admission-live bench-live bench-quality bench-speculative e2e clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-18s %s\n", $$1, $$2}'
@@ -73,6 +73,9 @@ bench-runtime: setup ## runtime vs naive server and peers (prints ratios)
 
 bench-autoscale: setup ## simulator: sloserve policy vs baselines on both shared traces
 	$(PY) bench/autoscale.py
+
+bench-frontier: setup ## simulator: what 99% costs a policy knowing every past minute's need exactly (~1 h)
+	$(PY) bench/reactive_frontier.py --jobs 2
 
 bench-routing: setup ## simulator: routers (random, least-outstanding, prefix affinity, prefix scorer) with prefix caches
 	$(PY) bench/routing.py $(ROUTING_ARGS)
