@@ -91,12 +91,16 @@ def _no_bare_number(example: str) -> BeforeValidator:
 
 # The patterns go to the CRD schema only: pydantic reports the parsers' clearer messages instead.
 Duration = Annotated[
-    str, _no_bare_number("'500ms', '1.5s' or '5m'"), Field(max_length=32, json_schema_extra={"pattern": DURATION_PATTERN}),
-    _checked_by(parse_duration)
+    str,
+    _no_bare_number("'500ms', '1.5s' or '5m'"),
+    Field(max_length=32, json_schema_extra={"pattern": DURATION_PATTERN}),
+    _checked_by(parse_duration),
 ]
 Percent = Annotated[
-    str, _no_bare_number("'99%' or '99.9%'"), Field(max_length=16, json_schema_extra={"pattern": PERCENT_PATTERN}),
-    _checked_by(parse_percent)
+    str,
+    _no_bare_number("'99%' or '99.9%'"),
+    Field(max_length=16, json_schema_extra={"pattern": PERCENT_PATTERN}),
+    _checked_by(parse_percent),
 ]
 CpuQuantity = Annotated[
     str,

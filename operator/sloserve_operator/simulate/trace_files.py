@@ -63,7 +63,7 @@ def _instant(value: object, milliseconds: bool) -> float | datetime:
         try:
             number = float(text)
         except ValueError:
-            stamp = datetime.fromisoformat(text.replace("Z", "+00:00"))
+            stamp = datetime.fromisoformat(text)  # any fraction of a second, "Z" or an offset
             return stamp.astimezone(UTC).replace(tzinfo=None) if stamp.tzinfo is not None else stamp
     return number / 1000.0 if milliseconds or number > EPOCH_MS_ABOVE else number
 
@@ -165,7 +165,7 @@ def load_json(path: str | Path, seed: int = 0) -> list[Request]:
 
 
 def load_trace(path: str | Path, seed: int = 0) -> list[Request]:
-    """By extension (a .gz suffix is unwrapped first): .csv/.tsv-like CSV, .jsonl/.json JSON."""
+    """By extension (a .gz suffix is unwrapped first): .csv a CSV with a header, .jsonl/.ndjson/.json JSON."""
     path = Path(path)
     suffixes = [s.lower() for s in path.suffixes]
     kind = suffixes[-2] if suffixes[-1:] == [".gz"] and len(suffixes) >= 2 else (suffixes[-1] if suffixes else "")
