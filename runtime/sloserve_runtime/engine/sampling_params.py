@@ -34,8 +34,8 @@ class SamplingParams:
             raise InvalidParameter("max_tokens", f"max_tokens must be at least 1, got {self.max_tokens}")
         if not 0.0 <= self.temperature <= 2.0:
             raise InvalidParameter("temperature", f"temperature must be in [0, 2], got {self.temperature}")
-        if not 0.0 < self.top_p <= 1.0:
-            raise InvalidParameter("top_p", f"top_p must be in (0, 1], got {self.top_p}")
+        if not 0.0 <= self.top_p <= 1.0:  # 0 keeps only the most likely token (OpenAI takes 0 too)
+            raise InvalidParameter("top_p", f"top_p must be in [0, 1], got {self.top_p}")
         if self.top_k < -1:
             raise InvalidParameter("top_k", f"top_k must be -1 (off) or positive, got {self.top_k}")
         if not 0 <= self.min_tokens <= self.max_tokens:

@@ -18,8 +18,10 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import uvicorn
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException
 
 from sloserve_runtime.engine.compute_thread import ComputeThread
 from sloserve_runtime.engine.engine_config import EngineConfig
@@ -28,7 +30,7 @@ from sloserve_runtime.server.admission import CALIBRATION_PROMPT_TOKENS
 from sloserve_runtime.server.frontend import Frontend, Phase, ServerOptions
 from sloserve_runtime.server.kserve import kserve_router
 from sloserve_runtime.server.metrics import RuntimeMetrics
-from sloserve_runtime.server.openai_api import openai_router
+from sloserve_runtime.server.openai_api import http_error_body, openai_router
 
 log = logging.getLogger("sloserve_runtime.server.app")
 
@@ -57,8 +59,23 @@ class InflightMiddleware:
             await self.app(scope, receive, send)
 
 
+async def protocol_http_error(request: Request, error: Exception) -> Response:
+    """Routing's own errors (no such path: 404; a path that takes other methods: 405, with `Allow`) in the
+    error shape of the protocol the path belongs to; clients of each parse only their own."""
+    assert isinstance(error, HTTPException)
+    path, headers = request.url.path, dict(error.headers or {})
+    if path == "/v1" or path.startswith("/v1/"):
+        body = http_error_body(request.method, path, error.status_code, headers.get("Allow"))
+        return JSONResponse(body, status_code=error.status_code, headers=headers)
+    if path == "/v2" or path.startswith("/v2/"):
+        return JSONResponse({"error": f"{request.method} {path}: {error.detail}"}, status_code=error.status_code,
+                            headers=headers)
+    return await http_exception_handler(request, error)
+
+
 def create_app(frontend: Frontend) -> FastAPI:
-    app = FastAPI(title="sloserve-runtime", docs_url=None, redoc_url=None, openapi_url=None)
+    app = FastAPI(title="sloserve-runtime", docs_url=None, redoc_url=None, openapi_url=None,
+                  exception_handlers={HTTPException: protocol_http_error})
     app.add_middleware(InflightMiddleware, frontend=frontend)
 
     @app.get("/health")

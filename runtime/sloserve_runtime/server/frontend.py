@@ -21,6 +21,7 @@ from sloserve_runtime.server.admission import AdmissionGate
 from sloserve_runtime.server.metrics import RuntimeMetrics
 
 Job = tuple[str, list[int], SamplingParams]  # (request id, prompt ids, params): one engine request
+CONTEXT_LENGTH_EXCEEDED = "context_length_exceeded"  # OpenAI's code; clients test it to trim the history
 
 
 class Phase(enum.Enum):
@@ -33,7 +34,7 @@ class Phase(enum.Enum):
 class Rejected(Exception):
     """A request refused before or while it runs; `kind` picks the status code in every protocol."""
 
-    STATUS = {"invalid": 400, "unknown_model": 400, "overloaded": 429, "unavailable": 503, "internal": 500}
+    STATUS = {"invalid": 400, "unknown_model": 404, "overloaded": 429, "unavailable": 503, "internal": 500}
 
     def __init__(self, kind: str, message: str, param: str | None = None, code: str | None = None,
                  retry_after: int | None = None) -> None:
@@ -49,8 +50,8 @@ class Rejected(Exception):
         return self.STATUS[self.kind]
 
     @classmethod
-    def invalid(cls, param: str | None, message: str) -> Rejected:
-        return cls("invalid", message, param=param)
+    def invalid(cls, param: str | None, message: str, code: str | None = None) -> Rejected:
+        return cls("invalid", message, param=param, code=code)
 
     @classmethod
     def from_invalid_parameter(cls, error: InvalidParameter) -> Rejected:
@@ -177,7 +178,8 @@ class Frontend:
             raise Rejected.invalid(prompt_param, "The prompt is empty.")
         if prompt_len >= limit:
             raise Rejected.invalid(prompt_param, f"The prompt has {prompt_len} tokens; this model's maximum "
-                                   f"context length is {limit} tokens (prompt plus output).")
+                                   f"context length is {limit} tokens (prompt plus output).",
+                                   code=CONTEXT_LENGTH_EXCEEDED)
         if requested is not None and requested <= 0:
             raise Rejected.invalid(param, f"{param} must be at least 1, got {requested}.")
         room = limit - prompt_len
@@ -185,7 +187,8 @@ class Frontend:
             return min(default, room) if default is not None else room
         if requested > room:
             raise Rejected.invalid(param, f"{param}={requested} plus the prompt's {prompt_len} tokens exceeds "
-                                   f"this model's maximum context length of {limit} tokens.")
+                                   f"this model's maximum context length of {limit} tokens.",
+                                   code=CONTEXT_LENGTH_EXCEEDED)
         return requested
 
     def validated(self, params: SamplingParams) -> SamplingParams:

@@ -34,6 +34,7 @@ from sloserve_runtime.server.kserve import (
     OUTPUTS,
     SERVER_NAME,
     SERVER_VERSION,
+    check_version,
     generation_request,
     model_config,
     prepare,
@@ -105,10 +106,11 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
     def __init__(self, frontend: Frontend) -> None:
         self.frontend = frontend
 
-    async def _check_model(self, name: str, context: Any) -> None:
+    async def _check_model(self, name: str, version: str, context: Any) -> None:
         try:
             self.frontend.require_ready()
             self.frontend.check_model(name, param="model_name")
+            check_version(name, version)
         except Rejected as error:
             await context.abort(STATUS[error.kind], error.message)
 
@@ -119,14 +121,15 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
         return service_pb2.ServerReadyResponse(ready=self.frontend.ready)
 
     async def ModelReady(self, request: Any, context: Any) -> Any:
-        ready = self.frontend.ready and request.name == self.frontend.model_name
+        ready = self.frontend.ready and request.name == self.frontend.model_name and \
+            request.version in ("", MODEL_VERSION)
         return service_pb2.ModelReadyResponse(ready=ready)
 
     async def ServerMetadata(self, request: Any, context: Any) -> Any:
         return service_pb2.ServerMetadataResponse(name=SERVER_NAME, version=SERVER_VERSION, extensions=EXTENSIONS)
 
     async def ModelMetadata(self, request: Any, context: Any) -> Any:
-        await self._check_model(request.name, context)
+        await self._check_model(request.name, request.version, context)
         tensor = service_pb2.ModelMetadataResponse.TensorMetadata
         return service_pb2.ModelMetadataResponse(
             name=request.name, versions=[MODEL_VERSION], platform=SERVER_NAME,
@@ -134,7 +137,7 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
             outputs=[tensor(name=n, datatype=d, shape=s) for n, d, s in OUTPUTS])
 
     async def ModelConfig(self, request: Any, context: Any) -> Any:
-        await self._check_model(request.name, context)
+        await self._check_model(request.name, request.version, context)
         config = json_format.ParseDict(model_config(request.name), model_config_pb2.ModelConfig())
         return service_pb2.ModelConfigResponse(config=config)
 
@@ -147,6 +150,7 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
     def _job(self, request: Any) -> tuple[Any, tuple]:
         self.frontend.require_ready()
         self.frontend.check_model(request.model_name, param="model_name")
+        check_version(request.model_name, request.model_version)
         generation = generation_request(request_fields(request))
         job = prepare(self.frontend, generation)
         self.frontend.check_queue([job])

@@ -180,18 +180,26 @@ def repository_index(frontend: Frontend, ready_only: bool = False) -> list[dict[
     return [{"name": name, "version": MODEL_VERSION, "state": state, "reason": reason}]
 
 
-def error_response(error: Rejected, unknown_model_status: int = 404) -> JSONResponse:
-    status = unknown_model_status if error.kind == "unknown_model" else error.status
+def check_version(name: str, version: str) -> None:
+    """Only version 1 exists (one model per process); another is Triton's "unknown model" (404 /
+    NOT_FOUND), not a silent answer from version 1. Empty means "the server's choice", as in Triton."""
+    if version not in ("", MODEL_VERSION):
+        raise Rejected("unknown_model", f"Request for unknown model: '{name}' version {version} is not found; "
+                       f"this server serves version {MODEL_VERSION}.", param="model_version", code="model_not_found")
+
+
+def error_response(error: Rejected) -> JSONResponse:
     headers = {"Retry-After": str(error.retry_after)} if error.retry_after is not None else None
-    return JSONResponse({"error": error.message}, status_code=status, headers=headers)
+    return JSONResponse({"error": error.message}, status_code=error.status, headers=headers)
 
 
 def kserve_router(frontend: Frontend) -> APIRouter:
     router = APIRouter()
 
-    def known_model(name: str) -> None:
+    def known_model(name: str, version: str) -> None:
         frontend.require_ready()
         frontend.check_model(name)
+        check_version(name, version)
 
     @router.get("/v2")
     async def server_metadata() -> JSONResponse:
@@ -209,7 +217,7 @@ def kserve_router(frontend: Frontend) -> APIRouter:
     @router.get("/v2/models/{name}/versions/{version}")
     async def metadata(name: str, version: str = MODEL_VERSION) -> JSONResponse:
         try:
-            known_model(name)
+            known_model(name, version)
         except Rejected as error:
             return error_response(error)
         return JSONResponse(model_metadata(name))
@@ -218,7 +226,7 @@ def kserve_router(frontend: Frontend) -> APIRouter:
     @router.get("/v2/models/{name}/versions/{version}/ready")
     async def model_ready(name: str, version: str = MODEL_VERSION) -> Response:
         try:
-            known_model(name)
+            known_model(name, version)
         except Rejected as error:
             return error_response(error)
         return Response(status_code=200)
@@ -238,7 +246,7 @@ def kserve_router(frontend: Frontend) -> APIRouter:
     @router.get("/v2/models/{name}/versions/{version}/config")
     async def config(name: str, version: str = MODEL_VERSION) -> JSONResponse:
         try:
-            known_model(name)
+            known_model(name, version)
         except Rejected as error:
             return error_response(error)
         return JSONResponse(model_config(name))
@@ -248,7 +256,7 @@ def kserve_router(frontend: Frontend) -> APIRouter:
     async def infer(name: str, request: Request, version: str = MODEL_VERSION) -> Response:
         """Tensor inference: the whole generation in one response (stream=true cannot stream here)."""
         try:
-            known_model(name)
+            known_model(name, version)
             tensors = parse_http_infer(await request.body(), request.headers.get(HEADER_LENGTH), INPUT_TYPES)
             generation = generation_request(tensors.fields)
             job = prepare(frontend, generation)
@@ -262,8 +270,8 @@ def kserve_router(frontend: Frontend) -> APIRouter:
         body, headers = http_infer_response(name, MODEL_VERSION, tensors, text)
         return Response(body, headers=headers)
 
-    async def parse(request: Request, name: str) -> tuple[GenerationRequest, tuple]:
-        known_model(name)
+    async def parse(request: Request, name: str, version: str) -> tuple[GenerationRequest, tuple]:
+        known_model(name, version)
         try:
             body = json.loads(await request.body())
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
@@ -279,7 +287,7 @@ def kserve_router(frontend: Frontend) -> APIRouter:
     @router.post("/v2/models/{name}/versions/{version}/generate", response_model=None)
     async def generate(name: str, request: Request, version: str = MODEL_VERSION) -> JSONResponse:
         try:
-            generation, job = await parse(request, name)
+            generation, job = await parse(request, name, version)
         except Rejected as error:
             return error_response(error)
         try:
@@ -296,7 +304,7 @@ def kserve_router(frontend: Frontend) -> APIRouter:
     async def generate_stream(name: str, request: Request,
                               version: str = MODEL_VERSION) -> JSONResponse | StreamingResponse:
         try:
-            _, job = await parse(request, name)
+            _, job = await parse(request, name, version)
         except Rejected as error:
             return error_response(error)
 

@@ -18,15 +18,16 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from sloserve_runtime.engine.sampling_params import SamplingParams
+from sloserve_runtime.engine.sampling_params import SEED_MAX, SEED_MIN, SamplingParams
 from sloserve_runtime.server.frontend import Completion, Frontend, Rejected, merge_streams
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
 COMPLETIONS_DEFAULT_MAX_TOKENS = 16  # OpenAI's default for /v1/completions; chat defaults to "all that fits"
+MAX_CHOICES = 128  # OpenAI's upper bound on `n`
 
-ERROR_TYPES = {400: "invalid_request_error", 429: "rate_limit_error", 500: "internal_server_error",
-               503: "service_unavailable_error"}
+ERROR_TYPES = {400: "invalid_request_error", 404: "invalid_request_error", 405: "invalid_request_error",
+               429: "rate_limit_error", 500: "internal_server_error", 503: "service_unavailable_error"}
 
 
 # -- request models ---------------------------------------------------------------------------------------
@@ -44,7 +45,7 @@ class SamplingFields(BaseModel):
     model: str
     max_tokens: int | None = None
     temperature: Annotated[float, Field(ge=0.0, le=2.0)] | None = None
-    top_p: Annotated[float, Field(gt=0.0, le=1.0)] | None = None
+    top_p: Annotated[float, Field(ge=0.0, le=1.0)] | None = None  # 0: only the most likely token, as OpenAI
     top_k: int | None = None
     seed: int | None = None
     stop: str | list[str] | None = None
@@ -52,14 +53,32 @@ class SamplingFields(BaseModel):
     logit_bias: dict[str, float] | None = None
     ignore_eos: bool = False
     min_tokens: Annotated[int, Field(ge=0)] = 0
-    n: Literal[1] | None = 1  # null: clients that serialize every field send their unset ones as null
+    n: Annotated[int, Field(ge=1, le=MAX_CHOICES)] | None = 1  # null: clients that send unset fields as null
     stream: bool | None = False
     stream_options: StreamOptions | None = None
     presence_penalty: Literal[0, 0.0] | None = None
     frequency_penalty: Literal[0, 0.0] | None = None
     user: str | None = None
 
-    def sampling_params(self, frontend: Frontend, max_tokens: int) -> SamplingParams:
+    @property
+    def choices(self) -> int:
+        return self.n or 1
+
+    def check_stream_options(self) -> None:
+        """OpenAI refuses stream_options on a request that does not stream, so a client learns at once that
+        the usage chunk it asked for will never come."""
+        if self.stream_options is not None and not self.stream:
+            raise Rejected.invalid("stream_options", "The 'stream_options' parameter is only allowed when 'stream' "
+                                   "is enabled.")
+
+    def choice_seed(self, choice: int) -> int | None:
+        """Choice `choice`'s seed: with n > 1 each choice gets its own, so that seeded choices still differ
+        (and the whole response stays reproducible)."""
+        if self.seed is None or choice == 0 or not SEED_MIN <= self.seed <= SEED_MAX:
+            return self.seed  # an out-of-range seed stays as sent and is refused by validate()
+        return SEED_MIN + (self.seed - SEED_MIN + choice) % (SEED_MAX - SEED_MIN + 1)
+
+    def sampling_params(self, frontend: Frontend, max_tokens: int, choice: int = 0) -> SamplingParams:
         stop = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
         bias: dict[int, float] = {}
         for key, value in (self.logit_bias or {}).items():
@@ -69,7 +88,8 @@ class SamplingFields(BaseModel):
                 raise Rejected.invalid("logit_bias", f"logit_bias keys must be token ids, got {key!r}.") from error
         top_k = self.top_k if self.top_k not in (None, 0) else -1
         params = SamplingParams(max_tokens=max_tokens, temperature=1.0 if self.temperature is None else self.temperature,
-                                top_p=1.0 if self.top_p is None else self.top_p, top_k=top_k, seed=self.seed,
+                                top_p=1.0 if self.top_p is None else self.top_p, top_k=top_k,
+                                seed=self.choice_seed(choice),
                                 stop=stop, stop_token_ids=list(self.stop_token_ids or []), logit_bias=bias,
                                 ignore_eos=self.ignore_eos, min_tokens=self.min_tokens)
         return frontend.validated(params)
@@ -96,12 +116,18 @@ class ContentPart(BaseModel):
 
 
 class ChatMessage(BaseModel):
+    """One message; OpenAI's roles only, so a typo in a role is a 400 rather than text the model never saw
+    in training. `name` and an assistant's `tool_calls` are accepted and not shown to the model."""
+
     model_config = ConfigDict(extra="ignore", strict=True)
-    role: str
+    role: Literal["system", "developer", "user", "assistant", "tool", "function"]
     content: str | list[ContentPart] | None = None
 
-    def as_template_input(self) -> dict[str, str]:
+    def as_template_input(self, index: int) -> dict[str, str]:
         content = self.content
+        if content is None and self.role != "assistant":  # only an assistant turn may be content-less
+            raise Rejected.invalid("messages", f"Missing required parameter: 'messages[{index}].content' "
+                                   f"(role '{self.role}').")
         if isinstance(content, list):
             for part in content:
                 if part.type != "text" or part.text is None:
@@ -128,10 +154,19 @@ class ChatCompletionRequest(SamplingFields):
     tool_choice: str | dict[str, Any] | None = None
     functions: list[dict[str, Any]] | None = None  # the deprecated form of tools
     function_call: str | dict[str, Any] | None = None
+    modalities: list[str] | None = None
+    audio: dict[str, Any] | None = None
+    web_search_options: dict[str, Any] | None = None
 
     def check_supported(self) -> None:
         """Refuse what this server would otherwise drop silently: the client would take plain text for a
         tool call or for JSON. Empty tools, tool_choice "none" and response_format "text" ask for nothing."""
+        if self.audio is not None or any(kind != "text" for kind in self.modalities or []):
+            raise Rejected.invalid("audio" if self.audio is not None else "modalities", "Audio output is not "
+                                   "supported; this server only returns text (modalities: [\"text\"]).")
+        if self.web_search_options is not None:
+            raise Rejected.invalid("web_search_options", "Web search is not supported by this server; send the "
+                                   "request without 'web_search_options'.")
         if self.response_format is not None and self.response_format.type != "text":
             raise Rejected.invalid("response_format", f"response_format '{self.response_format.type}' is not "
                                    "supported; this server only returns free text.")
@@ -147,15 +182,22 @@ class ChatCompletionRequest(SamplingFields):
 
 # -- errors -----------------------------------------------------------------------------------------------
 
-def error_response(error: Rejected, unknown_model_status: int = 400) -> JSONResponse:
+def error_response(error: Rejected) -> JSONResponse:
     headers = {"Retry-After": str(error.retry_after)} if error.retry_after is not None else None
-    status = unknown_model_status if error.kind == "unknown_model" else error.status
-    return JSONResponse(error_body(error), status_code=status, headers=headers)
+    return JSONResponse(error_body(error), status_code=error.status, headers=headers)
 
 
 def error_body(error: Rejected) -> dict[str, Any]:
     return {"error": {"message": error.message, "type": ERROR_TYPES.get(error.status, "invalid_request_error"),
                       "param": error.param, "code": error.code}}
+
+
+# Fields whose only accepted values ask for nothing: the 400 says why another value is refused.
+UNSUPPORTED = {"logprobs": "log probabilities are not returned by this server",
+               "top_logprobs": "log probabilities are not returned by this server",
+               "echo": "echoing the prompt is not supported", "suffix": "suffixes (insertion) are not supported",
+               "best_of": "best_of > 1 is not supported", "presence_penalty": "penalties are not supported",
+               "frequency_penalty": "penalties are not supported"}
 
 
 def from_validation_error(error: ValidationError) -> Rejected:
@@ -164,7 +206,8 @@ def from_validation_error(error: ValidationError) -> Rejected:
     location = first.get("loc", ())
     param = str(location[0]) if location else None
     where = ".".join(str(part) for part in location)
-    return Rejected.invalid(param, f"Invalid value for '{where}': {first.get('msg')}.")
+    reason = f" ({UNSUPPORTED[param]})" if param in UNSUPPORTED and len(location) == 1 else ""
+    return Rejected.invalid(param, f"Invalid value for '{where}': {first.get('msg')}{reason}.")
 
 
 async def parse_body(request: Request, model: type[ModelT]) -> ModelT:
@@ -219,9 +262,12 @@ def usage(prompt_tokens: int, completion_tokens: int, cached_tokens: int) -> dic
             "prompt_tokens_details": {"cached_tokens": cached_tokens}}
 
 
-def total_usage(results: list[Completion]) -> dict[str, Any]:
-    return usage(sum(r.prompt_tokens for r in results), sum(r.completion_tokens for r in results),
-                 sum(r.cached_tokens for r in results))
+def total_usage(results: list[Completion], choices: int = 1) -> dict[str, Any]:
+    """Usage as OpenAI counts it: each prompt once, however many choices (`n`) were generated from it;
+    `results` are grouped by prompt, `choices` per prompt."""
+    firsts = results[::choices]
+    return usage(sum(r.prompt_tokens for r in firsts), sum(r.completion_tokens for r in results),
+                 sum(r.cached_tokens for r in firsts))
 
 
 def sse(payload: dict[str, Any] | str) -> str:
@@ -229,7 +275,7 @@ def sse(payload: dict[str, Any] | str) -> str:
 
 
 async def sse_stream(frontend: Frontend, jobs: list[tuple[str, list[int], SamplingParams]],
-                     chunk: Any, include_usage: bool, chat: bool) -> AsyncIterator[str]:
+                     chunk: Any, include_usage: bool, chat: bool, choices: int = 1) -> AsyncIterator[str]:
     """SSE chunks for every job (choice index = job index); usage chunk last when asked; then [DONE].
     Starlette cancels this generator when the client disconnects, which closes the engine streams."""
     counts: dict[int, Completion] = {i: Completion(prompt_tokens=len(job[1])) for i, job in enumerate(jobs)}
@@ -259,7 +305,7 @@ async def sse_stream(frontend: Frontend, jobs: list[tuple[str, list[int], Sampli
     except Exception as error:  # the engine failed mid-stream: tell the client in-band, then end cleanly
         yield sse(error_body(Rejected("internal", f"Generation failed: {error}")))
     if include_usage:
-        yield sse(chunk([], {"usage": total_usage(list(counts.values()))}))
+        yield sse(chunk([], {"usage": total_usage(list(counts.values()), choices)}))
     yield sse("[DONE]")
 
 
@@ -283,7 +329,7 @@ def openai_router(frontend: Frontend) -> APIRouter:
             engine = frontend.require_ready()
             frontend.check_model(model_id)
         except Rejected as error:
-            return error_response(error, unknown_model_status=404)
+            return error_response(error)
         return JSONResponse(model_card(engine))
 
     @router.post("/v1/completions", response_model=None)
@@ -292,12 +338,12 @@ def openai_router(frontend: Frontend) -> APIRouter:
             frontend.require_ready()
             body = await parse_body(request, CompletionRequest)
             frontend.check_model(body.model)
-            prompts = completion_prompts(frontend, body.prompt)
+            body.check_stream_options()
             jobs = []
-            for prompt_ids in prompts:
+            for prompt_ids in completion_prompts(frontend, body.prompt):  # choice index: prompt * n + choice
                 max_tokens = frontend.resolve_max_tokens(len(prompt_ids), body.max_tokens,
                                                          COMPLETIONS_DEFAULT_MAX_TOKENS)
-                jobs.append((frontend.new_request_id("cmpl"), prompt_ids, body.sampling_params(frontend, max_tokens)))
+                jobs += choice_jobs(frontend, "cmpl", prompt_ids, body, max_tokens)
             frontend.check_queue(jobs)
         except Rejected as error:
             return error_response(error)
@@ -308,7 +354,7 @@ def openai_router(frontend: Frontend) -> APIRouter:
                     "choices": choices, **extra}
 
         if body.stream:
-            return event_stream(sse_stream(frontend, jobs, chunk, body.include_usage, chat=False))
+            return event_stream(sse_stream(frontend, jobs, chunk, body.include_usage, False, body.choices))
         try:
             results = await complete_unless_disconnected(request, frontend, jobs)
         except Rejected as error:
@@ -317,7 +363,7 @@ def openai_router(frontend: Frontend) -> APIRouter:
             return JSONResponse({}, status_code=499)
         choices = [{"index": i, "text": r.text, "logprobs": None, "finish_reason": r.finish_reason}
                    for i, r in enumerate(results)]
-        return JSONResponse({**chunk(choices, {}), "usage": total_usage(results)})
+        return JSONResponse({**chunk(choices, {}), "usage": total_usage(results, body.choices)})
 
     @router.post("/v1/chat/completions", response_model=None)
     async def chat_completions(request: Request) -> JSONResponse | StreamingResponse:
@@ -325,13 +371,14 @@ def openai_router(frontend: Frontend) -> APIRouter:
             frontend.require_ready()
             body = await parse_body(request, ChatCompletionRequest)
             frontend.check_model(body.model)
+            body.check_stream_options()
             body.check_supported()
-            prompt_ids = frontend.encode_chat([m.as_template_input() for m in body.messages])
+            prompt_ids = frontend.encode_chat([m.as_template_input(i) for i, m in enumerate(body.messages)])
             requested = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
             param = "max_completion_tokens" if body.max_completion_tokens is not None else "max_tokens"
             max_tokens = frontend.resolve_max_tokens(len(prompt_ids), requested, None, param=param,
                                                      prompt_param="messages")
-            jobs = [(frontend.new_request_id("chatcmpl"), prompt_ids, body.sampling_params(frontend, max_tokens))]
+            jobs = choice_jobs(frontend, "chatcmpl", prompt_ids, body, max_tokens)
             frontend.check_queue(jobs)
         except Rejected as error:
             return error_response(error)
@@ -342,29 +389,42 @@ def openai_router(frontend: Frontend) -> APIRouter:
                     "choices": choices, **extra}
 
         if body.stream:
-            return event_stream(sse_stream(frontend, jobs, chunk, body.include_usage, chat=True))
+            return event_stream(sse_stream(frontend, jobs, chunk, body.include_usage, True, body.choices))
         try:
             results = await complete_unless_disconnected(request, frontend, jobs)
         except Rejected as error:
             return error_response(error)
         if results is None:
             return JSONResponse({}, status_code=499)
-        result = results[0]
         return JSONResponse({
             "id": response_id, "object": "chat.completion", "created": created, "model": model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": result.text},
-                         "logprobs": None, "finish_reason": result.finish_reason}],
-            "usage": total_usage(results)})
-
-    @router.api_route("/v1/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
-    async def unknown_endpoint(path: str, request: Request) -> JSONResponse:
-        """Endpoints this server lacks (embeddings, responses, ...): a 404 that OpenAI clients can read."""
-        return JSONResponse({"error": {
-            "message": f"{request.method} /v1/{path} is not served here; this server has POST /v1/chat/completions, "
-                       "POST /v1/completions, GET /v1/models and GET /v1/models/{model}.",
-            "type": "invalid_request_error", "param": None, "code": "unknown_url"}}, status_code=404)
+            "choices": [{"index": i, "message": {"role": "assistant", "content": result.text},
+                         "logprobs": None, "finish_reason": result.finish_reason}
+                        for i, result in enumerate(results)],
+            "usage": total_usage(results, body.choices)})
 
     return router
+
+
+def choice_jobs(frontend: Frontend, prefix: str, prompt_ids: list[int], body: SamplingFields,
+                max_tokens: int) -> list[tuple[str, list[int], SamplingParams]]:
+    """One engine request per choice (`n`): each samples on its own, as OpenAI's choices do."""
+    return [(frontend.new_request_id(prefix), prompt_ids, body.sampling_params(frontend, max_tokens, choice))
+            for choice in range(body.choices)]
+
+
+def http_error_body(method: str, path: str, status: int, allow: str | None) -> dict[str, Any]:
+    """OpenAI's shape for a path this server lacks (404: embeddings, responses, ...) or a method a path does
+    not take (405, e.g. GET /v1/completions), so OpenAI clients raise their usual errors with a reason."""
+    if status == 405:
+        message, code = f"{method} is not allowed on {path}; use {allow or 'another method'}.", "method_not_allowed"
+    elif status == 404:
+        message, code = (f"{method} {path} is not served here; this server has POST /v1/chat/completions, "
+                         "POST /v1/completions, GET /v1/models and GET /v1/models/{model}."), "unknown_url"
+    else:
+        message, code = f"{method} {path}: HTTP {status}.", None
+    return {"error": {"message": message, "type": ERROR_TYPES.get(status, "invalid_request_error"), "param": None,
+                      "code": code}}
 
 
 def model_card(engine: Any) -> dict[str, Any]:

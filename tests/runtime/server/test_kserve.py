@@ -362,3 +362,24 @@ def test_grpc_client_discovers_the_model_by_listing_then_infers(tiny_runtime: An
                                                                      "ignore_eos": True}, exclude_input=True))
     assert text_of(result) == expected
     client.close()
+
+
+def test_a_version_other_than_1_is_an_unknown_model_on_both_transports(tiny_runtime: Any) -> None:
+    """Triton answers a missing version with "unknown model"; answering from version 1 would hide that the
+    client addressed something else."""
+    http = httpclient.InferenceServerClient(tiny_runtime.url.removeprefix("http://"))
+    grpc = grpcclient.InferenceServerClient(tiny_runtime.grpc_url)
+    text = grpcclient.InferInput("text_input", [1], "BYTES")
+    text.set_data_from_numpy(np.array([PROMPT.encode()], dtype=np.object_))
+    for client, inputs in ((http, [http_text_input(PROMPT, binary=False)]), (grpc, [text])):
+        with pytest.raises(InferenceServerException, match="version 2") as unknown:
+            client.infer(MODEL, inputs, model_version="2", parameters={"max_tokens": 2})
+        assert str(unknown.value.status()) in ("404", "StatusCode.NOT_FOUND")
+        with pytest.raises(InferenceServerException, match="version 2"):
+            client.get_model_metadata(MODEL, model_version="2")
+        assert client.is_model_ready(MODEL, "1") and not client.is_model_ready(MODEL, "2")
+        assert client.infer(MODEL, inputs, model_version="1", parameters={"max_tokens": 2}).as_numpy("text_output")
+    response = httpx.post(f"{tiny_runtime.url}/v2/models/{MODEL}/versions/3/generate", json={"text_input": "hi"})
+    assert response.status_code == 404 and "version 3" in response.json()["error"]
+    http.close()
+    grpc.close()

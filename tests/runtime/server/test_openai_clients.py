@@ -47,7 +47,13 @@ REFUSED = [
     ("legacy functions", {"functions": [{"name": "f", "parameters": {}}]}, "functions"),
     ("top_logprobs", {"top_logprobs": 2}, "top_logprobs"),
     ("logprobs", {"logprobs": True, "top_logprobs": 2}, "logprobs"),
-    ("n above one", {"n": 2}, "n"),
+    ("n above OpenAI's limit", {"n": 129}, "n"),
+    ("audio output", {"modalities": ["text", "audio"], "audio": {"voice": "alloy", "format": "wav"}}, "audio"),
+    ("audio modality", {"modalities": ["audio"]}, "modalities"),
+    ("web search", {"web_search_options": {}}, "web_search_options"),
+    ("unknown role", {"messages": [{"role": "wizard", "content": "hi"}]}, "messages"),
+    ("user without content", {"messages": [{"role": "user"}]}, "messages"),
+    ("stream_options without stream", {"stream_options": {"include_usage": True}}, "stream_options"),
     ("penalty", {"frequency_penalty": 0.5}, "frequency_penalty"),
     ("image part", {"messages": [{"role": "user", "content": [
         {"type": "text", "text": "What is this?"},
@@ -69,6 +75,8 @@ def test_chat_fields_that_ask_for_nothing_are_accepted(tiny_runtime: Any) -> Non
     for fields in ({"response_format": {"type": "text"}}, {"tools": TOOLS, "tool_choice": "none"},
                    {"tools": [], "tool_choice": "auto"}, {"user": "u-1", "metadata": {"team": "a"}, "store": False},
                    {"frequency_penalty": 0, "presence_penalty": 0.0, "logprobs": False, "n": 1},
+                   {"modalities": ["text"], "service_tier": "auto", "reasoning_effort": "low",
+                    "prediction": {"type": "content", "content": "x"}, "stream_options": None},
                    {"extra_body": {"a_field_from_next_year": {"x": 1}}}):
         answer = api.chat.completions.create(model=TINY_NAME, messages=HI, max_completion_tokens=2, **fields)
         assert answer.usage.completion_tokens >= 1, fields

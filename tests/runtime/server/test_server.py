@@ -115,7 +115,6 @@ def test_raw_sse_framing_ends_with_done(tiny_runtime: Any) -> None:
 LONG_PROMPT = "word " * 600  # > 512 tokens, the fixture's --max-model-len
 
 ERROR_CASES = [
-    ("unknown model", {"model": "no-such-model", "prompt": "hi"}, "model"),
     ("max_tokens zero", {"model": TINY_NAME, "prompt": "hi", "max_tokens": 0}, "max_tokens"),
     ("max_tokens negative", {"model": TINY_NAME, "prompt": "hi", "max_tokens": -3}, "max_tokens"),
     ("prompt too long", {"model": TINY_NAME, "prompt": LONG_PROMPT}, "prompt"),
@@ -128,7 +127,8 @@ ERROR_CASES = [
     ("token id outside vocabulary", {"model": TINY_NAME, "prompt": [1, 99999999]}, "prompt"),
     ("logit_bias token outside vocabulary", {"model": TINY_NAME, "prompt": "hi", "logit_bias": {"99999999": 5}},
      "logit_bias"),
-    ("n above one", {"model": TINY_NAME, "prompt": "hi", "n": 2}, "n"),
+    ("n zero", {"model": TINY_NAME, "prompt": "hi", "n": 0}, "n"),
+    ("n above OpenAI's 128", {"model": TINY_NAME, "prompt": "hi", "n": 129}, "n"),
     ("echo unsupported", {"model": TINY_NAME, "prompt": "hi", "echo": True}, "echo"),
     ("logprobs unsupported", {"model": TINY_NAME, "prompt": "hi", "logprobs": 2}, "logprobs"),
     ("penalty unsupported", {"model": TINY_NAME, "prompt": "hi", "presence_penalty": 0.5}, "presence_penalty"),
@@ -154,9 +154,9 @@ def test_malformed_json_is_a_400(tiny_runtime: Any, raw: str) -> None:
 
 def test_chat_errors_through_the_openai_client(tiny_runtime: Any) -> None:
     api = client(tiny_runtime)
-    with pytest.raises(openai.BadRequestError) as unknown:
+    with pytest.raises(openai.NotFoundError) as unknown:  # OpenAI's status for a model it does not have
         api.chat.completions.create(model="gpt-4", messages=[{"role": "user", "content": "hi"}])
-    assert unknown.value.body["code"] == "model_not_found"
+    assert unknown.value.body["code"] == "model_not_found" and "'gpt-4'" in unknown.value.body["message"]
     with pytest.raises(openai.BadRequestError) as too_long:
         api.chat.completions.create(model=TINY_NAME, messages=[{"role": "user", "content": LONG_PROMPT}])
     assert too_long.value.body["param"] == "messages"
@@ -208,3 +208,17 @@ def test_non_streaming_client_disconnect_frees_blocks(tiny_runtime: Any) -> None
         tiny_runtime.wait_engine(lambda s: s["num_running"] == 1 and s["num_free_blocks"] < s["num_total_blocks"])
     tiny_runtime.wait_engine(idle, timeout=10)
     assert aborted_count(tiny_runtime) == aborted_before + 1
+
+
+def test_streaming_disconnect_with_n_choices_frees_every_choice(tiny_runtime: Any) -> None:
+    tiny_runtime.wait_engine(idle)
+    aborted_before = aborted_count(tiny_runtime)
+    body = {"model": TINY_NAME, "messages": [{"role": "user", "content": "Keep talking"}], "max_tokens": 400,
+            "ignore_eos": True, "stream": True, "n": 3}
+    with httpx.stream("POST", tiny_runtime.url + "/v1/chat/completions", json=body, timeout=30) as response:
+        lines = response.iter_lines()
+        received = [next(lines) for _ in range(12)]  # a few tokens into every choice
+        assert all(line.startswith("data: ") or not line for line in received)
+        assert tiny_runtime.engine_state()["num_running"] == 3
+    tiny_runtime.wait_engine(idle, timeout=10)
+    assert aborted_count(tiny_runtime) == aborted_before + 3
