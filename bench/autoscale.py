@@ -310,6 +310,21 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
     _synthetic("segments-mc-h100", "held-out", "llama-8b-h100", "8s", "60ms", MC_H100,
                "a new rate every 20-90 s (mean 6/s, spread 0.7, a quarter idle)",
                lambda p: shapes.random_segments(D, 6.0, p, spread=0.7, idle_share=0.25, seed=116)),
+    # Added 2026-12-07 (night, eighth round), run with the policy as it stood and nothing tuned on them: the
+    # shape issue 13's held-out production hour was described with (prefill-heavy lengths, a fifth of the
+    # minutes idle, spikes of 10-25 s at ~10x the mean rate inside single minutes), two dev, two held out.
+    _synthetic("spiky-short-h100", "dev", "llama-8b-h100", "1s", "50ms", SHORT_H100,
+               "a new rate each minute (mean 10/s, a fifth idle), two 10-25 s spikes at 9-14x; prefill-heavy",
+               lambda p: shapes.spiky_minutes(D, 10.0, p, spikes=2, seed=121)),
+    _synthetic("spiky-short-cpu", "dev", "smollm2-135m-cpu", "1.5s", "250ms", SHORT_CPU,
+               "a new rate each minute (mean 10/s, a fifth idle), two 10-25 s spikes at 9-14x; prefill-heavy x1/8",
+               lambda p: shapes.spiky_minutes(D, 10.0, p, spikes=2, seed=122)),
+    _synthetic("spiky2-short-h100", "held-out", "llama-8b-h100", "1s", "50ms", SHORT_H100,
+               "a new rate each minute (mean 12/s, a fifth idle), three 10-25 s spikes at 9-14x; prefill-heavy",
+               lambda p: shapes.spiky_minutes(D, 12.0, p, spikes=3, seed=123)),
+    _synthetic("spiky2-short-cpu", "held-out", "smollm2-135m-cpu", "1.5s", "250ms", SHORT_CPU,
+               "a new rate each minute (mean 8/s, a fifth idle), three 10-25 s spikes at 9-14x; prefill-heavy x1/8",
+               lambda p: shapes.spiky_minutes(D, 8.0, p, spikes=3, seed=124)),
 ]}
 
 

@@ -38,3 +38,20 @@ def test_random_segments_go_idle_and_peak_without_a_pattern():
     assert scenarios.peak_to_mean(requests) > 2.5
     again = scenarios.random_segments(2400.0, 10.0, ((100, 10),), spread=0.8, idle_share=0.25, seed=9)
     assert [r.arrival for r in again] == [r.arrival for r in requests]
+
+
+def test_spiky_minutes_have_idle_minutes_and_spikes_shorter_than_a_window():
+    requests = scenarios.spiky_minutes(2400.0, 10.0, ((100, 10),), idle_share=0.2, spikes=2,
+                                       spike_seconds=(10.0, 25.0), spike_factor=(9.0, 14.0), seed=4)
+    rates = per_minute_rates(requests)
+    assert sum(r == 0 for r in rates) == 8  # a fifth of 40 minutes, wholly idle
+    assert all(r > 0 for r in rates[:2])  # the opening fleet has something to carry
+    # Each spike shows in 10 s bins at >= 9x the mean rate on top of its minute; a 60 s window sees a fraction.
+    bins = [0] * 240
+    for request in requests:
+        bins[int(request.arrival // 10)] += 1
+    spiky_bins = [index for index, count in enumerate(bins) if count / 10.0 >= 9.0 * 10.0 * 0.8]
+    assert 2 <= len(spiky_bins) <= 6  # two spikes of 10-25 s each
+    assert max(rates) < max(bins) / 10.0  # no whole minute reaches the spikes' rate
+    again = scenarios.spiky_minutes(2400.0, 10.0, ((100, 10),), idle_share=0.2, spikes=2, seed=4)
+    assert [r.arrival for r in again] == [r.arrival for r in requests]

@@ -9,7 +9,10 @@ lengths from a pool of real (prompt, output) pairs, so bursts carry real heavy-t
 - single_spike: a steady base with one short spike of `factor` times it;
 - compressed_day: a daily cycle (night trough, morning and evening peaks) squeezed into `duration`;
 - random_segments: no phases at all, a rate drawn afresh (log-normal, some segments idle) every 20-90 s,
-  so single minutes reach several times the mean with no warning and no recurring pattern.
+  so single minutes reach several times the mean with no warning and no recurring pattern;
+- spiky_minutes: the shape issue 13's held-out production hour was described with, a minute-by-minute
+  log-normal rate, some minutes idle, and a few spikes of 10-25 s at ~10x the mean rate inside single
+  minutes (shorter than a cold start and than the 60 s window the policy observes through).
 
 `lognormal_lengths` makes a length pool from summary figures (mean and p95 of prompts and outputs) where no
 real trace of that kind is at hand, e.g. prefill-heavy traffic with long prompts and outputs of a few tokens.
@@ -150,6 +153,34 @@ def random_segments(duration: float, mean_rate: float, lengths: Lengths, *, spre
 
     def rate_at(time: float) -> float:
         return next((rate for end, rate in segments if time < end), 0.0)
+
+    return poisson_arrivals(rate_at, peak, duration, lengths, rng)
+
+
+def spiky_minutes(duration: float, mean_rate: float, lengths: Lengths, *, spread: float = 0.55,
+                  idle_share: float = 0.2, spikes: int = 2, spike_seconds: tuple[float, float] = (10.0, 25.0),
+                  spike_factor: tuple[float, float] = (9.0, 14.0), seed: int = 0) -> list[Request]:
+    """A rate drawn afresh each minute (log-normal around `mean_rate`, sigma `spread`, mean preserved), a
+    share `idle_share` of the minutes idle (none of the first two), and `spikes` sub-minute spikes: for
+    uniform(*spike_seconds) inside a busy minute, uniform(*spike_factor) x `mean_rate` on top of that
+    minute's rate. A spike is over before a 60 s window shows more than a third of it, and long before a pod
+    started for it is ready: only the fleet that is up when it comes serves it."""
+    rng = random.Random(seed)
+    minutes = max(math.ceil(duration / 60.0), 1)
+    idle = set(rng.sample(range(2, minutes), min(round(idle_share * minutes), max(minutes - 2, 0))))
+    busy = [m for m in range(minutes) if m not in idle]
+    rates = [0.0 if m in idle else mean_rate * math.exp(rng.gauss(-spread ** 2 / 2, spread))
+             for m in range(minutes)]
+    bursts: list[tuple[float, float, float]] = []  # (start, end, extra rate)
+    for minute in rng.sample(busy, min(spikes, len(busy))):
+        length = rng.uniform(*spike_seconds)
+        start = minute * 60.0 + rng.uniform(0.0, max(60.0 - length, 0.0))
+        bursts.append((start, start + length, mean_rate * rng.uniform(*spike_factor)))
+    peak = max(rates) + max((extra for _, _, extra in bursts), default=0.0)
+
+    def rate_at(time: float) -> float:
+        base = rates[min(int(time // 60.0), minutes - 1)]
+        return base + sum(extra for start, end, extra in bursts if start <= time < end)
 
     return poisson_arrivals(rate_at, peak, duration, lengths, rng)
 
