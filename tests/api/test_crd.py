@@ -3,22 +3,20 @@
 The agreement table runs each spec through both validators the way the API server would see it: nulls pruned
 and schema defaults applied (crd.prune_nulls_and_default), then the openAPIV3Schema (jsonschema, with unknown
 fields refused as kubectl's strict field validation does) and every x-kubernetes-validations rule (CEL,
-evaluated by the `cel` package; Kubernetes' list `sum()` comes from its stdlib extension).
+evaluated by the `cel` package): tests/api/apiserver_oracle.py. Generated specs: test_spec_agreement.py.
 """
 
 from __future__ import annotations
 
 import copy
-import functools
 from pathlib import Path
 from typing import Any
 
 import cel
-import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
-from cel import stdlib as cel_stdlib
+from apiserver_oracle import cel_problems, schema_errors
 from sloserve_operator.api import spec as api
 from sloserve_operator.api.crd import build_crd, prune_nulls_and_default, render_crd_yaml, rules_by_class
 from sloserve_operator.api.reference import render_reference
@@ -33,71 +31,6 @@ EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
 @pytest.fixture(scope="module")
 def schema() -> dict[str, Any]:
     return build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
-
-
-def strict(schema: dict[str, Any]) -> dict[str, Any]:
-    """The schema with unknown fields refused (kubectl --validate=strict), for jsonschema."""
-    schema = copy.deepcopy(schema)
-
-    def visit(node: dict[str, Any]) -> None:
-        if "properties" in node:
-            node["additionalProperties"] = False
-            for child in node["properties"].values():
-                visit(child)
-        if "items" in node:
-            visit(node["items"])
-
-    visit(schema)
-    return schema
-
-
-_VALIDATORS: dict[int, tuple[dict[str, Any], jsonschema.Draft7Validator]] = {}
-
-
-def _strict_validator(schema: dict[str, Any]) -> jsonschema.Draft7Validator:
-    """Built once per schema object (the schema is kept alive with it, so its id is not reused)."""
-    if id(schema) not in _VALIDATORS:
-        _VALIDATORS[id(schema)] = (schema, jsonschema.Draft7Validator(strict(schema)))
-    return _VALIDATORS[id(schema)][1]
-
-
-def schema_errors(schema: dict[str, Any], document: dict[str, Any]) -> list[str]:
-    """jsonschema errors as 'path: message' (path like pydantic's: spec.placement.regions[0].weight)."""
-    errors = []
-    for error in _strict_validator(schema).iter_errors(document):
-        path = ""
-        for part in error.absolute_path:
-            path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
-        errors.append(f"{path}: {error.message}")
-    return errors
-
-
-_CEL_CONTEXT = cel.Context()
-cel_stdlib.add_stdlib_to_context(_CEL_CONTEXT)
-
-
-@functools.cache
-def _compiled(rule: str) -> cel.Program:
-    return cel.compile(rule)
-
-
-def cel_problems(node: dict[str, Any], value: Any, path: str = "") -> list[str]:
-    """Every x-kubernetes-validations rule that does not evaluate to true, as 'path.message'."""
-    problems: list[str] = []
-    for rule in node.get("x-kubernetes-validations", []):
-        _CEL_CONTEXT.add_variable("self", value)
-        result = _compiled(rule["rule"]).execute(_CEL_CONTEXT)
-        assert isinstance(result, bool), f"{rule['rule']} gave {result!r}"
-        if not result:
-            problems.append(f"{path}.{rule['message']}" if path else rule["message"])
-    if isinstance(value, dict):
-        for key, child in node.get("properties", {}).items():
-            if key in value:
-                problems += cel_problems(child, value[key], f"{path}.{key}" if path else key)
-    if isinstance(value, list) and "items" in node:
-        for index, item in enumerate(value):
-            problems += cel_problems(node["items"], item, f"{path}[{index}]")
-    return problems
 
 
 RULE_MESSAGES = {rule.message for rules in rules_by_class(api.ModelService, {}).values() for rule in rules}
@@ -167,6 +100,10 @@ CASES: list[tuple[str, dict[str, Any], list[str]]] = [
     ("gpu-type-on-cpu", with_spec(resources={"gpus": 0, "gpuType": "nvidia-h100"}),
      ["spec.resources.gpuType: needs gpus > 0: a GPU type only selects nodes for replicas that request GPUs"]),
     ("zero-ttft", with_spec(slo={"ttft": {"p95": "0.0s"}}), ["spec.slo.ttft.p95: must be above zero"]),
+    ("zero-objective", with_spec(slo={"objective": "0.0%"}),
+     ["spec.slo.objective: must be above 0% (and below 100%), e.g. '99%' or '99.9%'"]),
+    ("tiny-objective", with_spec(slo={"objective": "0.01%"}), []),
+    ("null-means-default", with_spec(engine=None, runtime=None, scaling={"minReplicas": None}), []),
     ("sub-ms-itl", with_spec(slo={"itl": {"p95": "0.5ms"}}), []),
     ("two-regions", with_spec(placement=regions({"name": "us-east-1", "weight": 3, "minReplicas": 1},
                                                  {"name": "eu-west-1"})), []),

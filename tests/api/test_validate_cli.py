@@ -8,7 +8,10 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import yaml
 from sloserve_operator.cli import main
+from spec_cases import EXAMPLES as EXAMPLE_DOCUMENTS
+from spec_cases import MISTAKES, mistaken
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
@@ -122,3 +125,20 @@ def test_console_script_reads_stdin():
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "-: ModelService quickstart: valid" in result.stdout
     assert "-: ModelService broken: spec.scaling.minReplicas: must not exceed maxReplicas" in result.stderr
+
+
+@pytest.mark.parametrize(("field", "value"), MISTAKES, ids=[f"{p}={v!r}"[:60] for p, v in MISTAKES])
+def test_each_kind_of_mistake_gets_a_line_naming_its_field(tmp_path, capsys, field, value):
+    """Through YAML, as a GitOps pre-flight reads it: exit 1, one line per problem, the field first, no
+    pydantic internals (class names, URLs) in the words."""
+    document = mistaken(EXAMPLE_DOCUMENTS["chat-gpu"], field, value)
+    path = write(tmp_path, "mistake.yaml", yaml.safe_dump(document, allow_unicode=True, sort_keys=False))
+    assert main(["validate", "-f", path]) == 1
+    out, err = capsys.readouterr()
+    prefix = f"{path}: ModelService {document['metadata']['name']}: "
+    lines = err.splitlines()
+    assert out == "" and lines and all(line.startswith(prefix) for line in lines), err
+    problems = dict(line.removeprefix(prefix).split(": ", 1) for line in lines)
+    assert field in problems, problems
+    for message in problems.values():
+        assert message and not any(word in message for word in ("instance of", "pydantic", "Traceback")), message

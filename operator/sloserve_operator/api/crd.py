@@ -33,6 +33,7 @@ from sloserve_operator.api.spec import (
     ModelService,
     ModelServiceSpec,
     ModelServiceStatus,
+    ObjectMeta,
     Rule,
     model_class_of,
 )
@@ -178,6 +179,17 @@ def status_schema() -> dict[str, Any]:
     return schema
 
 
+def metadata_schema() -> dict[str, Any]:
+    """metadata with ObjectMeta.name's constraints: the API server itself only asks for a DNS subdomain, but
+    the name becomes Service names (DNS-1035 labels), so `chat.v1` or `Chat` is refused at `kubectl apply`
+    instead of ending in an InvalidSpec condition. name and generateName are the only metadata fields a CRD
+    may constrain."""
+    name = {key: value for key, value in ObjectMeta.model_json_schema()["properties"]["name"].items()
+            if key not in _DROPPED_KEYWORDS}
+    name["description"] = "A DNS-1035 label: it names the Deployments and Services (NAME, NAME-REGION)."
+    return {"type": "object", "properties": {"name": _ordered(name)}}
+
+
 def open_api_schema() -> dict[str, Any]:
     """The version's openAPIV3Schema: apiVersion, kind, metadata, spec, status and the root rules."""
     spec = spec_schema()
@@ -192,7 +204,7 @@ def open_api_schema() -> dict[str, Any]:
         "properties": {
             "apiVersion": {"type": "string", "description": "sloserve.io/v1alpha1"},
             "kind": {"type": "string", "description": "ModelService"},
-            "metadata": {"type": "object"},
+            "metadata": metadata_schema(),
             "spec": _ordered(spec),
             "status": _ordered(status),
         },
@@ -274,13 +286,14 @@ def render_crd_yaml() -> str:
 
 
 def prune_nulls_and_default(schema: dict[str, Any], value: Any) -> Any:
-    """A copy of `value` as the API server would validate it: nulls in non-nullable fields pruned, then the
-    schema's defaults applied (recursively, a default object itself defaulted too)."""
+    """A copy of `value` as the API server would validate it: nulls in known non-nullable fields pruned (an
+    unknown field keeps its null, and strict field validation reports it), then the schema's defaults applied
+    (recursively, a default object itself defaulted too)."""
     if isinstance(value, dict) and "properties" in schema:
         out = {}
         for key, item in value.items():
             child = schema["properties"].get(key)
-            if item is None and not (child or {}).get("nullable"):
+            if item is None and child is not None and not child.get("nullable"):
                 continue
             out[key] = prune_nulls_and_default(child, item) if child else copy.deepcopy(item)
         for key, child in schema["properties"].items():

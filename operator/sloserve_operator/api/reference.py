@@ -13,7 +13,15 @@ from collections.abc import Iterator
 from typing import Any
 
 from sloserve_operator.api.crd import spec_schema, status_schema
-from sloserve_operator.api.spec import API_VERSION, KIND, ModelService, model_class_of
+from sloserve_operator.api.spec import (
+    API_VERSION,
+    CONFIG_MAP_KEY_PATTERN,
+    KIND,
+    LABEL_VALUE_PATTERN,
+    SUBDOMAIN_PATTERN,
+    ModelService,
+    model_class_of,
+)
 from sloserve_operator.api.units import CPU_PATTERN, DURATION_PATTERN, MEMORY_PATTERN, PERCENT_PATTERN
 
 _PATTERN_NAMES = {
@@ -21,6 +29,9 @@ _PATTERN_NAMES = {
     CPU_PATTERN: "CPU quantity",
     MEMORY_PATTERN: "memory quantity",
     PERCENT_PATTERN: "percentage",
+    SUBDOMAIN_PATTERN: "object name (DNS subdomain)",
+    CONFIG_MAP_KEY_PATTERN: "ConfigMap key",
+    LABEL_VALUE_PATTERN: "label value",
 }
 
 
@@ -107,8 +118,10 @@ def render_reference() -> str:
         "# ModelService reference",
         "",
         f"`apiVersion: {API_VERSION}`, `kind: {KIND}` (short name `msvc`). Durations are written like `500ms`, "
-        "`1m30s` or `2h`; CPU and memory are Kubernetes quantities (`4`, `500m`, `32Gi`). Unknown fields are "
-        "refused. `sloserve validate -f FILE` checks a file with the same rules the API server applies "
+        "`1m30s` or `2h`; CPU and memory are Kubernetes quantities (`4`, `500m`, `32Gi`). Numbers and booleans "
+        "are written without quotes (`maxReplicas: 8`, `prefixCaching: true`); `field: null` means the default. "
+        "Unknown fields are refused, and so are the Python spellings of known ones (`max_replicas`). "
+        "`sloserve validate -f FILE` checks a file with the same rules the API server applies "
         "(crds/modelservices.sloserve.io.yaml).",
         "",
         "`metadata.name` names the Deployments and Services (`NAME`, `NAME-REGION`), so it must be a DNS-1035 "

@@ -41,6 +41,7 @@ from sloserve_operator.api.units import (
     parse_duration,
     parse_memory,
     parse_percent,
+    percent_value,
 )
 
 GROUP = "sloserve.io"
@@ -54,6 +55,11 @@ CATEGORIES = ["sloserve"]
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"  # DNS-1123 label (region names)
 # ModelService names become Service names (<name>, <name>-<region>), which must be DNS-1035 labels.
 SERVICE_NAME_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+# Object names (the profile's ConfigMap): DNS-1123 subdomains; ConfigMap keys; label values (gpuType selects
+# nodes by the label nvidia.com/gpu.product), non-empty here.
+SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+CONFIG_MAP_KEY_PATTERN = r"^[-._a-zA-Z0-9]+$"
+LABEL_VALUE_PATTERN = r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
 MODEL_URI_PATTERN = r"^(pvc|hf|file|s3|gs)://.+$"
 MODEL_URI_OR_EMPTY_PATTERN = r"^((pvc|hf|file|s3|gs)://.+)?$"
 DNS_LABEL_MAX = 63
@@ -72,9 +78,68 @@ def _checked_by(parser: Callable[[str], Any]) -> AfterValidator:
     return AfterValidator(validate)
 
 
-def _integer_as_string(value: Any) -> Any:
-    """Kubernetes lets quantities be written as YAML integers (`cpu: 4`); keep them as strings."""
-    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+# What reaches kube-apiserver as a JSON integer: kubectl (and Argo CD, Flux: Go's YAML-to-JSON) writes a whole
+# float such as 3.0 as 3, and the API server decodes integer literals into int64.
+_INT64_MAX = 2**63 - 1
+
+
+def _json_integer(value: Any) -> int | None:
+    """The integer the API server would take `value` for, or None when it is no JSON integer."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if isinstance(value, float) and not value.is_integer():
+        return None
+    return int(value) if -_INT64_MAX - 1 <= value <= _INT64_MAX else None
+
+
+def _what(value: Any) -> str:
+    """How a YAML author would name the value they wrote."""
+    if isinstance(value, str):
+        return f"the string {value!r}"
+    if isinstance(value, bool):
+        return f"{str(value).lower()}, a boolean"
+    return {list: "a list", dict: "a mapping"}.get(type(value), repr(value))
+
+
+def _whole_number(value: Any) -> Any:
+    """The API server refuses "3" and true where an integer belongs, so `sloserve validate` must too (pydantic
+    alone would convert them); 3.0 is an integer to both."""
+    if isinstance(value, str | bool):
+        raise ValueError(f"must be a whole number, written without quotes (got {_what(value)})")
+    return value
+
+
+def _number(value: Any) -> Any:
+    """As _whole_number, for fractional fields (admission.ttftMultiple)."""
+    if isinstance(value, str | bool):
+        raise ValueError(f"must be a number, written without quotes (got {_what(value)})")
+    return value
+
+
+def _boolean(value: Any) -> Any:
+    """The API server takes only true and false; pydantic alone would take "yes", "on" or 1."""
+    if not isinstance(value, bool):
+        raise ValueError(f"must be true or false, written without quotes (got {_what(value)})")
+    return value
+
+
+Integer = Annotated[int, BeforeValidator(_whole_number)]
+OptionalInteger = Annotated[int | None, BeforeValidator(_whole_number)]  # (Integer | None loses ge/le in the schema)
+Number = Annotated[float, BeforeValidator(_number)]
+Boolean = Annotated[bool, BeforeValidator(_boolean)]
+
+
+def _quantity_as_string(value: Any) -> Any:
+    """Kubernetes lets quantities be written as JSON integers (`cpu: 4`, also `4.0`); keep them as strings. Any
+    other number is refused by the API server (the field is int-or-string), so say how to write it."""
+    if isinstance(value, bool):
+        raise ValueError(f"write it as a quoted string, e.g. '4', '500m' or '2Gi' (got {_what(value)})")
+    if not isinstance(value, int | float):
+        return value
+    whole = _json_integer(value)
+    if whole is None:
+        raise ValueError(f"write it as a quoted string, e.g. '1.5', '500m' or '2Gi' (got the number {value!r})")
+    return str(whole)
 
 
 def _no_bare_number(example: str) -> BeforeValidator:
@@ -89,7 +154,8 @@ def _no_bare_number(example: str) -> BeforeValidator:
     return BeforeValidator(validate)
 
 
-# The patterns go to the CRD schema only: pydantic reports the parsers' clearer messages instead.
+# The patterns go to the CRD schema only: pydantic reports the parsers' clearer messages instead. A quantity
+# written as a bare integer skips the pattern on the API server, so the CRD also has a minimum (-1 refused).
 Duration = Annotated[
     str,
     _no_bare_number("'500ms', '1.5s' or '5m'"),
@@ -100,18 +166,20 @@ Percent = Annotated[
     str,
     _no_bare_number("'99%' or '99.9%'"),
     Field(max_length=16, json_schema_extra={"pattern": PERCENT_PATTERN}),
-    _checked_by(parse_percent),
+    _checked_by(percent_value),
 ]
 CpuQuantity = Annotated[
     str,
-    BeforeValidator(_integer_as_string),
-    Field(max_length=32, json_schema_extra={"pattern": CPU_PATTERN, "x-kubernetes-int-or-string": True}),
+    BeforeValidator(_quantity_as_string),
+    Field(max_length=32, json_schema_extra={"pattern": CPU_PATTERN, "x-kubernetes-int-or-string": True,
+                                            "minimum": 0}),
     _checked_by(parse_cpu),
 ]
 MemoryQuantity = Annotated[
     str,
-    BeforeValidator(_integer_as_string),
-    Field(max_length=32, json_schema_extra={"pattern": MEMORY_PATTERN, "x-kubernetes-int-or-string": True}),
+    BeforeValidator(_quantity_as_string),
+    Field(max_length=32, json_schema_extra={"pattern": MEMORY_PATTERN, "x-kubernetes-int-or-string": True,
+                                            "minimum": 0}),
     _checked_by(parse_memory),
 ]
 
@@ -138,10 +206,25 @@ class Rule:
         return f"{_join(path, self.field)}: {self.message}"
 
 
+def _wire_names(cls: type[BaseModel]) -> frozenset[str]:
+    """The keys a document uses for the model's fields: their camelCase aliases (see _from_document)."""
+    return frozenset(field.alias or name for name, field in cls.model_fields.items())
+
+
 class _RuleChecked(BaseModel):
     """Runs the class's `rules` once its own fields have parsed; reports every broken rule at once."""
 
     rules: ClassVar[tuple[Rule, ...]] = ()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _nulls_are_absent(cls, data: Any) -> Any:
+        """`engine: null` is how YAML leaves a field unset: the API server prunes a null from a known field and
+        applies its default, so it must mean the same here (an unknown field stays an unknown field)."""
+        if not isinstance(data, dict):
+            return data
+        known = _wire_names(cls)
+        return {key: value for key, value in data.items() if value is not None or key not in known}
 
     @model_validator(mode="after")
     def _check_rules(self) -> Any:
@@ -222,7 +305,7 @@ class Speculative(_Model):
         default=SpeculativeMethod.none,
         description="Speculative decoding: none, ngram (prompt lookup) or draft (a smaller draft model).",
     )
-    num_tokens: int = Field(
+    num_tokens: Integer = Field(
         default=4, ge=1, le=16, description="Tokens proposed per step (k), verified in one target forward."
     )
     draft_model: str | None = Field(
@@ -250,20 +333,21 @@ class Runtime(_Model):
         "int8/int4 quantize at load time (engine bundled only).",
     )
     speculative: Speculative = Field(default_factory=Speculative, description="Speculative decoding settings.")
-    max_batch_size: int = Field(
+    max_batch_size: Integer = Field(
         default=64, ge=1, le=4096, description="Most sequences decoded together in one engine step."
     )
-    max_batched_tokens: int = Field(
+    max_batched_tokens: Integer = Field(
         default=4096, ge=16, le=1048576, description="Per-step token budget; long prompts are prefilled in chunks."
     )
-    prefix_caching: bool = Field(default=True, description="Reuse KV blocks of shared prompt prefixes.")
-    max_model_len: int = Field(default=8192, ge=16, le=1048576, description="Longest prompt plus output, tokens.")
+    prefix_caching: Boolean = Field(default=True, description="Reuse KV blocks of shared prompt prefixes.")
+    max_model_len: Integer = Field(default=8192, ge=16, le=1048576, description="Longest prompt plus output, tokens.")
     image: str | None = Field(
         default=None,
+        min_length=1,
         max_length=512,
         description="Override the container image (default: the operator's image for the engine).",
     )
-    threads: int | None = Field(
+    threads: OptionalInteger = Field(
         default=None,
         ge=1,
         le=256,
@@ -272,10 +356,12 @@ class Runtime(_Model):
 
 
 class Resources(_Model):
-    gpus: int = Field(default=1, ge=0, le=16, description="GPUs per replica (nvidia.com/gpu); 0 serves on CPU.")
+    gpus: Integer = Field(default=1, ge=0, le=16, description="GPUs per replica (nvidia.com/gpu); 0 serves on CPU.")
     gpu_type: str | None = Field(
         default=None,
+        min_length=1,
         max_length=63,
+        pattern=LABEL_VALUE_PATTERN,
         description="GPU product to schedule on (node label nvidia.com/gpu.product), e.g. nvidia-h100.",
     )
     cpu: CpuQuantity = Field(default="4", description="CPU request and limit per replica ('4', '500m').")
@@ -313,20 +399,27 @@ class SLO(_Model):
         "that the burn-rate alerts watch.",
     )
 
+    rules: ClassVar[tuple[Rule, ...]] = (
+        # Given the percentage pattern (at most two digits before the point), "some digit is not 0" is exactly
+        # "above 0%"; 100% and more never match the pattern.
+        Rule("objective", "must be above 0% (and below 100%), e.g. '99%' or '99.9%'",
+             "self.objective.matches('[1-9]')", lambda s: percent_value(s.objective) > 0),
+    )
+
     @property
     def objective_fraction(self) -> float:
         return parse_percent(self.objective)
 
 
 class WarmPool(_Model):
-    size: int = Field(default=0, ge=0, le=64, description="Ready replicas kept out of serving to absorb bursts.")
+    size: Integer = Field(default=0, ge=0, le=64, description="Ready replicas kept out of serving to absorb bursts.")
 
 
 class ScaleDown(_Model):
     stabilization_window: Duration = Field(
         default="5m", description="Headroom must last this long before the autoscaler removes replicas."
     )
-    max_step: int = Field(default=1, ge=1, le=64, description="Most replicas removed in one scale-down.")
+    max_step: Integer = Field(default=1, ge=1, le=64, description="Most replicas removed in one scale-down.")
 
     @property
     def stabilization_seconds(self) -> float:
@@ -338,8 +431,10 @@ class ProfileRef(_Model):
         description="ConfigMap (same namespace) holding a capacity profile JSON.",
         min_length=1,
         max_length=253,
+        pattern=SUBDOMAIN_PATTERN,
     )
-    key: str = Field(default="profile.json", max_length=253, description="Key of the profile JSON in the ConfigMap.")
+    key: str = Field(default="profile.json", min_length=1, max_length=253, pattern=CONFIG_MAP_KEY_PATTERN,
+                     description="Key of the profile JSON in the ConfigMap.")
 
 
 class Scaling(_Model):
@@ -347,8 +442,8 @@ class Scaling(_Model):
         default=ScalingMode.slo,
         description="slo: the autoscaler sizes the fleet to the budgets; manual: spec.replicas (scale subresource).",
     )
-    min_replicas: int = Field(default=1, ge=0, le=1000, description="Fewest serving replicas overall.")
-    max_replicas: int = Field(default=8, ge=1, le=1000, description="Most serving replicas overall.")
+    min_replicas: Integer = Field(default=1, ge=0, le=1000, description="Fewest serving replicas overall.")
+    max_replicas: Integer = Field(default=8, ge=1, le=1000, description="Most serving replicas overall.")
     warm_pool: WarmPool = Field(default_factory=WarmPool, description="Warm replicas held against cold starts.")
     scale_down: ScaleDown = Field(default_factory=ScaleDown, description="How cautiously to remove capacity.")
     profile: ProfileRef | None = Field(
@@ -374,9 +469,9 @@ class Region(_Model):
         max_length=DNS_LABEL_MAX,
         pattern=NAME_PATTERN,
     )
-    weight: int = Field(default=1, ge=1, le=1000, description="Share of capacity when traffic is not yet known.")
-    min_replicas: int = Field(default=0, ge=0, le=1000, description="Fewest serving replicas in this region.")
-    max_replicas: int | None = Field(default=None, ge=1, le=1000, description="Most serving replicas here.")
+    weight: Integer = Field(default=1, ge=1, le=1000, description="Share of capacity when traffic is not yet known.")
+    min_replicas: Integer = Field(default=0, ge=0, le=1000, description="Fewest serving replicas in this region.")
+    max_replicas: OptionalInteger = Field(default=None, ge=1, le=1000, description="Most serving replicas here.")
 
     rules: ClassVar[tuple[Rule, ...]] = (
         Rule(
@@ -434,7 +529,7 @@ class EndpointPicker(_Model):
         max_length=DNS_LABEL_MAX - 9,
         pattern=SERVICE_NAME_PATTERN,
     )
-    port: int = Field(default=9002, ge=1, le=65535, description="The endpoint picker's gRPC (ext-proc) port.")
+    port: Integer = Field(default=9002, ge=1, le=65535, description="The endpoint picker's gRPC (ext-proc) port.")
     failure_mode: FailureMode = Field(
         default=FailureMode.fail_close,
         description="What the gateway does when the picker does not answer: FailClose refuses the request, "
@@ -471,12 +566,12 @@ class Routing(_Model):
 
 
 class Admission(_Model):
-    enabled: bool = Field(
+    enabled: Boolean = Field(
         default=True,
         description="Refuse (429 with Retry-After) a request whose expected time to first token exceeds the "
         "limit, instead of queueing it (bundled runtime; vllm and sglang queue as they do).",
     )
-    ttft_multiple: float = Field(
+    ttft_multiple: Number = Field(
         default=1.0,
         ge=0.1,
         le=100.0,
@@ -509,7 +604,7 @@ class ModelServiceSpec(_Model):
     )
     # Defaulted, never absent: the API server answers GET /scale with a 500 when specReplicasPath is unset, and
     # kubectl, VPA and KEDA read /scale. In slo mode it is ignored; the autoscaler's figure is status.desiredReplicas.
-    replicas: int = Field(
+    replicas: Integer = Field(
         default=1,
         ge=0,
         le=1000,
@@ -673,6 +768,11 @@ _PATTERN_HINTS = {
     SERVICE_NAME_PATTERN: "must be a DNS-1035 label (it names Services): lowercase letters, digits and '-', "
     "starting with a letter and ending with a letter or digit",
     MODEL_URI_PATTERN: "must be a URI: pvc://CLAIM/PATH, hf://ORG/NAME, file:///PATH, s3://... or gs://...",
+    SUBDOMAIN_PATTERN: "must be a Kubernetes object name (DNS subdomain): lowercase letters, digits, '-' and '.', "
+    "starting and ending with a letter or digit",
+    CONFIG_MAP_KEY_PATTERN: "must be a ConfigMap key: letters, digits, '-', '_' and '.'",
+    LABEL_VALUE_PATTERN: "must be a label value: letters, digits, '-', '_' and '.', starting and ending with a "
+    "letter or digit",
     MODEL_URI_OR_EMPTY_PATTERN: "must be empty or a URI: pvc://CLAIM/PATH, hf://ORG/NAME, file:///PATH, "
     "s3://... or gs://...",
 }
@@ -687,10 +787,12 @@ def _describe(item: dict[str, Any]) -> str:
         return "required field is missing"
     if kind == "string_pattern_mismatch" and item.get("ctx", {}).get("pattern") in _PATTERN_HINTS:
         message = _PATTERN_HINTS[item["ctx"]["pattern"]]
+    if kind in ("model_type", "model_attributes_type", "dict_type"):
+        message = "must be a mapping of fields"  # not "...or instance of Runtime": a class name says nothing
     message = message.removeprefix("Value error, ")
     value = item.get("input")
-    if kind not in ("value_error", "cross_field") and isinstance(value, str | int | float | bool):
-        message += f" (got {value!r})"
+    if kind not in ("value_error", "cross_field") and isinstance(value, str | int | float | bool | list | dict):
+        message += f" (got {value!r})" if isinstance(value, str | int | float) else f" (got {_what(value)})"
     return message
 
 
@@ -748,13 +850,13 @@ class _PartialView:
         if field is None:
             raise AttributeError(name)
         key = field.alias or name
-        if key not in self._raw:
+        if self._raw.get(key) is None:  # absent, or null (which the API server prunes)
             if field.is_required():
                 raise _Unknown(key)
             return field.get_default(call_default_factory=True)
         value = self._raw[key]
         model, is_list = model_class_of(field.annotation)
-        if model is None or value is None:
+        if model is None:
             try:
                 return _field_adapter(self._cls, name).validate_python(value)
             except ValidationError:
@@ -810,9 +912,15 @@ def cross_field_problems(spec: ModelServiceSpec) -> list[str]:
     return _instance_problems(spec, "spec")
 
 
+def _from_document(cls: type[BaseModel], document: Any) -> Any:
+    """Parse a document by its wire names only: Python code may say Scaling(min_replicas=2), but the API server
+    refuses `min_replicas:` in YAML as an unknown field, so the validators must too."""
+    return cls.model_validate(document, by_alias=True, by_name=False)
+
+
 def _validate(cls: type[BaseModel], document: Any, root: str) -> tuple[Any, list[str]]:
     try:
-        return cls.model_validate(document), []
+        return _from_document(cls, document), []
     except ValidationError as error:
         problems = problems_of(error, root)
     if isinstance(document, dict):
@@ -837,4 +945,4 @@ def validate_spec(spec: Any) -> tuple[ModelServiceSpec | None, list[str]]:
 
 def parse_spec(spec: dict[str, Any]) -> ModelServiceSpec:
     """Parse a spec dict as the operator receives it from kopf; raises ValidationError."""
-    return ModelServiceSpec.model_validate(spec)
+    return _from_document(ModelServiceSpec, spec)

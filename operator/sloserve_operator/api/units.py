@@ -44,11 +44,16 @@ def parse_memory(text: str) -> int:
     return int(Decimal(match.group(1)) * _MEMORY_FACTORS[match.group(2) or ""])
 
 
-def parse_percent(text: str) -> float:
-    """A fraction in (0, 1) from a percentage such as "99%" or "99.9%"."""
+def percent_value(text: str) -> float:
+    """The fraction a percentage such as "99%" or "0.5%" writes, 0 included (the format alone)."""
     if not re.fullmatch(PERCENT_PATTERN, text or ""):
         raise ValueError(f"invalid percentage {text!r}: use e.g. '99%' or '99.9%' (below 100%)")
-    value = float(text[:-1]) / 100
+    return float(text[:-1]) / 100
+
+
+def parse_percent(text: str) -> float:
+    """A fraction in (0, 1) from a percentage such as "99%" or "99.9%"."""
+    value = percent_value(text)
     if not 0 < value < 1:
         raise ValueError(f"invalid percentage {text!r}: must be above 0% and below 100%")
     return value
