@@ -163,8 +163,8 @@ def spiky_minutes(duration: float, mean_rate: float, lengths: Lengths, *, spread
     """A rate drawn afresh each minute (log-normal around `mean_rate`, sigma `spread`, mean preserved), a
     share `idle_share` of the minutes idle (none of the first two), and `spikes` sub-minute spikes: for
     uniform(*spike_seconds) inside a busy minute, uniform(*spike_factor) x `mean_rate` on top of that
-    minute's rate. A spike is over before a 60 s window shows more than a third of it, and long before a pod
-    started for it is ready: only the fleet that is up when it comes serves it."""
+    minute's rate. A 60 s window shows a spike at a sixth to two fifths of its rate, and it is over long before
+    a pod started for it is ready: only the fleet that is up when it comes serves it."""
     rng = random.Random(seed)
     minutes = max(math.ceil(duration / 60.0), 1)
     idle = set(rng.sample(range(2, minutes), min(round(idle_share * minutes), max(minutes - 2, 0))))
