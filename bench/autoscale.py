@@ -25,6 +25,9 @@ only foresight or a fleet held above every recent peak serves, and the rest.
 
 --check-model checks the capacity model instead: a fixed fleet under steady Poisson load with the
 scenario's own prompt/output lengths, at rates around the model's capacity, against what the model says.
+`--check-rates 0.2,0.4,0.6,0.8,1.0,1.2` replays other multiples of the capacity; each line also gives the
+simulated p95 TTFT and the model's (pooled) at that rate: their ratio is the TTFT factor the policy's
+calibration learns at that load (docs/autoscaling.md, "Ninth round").
 """
 
 from __future__ import annotations
@@ -414,7 +417,18 @@ CHECK_RATES = (0.8, 0.9, 1.0, 1.1, 1.2)  # per-replica rates replayed, as multip
 CHECK_FLEETS = (10,)
 
 
-def check_model(name: str, fleets: tuple[int, ...] = CHECK_FLEETS) -> None:
+def _shares(text: str) -> tuple[float, ...]:
+    """A comma list of positive multiples, for --check-rates."""
+    try:
+        shares = tuple(float(part) for part in text.split(","))
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from error
+    if not shares or any(not math.isfinite(share) or share <= 0 for share in shares):
+        raise argparse.ArgumentTypeError(f"rates must be positive multiples of the capacity, got {text!r}")
+    return shares
+
+
+def check_model(name: str, fleets: tuple[int, ...] = CHECK_FLEETS, shares: tuple[float, ...] = CHECK_RATES) -> None:
     """Steady load on a fixed fleet: share of requests within both budgets per rate, next to the model's
     capacity (at the budgets' p95, the quantile the policy sizes with) behind the simulated fleet's
     load-aware router (one pooled prefill queue), and with a queue per replica (random routing)."""
@@ -423,10 +437,11 @@ def check_model(name: str, fleets: tuple[int, ...] = CHECK_FLEETS) -> None:
     scenario = SCENARIOS[name]
     profile, spec, requests = load_profile(scenario.profile), scenario_spec(scenario), scenario.build()
     for size in fleets:
-        check_fleet(name, profile, spec, requests, size)
+        check_fleet(name, profile, spec, requests, size, shares)
 
 
-def check_fleet(name: str, profile, spec, requests: list[Request], size: int) -> None:
+def check_fleet(name: str, profile, spec, requests: list[Request], size: int,
+                shares: tuple[float, ...] = CHECK_RATES) -> None:
     """One fleet size of check_model."""
     from sloserve_operator.simulate.autoscalers import StaticPeak
     from sloserve_operator.simulate.recorder import observed_spread
@@ -442,15 +457,17 @@ def check_fleet(name: str, profile, spec, requests: list[Request], size: int) ->
           f"histogram gives it) / output {output:.0f} tokens; model capacity {pooled:.2f} req/s per replica "
           f"behind the load-aware router ({alone:.2f} with a queue per replica, as random routing)")
     rng = random.Random(1)
-    for per_replica in (pooled * share for share in CHECK_RATES):
+    for per_replica in (pooled * share for share in shares):
         arrivals, t = [], 0.0
         while t < 1200.0:  # 20 minutes of Poisson arrivals, lengths drawn from the scenario's requests
             t += rng.expovariate(per_replica * size)
             pick = rng.choice(requests)
             arrivals.append(Request(t, pick.prompt_tokens, pick.output_tokens))
         result = simulate(arrivals, profile, spec, StaticPeak(size), initial_serving=size, warmup=0)
-        print(f"  {per_replica:.2f} req/s per replica: {result.within_both:.2%} of requests within both budgets",
-              flush=True)
+        modelled = profile.predict(per_replica, prompt, output, 0.95, size, spread, True)[0]
+        seen = "-" if result.ttft_p95 is None else f"{result.ttft_p95:.2f} s"
+        print(f"  {per_replica:.2f} req/s per replica: {result.within_both:.2%} of requests within both budgets; "
+              f"p95 TTFT {seen} simulated, {modelled:.2f} s modelled", flush=True)
 
 
 def explain_misses(names: list[str]) -> None:
@@ -682,6 +699,9 @@ def main() -> int:
                         help="check the capacity model against steady simulated load instead")
     parser.add_argument("--fleet", type=int, action="append",
                         help=f"with --check-model: fleet sizes to check (repeatable; default {CHECK_FLEETS[0]})")
+    parser.add_argument("--check-rates", type=_shares, default=CHECK_RATES,
+                        help="with --check-model: per-replica rates as comma-separated multiples of the model's "
+                             f"capacity (default {','.join(f'{r:g}' for r in CHECK_RATES)})")
     args = parser.parse_args()
     missing = [str(path) for path in (AZURE, MOONCAKE) if not path.exists()]
     if missing:
@@ -699,7 +719,7 @@ def main() -> int:
         return 0
     if args.check_model:
         for name in names:
-            check_model(name, tuple(args.fleet or CHECK_FLEETS))
+            check_model(name, tuple(args.fleet or CHECK_FLEETS), args.check_rates)
         return 0
     status = 0
     if not args.summary:
