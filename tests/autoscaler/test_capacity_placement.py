@@ -221,3 +221,30 @@ def test_a_load_aware_router_pools_the_prefill_queues_and_capacity_grows_with_th
     assert state is not None and state.ttft_within(1.0) == pytest.approx(0.95, abs=1e-3)
     for quantile in (0.5, 0.95, 0.99):
         assert state.ttft_within(state.ttft_quantile(quantile)) == pytest.approx(quantile, abs=1e-6)
+
+
+def test_a_prompt_tail_sets_the_own_prefills_p95_to_that_prompts_prefill():
+    """At a trickle TTFT is the first decode step plus the own prefill; with the prompts' p95 given, the own
+    prefill's p95 is that prompt's lone prefill (each chunk a decode step, its tokens, attention to the prefix),
+    which grows faster than the length; a tail no longer than the exponential's keeps the mean's prefill."""
+    cpu = load_shipped("smollm2-135m-cpu")
+    step = cpu.step
+    mean, tail = 250.0, 3.6
+    plain = cpu.steady_state(1e-6, mean, 4)
+    tailed = cpu.steady_state(1e-6, mean, 4, prompt_tail=tail)
+    assert plain is not None and tailed is not None
+    decode_step = step.base_seconds  # nothing decoding at a trickle
+    long_prompt = mean * tail
+    chunk = cpu.max_batched_tokens
+    lone = (long_prompt / chunk * decode_step + step.per_prefill_token_seconds * long_prompt
+            + step.per_attended_token_seconds * long_prompt**2 / 2)
+    assert tailed.ttft_quantile(0.95) == pytest.approx(tailed.ttft_shift + lone, rel=1e-3)
+    assert tailed.ttft_quantile(0.95) > plain.ttft_quantile(0.95)
+    assert tailed.wait_rate == plain.wait_rate  # the queue's wait is the mean prompt's, unchanged
+    short = cpu.steady_state(1e-6, mean, 4, prompt_tail=1.0)
+    assert short is not None and short.prefill_seconds == plain.prefill_seconds
+    # It costs capacity where the TTFT budget binds, and nothing when it is not given.
+    assert cpu.max_rate_within_budget(0.6, 1.0, mean, 4, 0.95, 6, 0.9, True, tail) < \
+        cpu.max_rate_within_budget(0.6, 1.0, mean, 4, 0.95, 6, 0.9, True)
+    assert cpu.max_rate_within_budget(0.6, 1.0, mean, 4, 0.95, 6, 0.9, True, None) == \
+        cpu.max_rate_within_budget(0.6, 1.0, mean, 4, 0.95, 6, 0.9, True)

@@ -7,7 +7,7 @@ from dataclasses import replace
 import pytest
 from sloserve_operator.api.spec import parse_spec
 from sloserve_operator.autoscaler.decide.capacity import load_shipped
-from sloserve_operator.autoscaler.decide.policy import PolicyState, _prompt_spread, decide
+from sloserve_operator.autoscaler.decide.policy import PolicyState, _prompt_spread, _prompt_tail, decide
 
 from .helpers import fixture_profile, make_spec, observation, region_obs
 
@@ -151,6 +151,32 @@ def test_the_prompts_spread_is_pooled_over_the_length_memory_and_costs_capacity(
     assert _prompt_spread(state, "default", region_obs(prompt=400.0), 60.0) == pytest.approx(2.0)
     restored = PolicyState.from_dict(state.to_dict())
     assert restored.prompt_moments == state.prompt_moments
+
+
+def test_the_prompts_tail_is_pooled_and_a_longer_one_costs_replicas():
+    """The p95 prompt (as a multiple of the mean) from the histogram, request-weighted over the length memory,
+    sizes the own prefill's tail; without a histogram the model keeps the mean prompt's exponential."""
+    cpu = load_shipped("smollm2-135m-cpu")
+    spec = make_spec(max_replicas=100, ttft="1s", itl="300ms")
+
+    def run(tails: list[float | None]) -> tuple[int, PolicyState]:
+        state, decision = PolicyState(), None
+        for step, tail in enumerate(tails):
+            now = 30.0 * step
+            obs = replace(region_obs(ready=10, rate=30.0, ttft=0.4, itl=0.05, prompt=400.0, output=20.0),
+                          prompt_tokens_p95=None if tail is None else tail * 400.0)
+            decision = decide(spec, observation(now, obs), state, now, current_serving={"default": 10}, profile=cpu)
+        assert decision is not None
+        return decision.serving["default"], state
+
+    unseen, state = run([None, None])
+    assert state.prompt_tails["default"] == [] and _prompt_tail(state, "default", region_obs(), 60.0) is None
+    light, _ = run([2.0, 2.0])
+    assert light == unseen  # a tail shorter than an exponential's changes nothing
+    heavy, state = run([3.0, 5.0])
+    assert heavy > light
+    assert _prompt_tail(state, "default", region_obs(prompt=400.0), 60.0) == pytest.approx(4.0)  # 100 + 100 requests
+    assert PolicyState.from_dict(state.to_dict()).prompt_tails == state.prompt_tails
 
 
 def test_profile_that_cannot_meet_the_budgets_falls_back_to_learned_capacity():

@@ -51,6 +51,9 @@ def test_the_observation_carries_the_prompts_spread_from_the_runtime_buckets():
     exact = sum((p - mean) ** 2 for p in prompts) / len(prompts) / mean**2
     assert seen.prompt_tokens_spread == pytest.approx(exact, rel=0.2)  # five prompts, each spread over its bucket
     assert recorder.observe("default", 10.0, 5.0, ready_replicas=1, running=0, waiting=0).prompt_tokens_spread is None
+    # The p95 from the same buckets: the 3,000-token prompt's bucket (2896, 4096], as histogram_quantile reads it.
+    assert 2896 < seen.prompt_tokens_p95 <= 4096
+    assert recorder.observe("default", 10.0, 5.0, ready_replicas=1, running=0, waiting=0).prompt_tokens_p95 is None
 
 
 def test_lone_request_latency_is_the_step_model():

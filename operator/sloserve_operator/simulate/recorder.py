@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 from sloserve_runtime.server.metrics import PROMPT_LENGTH_BUCKETS
 
+from sloserve_operator.autoscaler.decide.capacity import PROMPT_TAIL_QUANTILE
 from sloserve_operator.autoscaler.observe.observation import RegionObservation, with_refusals
 from sloserve_operator.autoscaler.observe.sources import histogram_quantile, length_spread
 from sloserve_operator.simulate.traces import Request
@@ -44,6 +45,11 @@ def cumulative_buckets(bounds: list[float], counts: np.ndarray) -> dict[float, f
 def spread_of_counts(counts: np.ndarray) -> float | None:
     """The prompts' spread from per-bucket counts of the runtime's prompt-length histogram (last: +Inf)."""
     return length_spread(cumulative_buckets(list(PROMPT_LENGTH_BUCKETS), counts))
+
+
+def tail_of_counts(counts: np.ndarray) -> float | None:
+    """The prompts' PROMPT_TAIL_QUANTILE (tokens) from the same per-bucket counts, as Prometheus interpolates it."""
+    return histogram_quantile(PROMPT_TAIL_QUANTILE, cumulative_buckets(list(PROMPT_LENGTH_BUCKETS), counts))
 
 
 def observed_spread(prompt_lengths: list[int]) -> float | None:
@@ -174,6 +180,7 @@ class Recorder:
             mean_prompt_tokens=float(series.prompt_tokens[rows].sum()) / finished if finished else None,
             mean_output_tokens=float(series.output_tokens[rows].sum()) / finished if finished else None,
             prompt_tokens_spread=spread_of_counts(series.prompt_lengths[rows].sum(axis=0)),
+            prompt_tokens_p95=tail_of_counts(series.prompt_lengths[rows].sum(axis=0)),
             running=running, waiting=waiting, requests_observed=samples,
             prefix_cache_hit_rate=self.prefix_hit_rate(region, now, window),
         )

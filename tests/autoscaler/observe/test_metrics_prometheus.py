@@ -16,7 +16,12 @@ import pytest
 from sloserve_operator.api.spec import ModelService
 from sloserve_operator.autoscaler.decide.policy import PolicyState, decide
 from sloserve_operator.autoscaler.observe.observation import Observation
-from sloserve_operator.autoscaler.observe.sources import PrometheusSource, ScrapeSource, length_spread
+from sloserve_operator.autoscaler.observe.sources import (
+    PrometheusSource,
+    ScrapeSource,
+    histogram_quantile,
+    length_spread,
+)
 
 from .prometheus_server import PROMETHEUS, PrometheusServer, Target
 from .synthetic_exporter import SyntheticRuntime
@@ -123,6 +128,9 @@ def test_exact_fraction_within_budget_and_token_means(fleet):
     # 100 in (91, 128], 700 in (512, 724].
     expected = {91.0: 0.0, 128.0: 30.0, 512.0: 30.0, 724.0: 40.0, math.inf: 40.0}
     assert region.prompt_tokens_spread == pytest.approx(length_spread(expected), rel=1e-6)
+    # ... and the p95 as Prometheus interpolates it: inside the (512, 724] bucket the long prompts are in.
+    assert region.prompt_tokens_p95 == pytest.approx(histogram_quantile(0.95, expected), rel=1e-6)
+    assert 512.0 < region.prompt_tokens_p95 <= 724.0
     assert region.mean_output_tokens == pytest.approx(20.0)
     assert region.ttft_p95 is not None and region.ttft_p95 > 0.5
     # The direct scrape computes the same figures from its own deltas.
@@ -132,6 +140,7 @@ def test_exact_fraction_within_budget_and_token_means(fleet):
     assert scraped.ttft_p95 == pytest.approx(region.ttft_p95)
     assert scraped.mean_prompt_tokens == pytest.approx(region.mean_prompt_tokens)
     assert scraped.prompt_tokens_spread == pytest.approx(region.prompt_tokens_spread, rel=1e-6)
+    assert scraped.prompt_tokens_p95 == pytest.approx(region.prompt_tokens_p95, rel=1e-6)
 
 
 def test_refusals_count_as_demand_and_misses_and_the_hit_rate_is_read(fleet):

@@ -131,6 +131,8 @@ def test_deltas_give_exact_rates_fractions_and_token_means(replicas):
     assert region.mean_output_tokens == pytest.approx((15 * 20 + 5 * 40) / 20)
     assert region.prompt_tokens_spread == pytest.approx(
         length_spread(cumulative(PROMPT_LENGTH_BUCKETS, [100] * 15 + [300] * 5)))
+    # The p95 prompt falls among the five 300-token ones, in their bucket (256, 362].
+    assert 256 < region.prompt_tokens_p95 <= 362
     assert (region.running, region.waiting) == (5, 1)
     assert region.kv_usage == pytest.approx(0.4)
     assert region.complete and observation.available and not observation.problems

@@ -44,6 +44,9 @@ DEFAULT_COLD_START_SECONDS = 120.0
 PROMPT_TAIL_FACTOR = 2.5
 # Squared coefficient of variation of prompt lengths assumed when none is observed: exponential lengths.
 EXPONENTIAL_SPREAD = 1.0
+# The quantile of prompt lengths a `prompt_tail` names (the runtime's prompt-length histogram gives it): the
+# own prefill is an exponential whose PROMPT_TAIL_QUANTILE is that prompt's prefill time.
+PROMPT_TAIL_QUANTILE = 0.95
 RHO_MAX = 0.98  # utilisation at which a replica is treated as overloaded (queues grow without bound)
 
 
@@ -200,7 +203,7 @@ class CapacityProfile:
 
     def steady_state(self, rate: float, prompt_tokens: float, output_tokens: float, quantile: float = 0.95,
                      fleet_size: int = 1, prompt_spread: float = EXPONENTIAL_SPREAD,
-                     pooled: bool = False) -> SteadyState | None:
+                     pooled: bool = False, prompt_tail: float | None = None) -> SteadyState | None:
         """One replica at `rate` requests/s in steady state (None when overloaded): a queueing view of
         continuous batching with chunked prefill.
 
@@ -217,6 +220,12 @@ class CapacityProfile:
           With exponential prompt lengths that queue is M/M/1, whose time in system is exponential with
           mean service / (1 - load): TTFT is that, plus the first decode step, plus the wait for a batch
           slot (Erlang C over the fleet's pooled slots, at `quantile`).
+        - `prompt_tail`: the prompts' PROMPT_TAIL_QUANTILE as a multiple of their mean. A prompt's prefill
+          grows faster than its length (each chunk pays a step, attention the square of the prefix), so the
+          exponential at the mean prompt's prefill puts the own prefill's p95 11-36% too low at low load,
+          which the calibration would learn as a factor and carry to high load (docs/autoscaling.md,
+          "Ninth round"). With it the own prefill is the exponential whose p95 is that prompt's prefill
+          (never shorter than the mean's); the queue's wait is unchanged.
         - `pooled`: a load-aware router (least outstanding, the inference gateway's endpoint picker) sends
           each prompt to a replica with little queued, so a prompt waits only when every replica of the
           fleet is busy (Erlang C over `fleet_size` servers, Sakasegawa's approximation), and then behind
@@ -244,12 +253,23 @@ class CapacityProfile:
         if load >= RHO_MAX:
             return None
         service = max(prompt / prefill_rate, decode_step)
+        own = service
+        if prompt_tail is not None and prompt_tail > 0:
+            own = max(service, self._lone_prefill(prompt * prompt_tail, chunk, decode_step)
+                      / -math.log(1.0 - PROMPT_TAIL_QUANTILE))
         pool = max(fleet_size, 1)
         slot_wait = _slot_wait(self.max_batch_size * pool, batch * pool, output * step, max(quantile, 0.5))
         servers = pool if pooled else 1
-        return SteadyState(batch=batch, itl_p95=itl_p95, ttft_shift=decode_step + slot_wait, prefill_seconds=service,
+        return SteadyState(batch=batch, itl_p95=itl_p95, ttft_shift=decode_step + slot_wait, prefill_seconds=own,
                            wait_probability=_wait_probability(servers, load),
                            wait_rate=(1.0 - load) / service)
+
+    def _lone_prefill(self, prompt: float, chunk: float, decode_step: float) -> float:
+        """Seconds a prompt of `prompt` tokens takes to prefill in `chunk`-token steps beside the decoders:
+        a step's decode part per chunk, its prefill tokens, and each token attending to its prefix."""
+        step = self.step
+        return max(prompt / chunk * decode_step + step.per_prefill_token_seconds * prompt
+                   + step.per_attended_token_seconds * prompt * prompt / 2.0, decode_step)
 
     def _chunk_tail(self, chunk: float, prompt: float, chunked_share: float) -> float:
         """What a prefill chunk adds to the step at the ITL p95, when `chunked_share` of steps carry one.
@@ -264,25 +284,28 @@ class CapacityProfile:
                        + self.step.per_attended_token_seconds * (prefix + size / 2))
 
     def predict(self, rate: float, prompt_tokens: float, output_tokens: float,
-                quantile: float = 0.95, fleet_size: int = 1,
-                prompt_spread: float = EXPONENTIAL_SPREAD, pooled: bool = False) -> tuple[float, float, float]:
+                quantile: float = 0.95, fleet_size: int = 1, prompt_spread: float = EXPONENTIAL_SPREAD,
+                pooled: bool = False, prompt_tail: float | None = None) -> tuple[float, float, float]:
         """(TTFT at `quantile`, ITL p95, batch) one replica would show at `rate` requests/s; inf when overloaded.
 
         `quantile` 0.95 is the p95 the budgets name; the SLO objective (say 99% of requests within budget)
         asks for the TTFT at that quantile instead. See steady_state for the model."""
-        state = self.steady_state(rate, prompt_tokens, output_tokens, quantile, fleet_size, prompt_spread, pooled)
+        state = self.steady_state(rate, prompt_tokens, output_tokens, quantile, fleet_size, prompt_spread, pooled,
+                                  prompt_tail)
         if state is None:
             return math.inf, math.inf, math.inf
         return state.ttft_quantile(quantile), state.itl_p95, state.batch
 
     def max_rate_within_budget(self, ttft_budget: float, itl_budget: float, prompt_tokens: float,
                                output_tokens: float, quantile: float = 0.95, fleet_size: int = 1,
-                               prompt_spread: float = EXPONENTIAL_SPREAD, pooled: bool = False) -> float:
+                               prompt_spread: float = EXPONENTIAL_SPREAD, pooled: bool = False,
+                               prompt_tail: float | None = None) -> float:
         """Requests/s one replica sustains with a `quantile` share of TTFTs within the TTFT budget and the ITL
         p95 within the ITL budget (0 if no rate does)."""
 
         def fits(rate: float) -> bool:
-            state = self.steady_state(rate, prompt_tokens, output_tokens, quantile, fleet_size, prompt_spread, pooled)
+            state = self.steady_state(rate, prompt_tokens, output_tokens, quantile, fleet_size, prompt_spread, pooled,
+                                      prompt_tail)
             return state is not None and state.ttft_within(ttft_budget) >= quantile and state.itl_p95 <= itl_budget
 
         if not fits(1e-9):

@@ -128,6 +128,8 @@ class PolicyState:
     blocked_until: dict[str, float] = field(default_factory=dict)  # region -> time its spill ends
     # region -> (time, finished requests, mean prompt, mean squared prompt) per window, for the prompts' spread
     prompt_moments: dict[str, list[tuple[float, float, float, float]]] = field(default_factory=dict)
+    # region -> (time, finished requests, p95 prompt / mean prompt) per window, for the prompts' tail
+    prompt_tails: dict[str, list[tuple[float, float, float]]] = field(default_factory=dict)
     # region -> (time, mean uncached prompt, finished requests) per observation window
     prompt_tokens: dict[str, list[tuple[float, float, float]]] = field(default_factory=dict)
     queue: dict[str, tuple[float, float]] = field(default_factory=dict)  # region -> (time, running + waiting)
@@ -142,6 +144,7 @@ class PolicyState:
             "blockedUntil": dict(self.blocked_until),
             "promptTokens": {k: [list(p) for p in v] for k, v in self.prompt_tokens.items()},
             "promptMoments": {k: [list(p) for p in v] for k, v in self.prompt_moments.items()},
+            "promptTails": {k: [list(p) for p in v] for k, v in self.prompt_tails.items()},
             "queue": {k: list(v) for k, v in self.queue.items()},
             "fleetSince": {k: list(v) for k, v in self.fleet_since.items()},
         }
@@ -174,6 +177,13 @@ class PolicyState:
             return {str(k): [float(v[0]), float(v[1])] for k, v in raw.items()
                     if isinstance(v, list | tuple) and len(v) == 2}
 
+        def triples(raw: Any) -> dict[str, list[tuple[float, float, float]]]:
+            if not isinstance(raw, dict):
+                return {}
+            return {str(k): [(float(p[0]), float(p[1]), float(p[2])) for p in v
+                             if isinstance(p, list | tuple) and len(p) == 3]
+                    for k, v in raw.items() if isinstance(v, list)}
+
         def moments(raw: Any) -> dict[str, list[tuple[float, float, float, float]]]:
             if not isinstance(raw, dict):
                 return {}
@@ -193,6 +203,7 @@ class PolicyState:
             learned_capacity=floats(data.get("learnedCapacity")),
             blocked_until=floats(data.get("blockedUntil")),
             prompt_moments=moments(data.get("promptMoments")),
+            prompt_tails=triples(data.get("promptTails")),
             prompt_tokens=prompt_windows(data.get("promptTokens")),
         )
 
@@ -256,7 +267,8 @@ def _stationary(history: list[tuple[float, float]], now: float, window: float) -
 
 
 def _update_factors(factors: list[float], obs: RegionObservation, profile: CapacityProfile,
-                    ttft_budget: float, objective: float, spread: float, pooled: bool) -> list[float]:
+                    ttft_budget: float, objective: float, spread: float, tail: float | None,
+                    pooled: bool) -> list[float]:
     """Calibrate the profile to what is observed, smoothed: factor = observed p95 / modelled p95 at the
     observed load. The model's shape (queueing, chunked prefill) stays; its scale follows reality.
 
@@ -273,7 +285,7 @@ def _update_factors(factors: list[float], obs: RegionObservation, profile: Capac
         return factors
     prompt, output = _mean_lengths(obs, profile)
     state = profile.steady_state((obs.request_rate or 0.0) / obs.ready_replicas, prompt, output, MODEL_QUANTILE,
-                                 obs.ready_replicas, spread, pooled)
+                                 obs.ready_replicas, spread, pooled, tail)
     if state is None:
         # The model calls the observed load overload, yet it was served: nothing to scale the model by
         # (a window straddling a burst's onset, or a queue the feedback path is already handling).
@@ -339,6 +351,20 @@ def _prompt_spread(state: PolicyState, region: str, obs: RegionObservation, now:
     return max(second / (first * first) - 1.0, 0.0)
 
 
+def _prompt_tail(state: PolicyState, region: str, obs: RegionObservation, now: float) -> float | None:
+    """The prompts' p95 as a multiple of their mean, request-weighted over the windows of the last
+    LENGTH_MEMORY_SECONDS (like the spread); None until a prompt-length histogram has been seen. The
+    capacity model sizes the own prefill's tail with it (CapacityProfile.steady_state): prefill-heavy
+    lengths clipped at a context limit have a p95 of ~3.6x their mean at a spread an exponential has."""
+    windows = state.prompt_tails.setdefault(region, [])
+    requests, mean, p95 = obs.requests_observed or 0.0, obs.mean_prompt_tokens, obs.prompt_tokens_p95
+    if requests > 0 and mean and p95:
+        windows.append((now, requests, p95 / mean))
+    del windows[: sum(1 for at, _, _ in windows if at < now - LENGTH_MEMORY_SECONDS)]
+    total = sum(n for _, n, _ in windows)
+    return sum(n * ratio for _, n, ratio in windows) / total if total > 0 else None
+
+
 def _sizing_lengths(state: PolicyState, region: str, obs: RegionObservation, profile: CapacityProfile | None,
                     now: float) -> tuple[float, float]:
     """Mean prompt and output lengths to size with: the longest mean prompt of the last
@@ -357,14 +383,14 @@ def _sizing_lengths(state: PolicyState, region: str, obs: RegionObservation, pro
     return (_longest_pooled_prompt(windows, obs.window_seconds) or prompt), output
 
 
-def _capacity_per_replica(spec: ModelServiceSpec, lengths: tuple[float, float, float],
+def _capacity_per_replica(spec: ModelServiceSpec, lengths: tuple[float, float, float, float | None],
                           profile: CapacityProfile | None, factors: list[float], learned: float | None,
                           fleet_size: int, pooled: bool) -> float | None:
     if profile is not None:
-        prompt, output, spread = lengths
+        prompt, output, spread, tail = lengths
         capacity = profile.max_rate_within_budget(
             spec.slo.ttft.p95_seconds / factors[0], spec.slo.itl.p95_seconds / factors[1], prompt, output,
-            MODEL_QUANTILE, max(fleet_size, 1), spread, pooled)
+            MODEL_QUANTILE, max(fleet_size, 1), spread, pooled, tail)
         if capacity > MIN_CAPACITY:
             return capacity
     return learned if learned is not None and learned > MIN_CAPACITY else None
@@ -549,14 +575,15 @@ def _plan_region(spec: ModelServiceSpec, region: str, obs: RegionObservation, st
     if learned is not None:
         state.learned_capacity[region] = learned
     spread = _prompt_spread(state, region, obs, now)
+    tail = _prompt_tail(state, region, obs, now)
     # Calibrate on a window measured on one fleet: none of our pods starting, or, while some are (a ramp
     # can keep pods starting for many minutes), the ready ones unchanged for a whole window. Waiting for
     # the ramp to end froze a factor learned at night from a few dozen requests (3.5x) through a whole morning.
     if profile is not None and (settled or steady) and _stationary(history, now, obs.window_seconds):
         factors = state.latency_factor[region] = _update_factors(factors, obs, profile, ttft_budget,
-                                                                 spec.slo.objective_fraction, spread, pooled)
+                                                                 spec.slo.objective_fraction, spread, tail, pooled)
     planned_rate = forecast_rate(history, now, horizon)
-    lengths = (*_sizing_lengths(state, region, obs, profile, now), spread)
+    lengths = (*_sizing_lengths(state, region, obs, profile, now), spread, tail)
 
     def capacity_at(size: int) -> float | None:
         return _capacity_per_replica(spec, lengths, profile, factors, state.learned_capacity.get(region), size,
@@ -584,7 +611,8 @@ def _plan_region(spec: ModelServiceSpec, region: str, obs: RegionObservation, st
         need = need if planned_rate > 0 else 0
         queue_text = f", queue implies {queued:.2f}/s" if queued else ""
         model_text = (f"rate {rate:.2f}/s{queue_text} (plan {planned_rate:.2f}/s) / {capacity:.2f}/s per replica "
-                      f"(sized for {lengths[0]:.0f}-token prompts, spread c^2 {spread:.2f})")
+                      f"(sized for {lengths[0]:.0f}-token prompts, spread c^2 {spread:.2f}"
+                      + (f", p95 {tail:.1f}x the mean)" if tail else ")"))
     else:
         # Nothing to model with yet: feedback alone, proportional to how far latency is from budget.
         need = current if ratio is None else max(1, math.ceil(current * ratio / 0.7)) if current else 1

@@ -37,6 +37,7 @@ class RegionObservation:
     mean_prompt_tokens: float | None = None
     mean_output_tokens: float | None = None
     prompt_tokens_spread: float | None = None  # squared coefficient of variation of prompt lengths (histogram)
+    prompt_tokens_p95: float | None = None  # 95th percentile of prompt lengths, tokens (histogram)
     running: float | None = None  # requests in the running batch, summed over replicas
     waiting: float | None = None  # requests queued, summed over replicas
     kv_usage: float | None = None  # mean KV-cache usage fraction 0..1

@@ -24,6 +24,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from sloserve_operator.api.spec import ModelService
+from sloserve_operator.autoscaler.decide.capacity import PROMPT_TAIL_QUANTILE
 from sloserve_operator.autoscaler.decide.placement import region_names
 from sloserve_operator.autoscaler.observe.observation import Observation, RegionObservation, with_refusals
 from sloserve_operator.autoscaler.observe.promql import (
@@ -193,6 +194,8 @@ def assemble_region(region: str, window_seconds: float, figures: RegionFigures,
         mean_output_tokens=_per_request(figures.generation_tokens, figures.finished),
         prompt_tokens_spread=None if figures.prompt_length_buckets is None
         else length_spread(figures.prompt_length_buckets),
+        prompt_tokens_p95=None if figures.prompt_length_buckets is None
+        else histogram_quantile(PROMPT_TAIL_QUANTILE, figures.prompt_length_buckets),
         running=figures.running,
         waiting=figures.waiting,
         kv_usage=figures.kv_usage,
