@@ -8,6 +8,7 @@ import pytest
 from sloserve_operator.api.spec import parse_spec
 from sloserve_operator.autoscaler.decide.capacity import load_shipped
 from sloserve_operator.autoscaler.decide.policy import PolicyState, _prompt_spread, _prompt_tail, decide
+from sloserve_operator.autoscaler.observe.observation import RegionObservation
 
 from .helpers import fixture_profile, make_spec, observation, region_obs
 
@@ -127,19 +128,23 @@ def test_state_round_trips_through_json():
     assert type(state).from_dict({"rates": "garbage", "latencyFactor": {"x": [1]}}).rates == {}
 
 
+def _serving_after(spec, windows: list[RegionObservation]) -> tuple[int, PolicyState]:
+    """The CPU profile's policy on 10 ready replicas fed `windows` 30 s apart: its last ask, and its state."""
+    state, decision = PolicyState(), None
+    for step, obs in enumerate(windows):
+        now = 30.0 * step
+        decision = decide(spec, observation(now, obs), state, now, current_serving={"default": 10},
+                          profile=load_shipped("smollm2-135m-cpu"))
+    assert decision is not None
+    return decision.serving["default"], state
+
+
 def test_the_prompts_spread_is_pooled_over_the_length_memory_and_costs_capacity():
-    cpu = load_shipped("smollm2-135m-cpu")
     spec = make_spec(max_replicas=100, ttft="3s", itl="300ms")
 
     def run(spreads: list[float | None]) -> tuple[int, PolicyState]:
-        state, decision = PolicyState(), None
-        for step, spread in enumerate(spreads):
-            now = 30.0 * step
-            obs = replace(region_obs(ready=10, rate=60.0, ttft=1.0, itl=0.05, prompt=400.0, output=20.0),
-                          prompt_tokens_spread=spread)
-            decision = decide(spec, observation(now, obs), state, now, current_serving={"default": 10}, profile=cpu)
-        assert decision is not None
-        return decision.serving["default"], state
+        window = region_obs(ready=10, rate=60.0, ttft=1.0, itl=0.05, prompt=400.0, output=20.0)
+        return _serving_after(spec, [replace(window, prompt_tokens_spread=spread) for spread in spreads])
 
     unseen, state = run([None, None])
     assert state.prompt_moments["default"] == []  # no histogram: exponential lengths assumed
@@ -156,18 +161,12 @@ def test_the_prompts_spread_is_pooled_over_the_length_memory_and_costs_capacity(
 def test_the_prompts_tail_is_pooled_and_a_longer_one_costs_replicas():
     """The p95 prompt (as a multiple of the mean) from the histogram, request-weighted over the length memory,
     sizes the own prefill's tail; without a histogram the model keeps the mean prompt's exponential."""
-    cpu = load_shipped("smollm2-135m-cpu")
     spec = make_spec(max_replicas=100, ttft="1s", itl="300ms")
 
     def run(tails: list[float | None]) -> tuple[int, PolicyState]:
-        state, decision = PolicyState(), None
-        for step, tail in enumerate(tails):
-            now = 30.0 * step
-            obs = replace(region_obs(ready=10, rate=30.0, ttft=0.4, itl=0.05, prompt=400.0, output=20.0),
-                          prompt_tokens_p95=None if tail is None else tail * 400.0)
-            decision = decide(spec, observation(now, obs), state, now, current_serving={"default": 10}, profile=cpu)
-        assert decision is not None
-        return decision.serving["default"], state
+        window = region_obs(ready=10, rate=30.0, ttft=0.4, itl=0.05, prompt=400.0, output=20.0)
+        return _serving_after(spec, [replace(window, prompt_tokens_p95=None if tail is None else tail * 400.0)
+                                     for tail in tails])
 
     unseen, state = run([None, None])
     assert state.prompt_tails["default"] == [] and _prompt_tail(state, "default", region_obs(), 60.0) is None

@@ -4,25 +4,18 @@ the model's (their ratio is the factor calibration learns there); bad --check-ra
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import re
-import sys
-from pathlib import Path
 
 import pytest
 from sloserve_operator.autoscaler.decide.capacity import load_shipped
 from sloserve_operator.simulate.traces import Request
 
-AUTOSCALE = Path(__file__).resolve().parents[2] / "bench" / "autoscale.py"
+from .bench_modules import load_bench
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_autoscale_check", AUTOSCALE)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up while the class is built
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("autoscale.py", "bench_autoscale_check")
 
 
 def test_check_rates_parse_and_refuse(bench):

@@ -3,23 +3,17 @@ seeds must draw different traffic (a new seed is an unseen check), within the ra
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 from sloserve_operator.api.units import parse_duration
 
-AUTOSCALE = Path(__file__).resolve().parents[2] / "bench" / "autoscale.py"
+from .bench_modules import load_bench
+
 POOL = ((200, 20), (800, 40), (3000, 10))
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_autoscale", AUTOSCALE)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up while the class is built
-    spec.loader.exec_module(module)
+    module = load_bench("autoscale.py", "bench_autoscale")
     module.lengths = lambda *_: POOL  # no trace files needed: the lengths pool is not what is under test
     return module
 
