@@ -444,17 +444,21 @@ def check_fleet(name: str, profile, spec, requests: list[Request], size: int,
                 shares: tuple[float, ...] = CHECK_RATES) -> None:
     """One fleet size of check_model."""
     from sloserve_operator.simulate.autoscalers import StaticPeak
-    from sloserve_operator.simulate.recorder import observed_spread
+    from sloserve_operator.simulate.recorder import observed_spread, observed_tail
     from sloserve_operator.simulate.run import simulate
 
-    prompt = statistics.fmean(r.prompt_tokens for r in requests)
+    prompts = [r.prompt_tokens for r in requests]
+    prompt = statistics.fmean(prompts)
     output = statistics.fmean(r.output_tokens for r in requests)
-    spread = observed_spread([r.prompt_tokens for r in requests]) or 1.0
+    spread = observed_spread(prompts) or 1.0
+    p95 = observed_tail(prompts)
+    tail = None if p95 is None else p95 / prompt
     pooled, alone = (profile.max_rate_within_budget(spec.slo.ttft.p95_seconds, spec.slo.itl.p95_seconds, prompt,
-                                                    output, 0.95, size, spread, shared)
+                                                    output, 0.95, size, spread, shared, tail)
                      for shared in (True, False))
-    print(f"{name}: {size} replicas, mean prompt {prompt:.0f} (spread c^2 {spread:.2f}, as the runtime's "
-          f"histogram gives it) / output {output:.0f} tokens; model capacity {pooled:.2f} req/s per replica "
+    print(f"{name}: {size} replicas, mean prompt {prompt:.0f} (spread c^2 {spread:.2f}, p95 {tail or 0:.1f}x the "
+          f"mean, as the runtime's histogram gives them) / output {output:.0f} tokens; model capacity {pooled:.2f} "
+          f"req/s per replica "
           f"behind the load-aware router ({alone:.2f} with a queue per replica, as random routing)")
     rng = random.Random(1)
     for per_replica in (pooled * share for share in shares):
@@ -464,7 +468,7 @@ def check_fleet(name: str, profile, spec, requests: list[Request], size: int,
             pick = rng.choice(requests)
             arrivals.append(Request(t, pick.prompt_tokens, pick.output_tokens))
         result = simulate(arrivals, profile, spec, StaticPeak(size), initial_serving=size, warmup=0)
-        modelled = profile.predict(per_replica, prompt, output, 0.95, size, spread, True)[0]
+        modelled = profile.predict(per_replica, prompt, output, 0.95, size, spread, True, tail)[0]
         seen = "-" if result.ttft_p95 is None else f"{result.ttft_p95:.2f} s"
         print(f"  {per_replica:.2f} req/s per replica: {result.within_both:.2%} of requests within both budgets; "
               f"p95 TTFT {seen} simulated, {modelled:.2f} s modelled", flush=True)

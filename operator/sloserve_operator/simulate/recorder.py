@@ -52,12 +52,21 @@ def tail_of_counts(counts: np.ndarray) -> float | None:
     return histogram_quantile(PROMPT_TAIL_QUANTILE, cumulative_buckets(list(PROMPT_LENGTH_BUCKETS), counts))
 
 
-def observed_spread(prompt_lengths: list[int]) -> float | None:
-    """The prompts' spread as the policy reads it: from the runtime's prompt-length histogram."""
+def _bucket_counts(prompt_lengths: list[int]) -> np.ndarray:
     counts = np.zeros(len(PROMPT_LENGTH_BUCKETS) + 1, dtype=np.int64)
     for length in prompt_lengths:
         counts[bisect_left(PROMPT_LENGTH_BUCKETS, length)] += 1
-    return spread_of_counts(counts)
+    return counts
+
+
+def observed_spread(prompt_lengths: list[int]) -> float | None:
+    """The prompts' spread as the policy reads it: from the runtime's prompt-length histogram."""
+    return spread_of_counts(_bucket_counts(prompt_lengths))
+
+
+def observed_tail(prompt_lengths: list[int]) -> float | None:
+    """The prompts' p95 (tokens) as the policy reads it: from the runtime's prompt-length histogram."""
+    return tail_of_counts(_bucket_counts(prompt_lengths))
 
 
 @dataclass
