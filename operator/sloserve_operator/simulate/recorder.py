@@ -181,6 +181,7 @@ class Recorder:
         finished = float(series.finished[rows].sum())
         refused = float(series.refused[rows].sum())
         span = max(min(window, now), 1e-9)
+        prompt_lengths = series.prompt_lengths[rows].sum(axis=0)
         return RegionObservation(
             region=region, window_seconds=window, ready_replicas=ready_replicas,
             request_rate=self.arrival_rate(region, now, window), refused_rate=refused / span,
@@ -188,8 +189,7 @@ class Recorder:
             itl_within_budget=itl_within,
             mean_prompt_tokens=float(series.prompt_tokens[rows].sum()) / finished if finished else None,
             mean_output_tokens=float(series.output_tokens[rows].sum()) / finished if finished else None,
-            prompt_tokens_spread=spread_of_counts(series.prompt_lengths[rows].sum(axis=0)),
-            prompt_tokens_p95=tail_of_counts(series.prompt_lengths[rows].sum(axis=0)),
+            prompt_tokens_spread=spread_of_counts(prompt_lengths), prompt_tokens_p95=tail_of_counts(prompt_lengths),
             running=running, waiting=waiting, requests_observed=samples,
             prefix_cache_hit_rate=self.prefix_hit_rate(region, now, window),
         )
