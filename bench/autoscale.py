@@ -27,7 +27,7 @@ only foresight or a fleet held above every recent peak serves, and the rest.
 scenario's own prompt/output lengths, at rates around the model's capacity, against what the model says.
 `--check-rates 0.2,0.4,0.6,0.8,1.0,1.2` replays other multiples of the capacity; each line also gives the
 simulated p95 TTFT and the model's (pooled) at that rate: their ratio is the TTFT factor the policy's
-calibration learns at that load (docs/autoscaling.md, "Ninth round").
+calibration learns at that load (docs/autoscaling-history.md, "Ninth round").
 """
 
 from __future__ import annotations

@@ -223,7 +223,7 @@ class CapacityProfile:
         - `prompt_tail`: the prompts' PROMPT_TAIL_QUANTILE as a multiple of their mean. A prompt's prefill
           grows faster than its length (each chunk pays a step, attention the square of the prefix), so the
           exponential at the mean prompt's prefill puts the own prefill's p95 11-36% too low at low load,
-          which the calibration would learn as a factor and carry to high load (docs/autoscaling.md,
+          which the calibration would learn as a factor and carry to high load (docs/autoscaling-history.md,
           "Ninth round"). With it the own prefill is the exponential whose p95 is that prompt's prefill
           (never shorter than the mean's); the queue's wait is unchanged.
         - `pooled`: a load-aware router (least outstanding, the inference gateway's endpoint picker) sends
