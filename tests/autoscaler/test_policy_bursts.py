@@ -8,7 +8,8 @@ import math
 
 from hypothesis import assume, given
 from hypothesis import strategies as st
-from sloserve_operator.autoscaler.decide.policy import HISTORY_SECONDS, PolicyState, decide
+from sloserve_operator.autoscaler.decide.bursts import HISTORY_SECONDS
+from sloserve_operator.autoscaler.decide.policy import PolicyState, decide
 
 from .helpers import fixture_profile, make_spec, observation, region_obs
 from .test_policy_properties import SETTINGS

@@ -7,7 +7,8 @@ from dataclasses import replace
 import pytest
 from sloserve_operator.api.spec import parse_spec
 from sloserve_operator.autoscaler.decide.capacity import load_shipped
-from sloserve_operator.autoscaler.decide.policy import PolicyState, _prompt_spread, _prompt_tail, decide
+from sloserve_operator.autoscaler.decide.lengths import prompt_spread, prompt_tail
+from sloserve_operator.autoscaler.decide.policy import PolicyState, decide
 from sloserve_operator.autoscaler.observe.observation import RegionObservation
 
 from .helpers import fixture_profile, make_spec, observation, region_obs
@@ -153,7 +154,7 @@ def test_the_prompts_spread_is_pooled_over_the_length_memory_and_costs_capacity(
     heavy, state = run([1.0, 3.0])
     assert heavy > exponential  # longer prompts attend more: the same rate needs more replicas
     # Pooled moments: 100 requests each at mean 400, E[L^2] = 400^2 x 2 and 400^2 x 4, so c^2 = 3 - 1 = 2.
-    assert _prompt_spread(state, "default", region_obs(prompt=400.0), 60.0) == pytest.approx(2.0)
+    assert prompt_spread(state, "default", region_obs(prompt=400.0), 60.0) == pytest.approx(2.0)
     restored = PolicyState.from_dict(state.to_dict())
     assert restored.prompt_moments == state.prompt_moments
 
@@ -169,12 +170,12 @@ def test_the_prompts_tail_is_pooled_and_a_longer_one_costs_replicas():
                                      for tail in tails])
 
     unseen, state = run([None, None])
-    assert state.prompt_tails["default"] == [] and _prompt_tail(state, "default", region_obs(), 60.0) is None
+    assert state.prompt_tails["default"] == [] and prompt_tail(state, "default", region_obs(), 60.0) is None
     light, _ = run([2.0, 2.0])
     assert light == unseen  # a tail shorter than an exponential's changes nothing
     heavy, state = run([3.0, 5.0])
     assert heavy > light
-    assert _prompt_tail(state, "default", region_obs(prompt=400.0), 60.0) == pytest.approx(4.0)  # 100 + 100 requests
+    assert prompt_tail(state, "default", region_obs(prompt=400.0), 60.0) == pytest.approx(4.0)  # 100 + 100 requests
     assert PolicyState.from_dict(state.to_dict()).prompt_tails == state.prompt_tails
 
 
@@ -206,7 +207,7 @@ def run_ticks(spec, state, serving, times, **obs_kwargs):
 
 
 def test_a_short_prompt_phase_does_not_shrink_a_fleet_sized_for_long_prompts_until_the_memory_passes():
-    from sloserve_operator.autoscaler.decide.policy import LENGTH_MEMORY_SECONDS
+    from sloserve_operator.autoscaler.decide.lengths import LENGTH_MEMORY_SECONDS
 
     spec = make_spec(max_replicas=30, window="1m", max_step=10)
     state = PolicyState()
@@ -259,7 +260,7 @@ def test_a_recovering_fleet_does_not_teach_a_lower_capacity():
 def test_a_few_stragglers_long_prompts_do_not_set_the_sizing_length():
     """A 60 s window at a burst's end holds a few dozen requests whose long prompts finished last; the
     remembered mean is pooled over LENGTH_BLOCK_REQUESTS, so it reads the traffic's mean, not theirs."""
-    from sloserve_operator.autoscaler.decide.policy import LENGTH_BLOCK_REQUESTS, _longest_pooled_prompt
+    from sloserve_operator.autoscaler.decide.lengths import LENGTH_BLOCK_REQUESTS, _longest_pooled_prompt
 
     assert LENGTH_BLOCK_REQUESTS > 25
     steady = [(60.0 * i, 400.0, 150.0) for i in range(5)]
@@ -284,15 +285,11 @@ def test_state_written_before_request_counts_reads_as_small_windows():
 def test_the_burst_floor_holds_the_recent_bursts_upper_quantile_on_on_off_traffic_only():
     import math
 
-    from sloserve_operator.autoscaler.decide.policy import (
-        BURST_GROWTH_MAX,
-        BURST_QUANTILE_Z,
-        _burst_floor,
-        _on_off,
-    )
+    from sloserve_operator.autoscaler.decide import bursts
+    from sloserve_operator.autoscaler.decide.bursts import BURST_GROWTH_MAX, BURST_QUANTILE_Z
 
     def floor_of(recommendations, rates, now):
-        return _burst_floor(recommendations, _on_off(rates, now, 60.0), now)
+        return bursts.burst_floor(recommendations, bursts.on_off(rates, now, 60.0), now)
 
     def on_off(peaks: list[int]) -> tuple[list[tuple[float, int]], list[tuple[float, float]]]:
         """A minute of each burst at its peak need (and 5 req/s per replica), then two idle minutes."""
