@@ -10,7 +10,7 @@ import math
 # How far back the policy looks for bursts: which traffic is on/off, and the bursts the burst floor is fitted
 # to. 900 until 2026-12-07 (eighth round): bursts or spikes 15-30 minutes apart then found the floor fitted to
 # the last one only, or to none; 1800 met 99% in 4 more of 137 dev, held-out and fresh scenarios (1 fewer)
-# for 0-3.5% more replica-hours (docs/autoscaling.md).
+# for 0-3.5% more replica-hours (docs/autoscaling-history.md, "Eighth round").
 HISTORY_SECONDS = 1800.0
 # A burst is a recommendation of at least this share of the window's peak; the longest gap between bursts
 # (plus a cold start) is how long the scale-down floor remembers the peak (see burst_memory).
@@ -53,10 +53,11 @@ def burst_memory(recommendations: list[tuple[float, int]], on_off: bool, now: fl
                  cold_start: float) -> float:
     """How long the scale-down floor remembers the recent peak, learned from the traffic's own burstiness.
     Traffic that has shown RECURRING_BURSTS bursts ending abruptly (on/off traffic: the next one may come
-    as abruptly, faster than a cold start) keeps the peak for up to BURST_MEMORY_WINDOWS stabilization windows (at most HISTORY_SECONDS); a lone spike does not. Otherwise the longest gap between bursts (recommendations of at
-    least BURST_SHARE of the peak) seen in the history plus a cold start, so a quiet spell between two
-    bursts does not leave the next one a cold start short. Flat or slowly moving traffic: the
-    stabilization window alone."""
+    as abruptly, faster than a cold start) keeps the peak for up to BURST_MEMORY_WINDOWS stabilization
+    windows (at most HISTORY_SECONDS); a lone spike does not. Otherwise the longest gap between bursts
+    (recommendations of at least BURST_SHARE of the peak) seen in the history plus a cold start, so a quiet
+    spell between two bursts does not leave the next one a cold start short. Flat or slowly moving traffic:
+    the stabilization window alone."""
     recent = [(t, n) for t, n in recommendations if t >= now - HISTORY_SECONDS]
     peak = max((n for _, n in recent), default=0)
     if peak <= 1:

@@ -17,7 +17,8 @@ TREND_SECONDS = 60.0  # time constant of the trend's EWMA (120 s lagged the wave
 MIN_TREND_SPAN = 60.0  # seconds of history before any trend is trusted
 # Forecast at most this multiple of the current rate. Without a forecast (1.0) the shared wave fell to 98.97%.
 # 1.25 (2026-12-06) left the sharp daily Mooncake ramps a cold start short once the length estimate stopped
-# inflating every fleet; 1.5 costs 2-3% of replica-hours and holds them (2026-12-07, docs/autoscaling.md).
+# inflating every fleet; 1.5 costs 2-3% of replica-hours and holds them (2026-12-07,
+# docs/autoscaling-history.md, "Fourth round").
 MAX_GROWTH = 1.5
 
 

@@ -73,9 +73,10 @@ from sloserve_operator.autoscaler.observe.observation import Observation, Region
 # The safety margin on top of the capacity model (0.9: 83% utilisation at R = 20, 66% at R = 3). Until
 # 2026-12-07 it was 0.5, and a noisy length estimate (the largest mean prompt of 60 s windows holding a few
 # dozen requests) added a hidden 1.5x on heavy-tailed prompts; that estimate is now pooled (see
-# LENGTH_BLOCK_REQUESTS) and this margin is the deliberate part of what it gave (docs/autoscaling.md). 0.75
-# until the model learned (2026-12-07, sixth round) that a load-aware router pools the prefill queues: that
-# model is up to a third less pessimistic on large fleets and somewhat more optimistic on small ones.
+# LENGTH_BLOCK_REQUESTS) and this margin is the deliberate part of what it gave (docs/autoscaling-history.md,
+# "Fourth round"). 0.75 until the model learned (2026-12-07, sixth round) that a load-aware router pools the
+# prefill queues: that model is up to a third less pessimistic on large fleets and somewhat more optimistic
+# on small ones.
 HEADROOM = 0.9
 BREACH_WITHIN = 0.95  # a p95 budget is breached when fewer than 95% of samples are within it
 BREACH_STEP = 0.1  # on a breach, add at least this share of the ready replicas (and at least one)
