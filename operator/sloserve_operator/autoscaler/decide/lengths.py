@@ -29,6 +29,8 @@ def _uncached_prompt(obs: RegionObservation) -> float | None:
 
 
 def mean_lengths(obs: RegionObservation, profile: CapacityProfile | None) -> tuple[float, float]:
+    """The window's mean uncached prompt and mean output; where none was observed, the profile's workload
+    (then 256 / 128 tokens): the model needs lengths even before the first request finishes."""
     prompt = _uncached_prompt(obs) or (profile and profile.workload_prompt_tokens) or 256
     output = obs.mean_output_tokens or (profile and profile.workload_output_tokens) or 128
     return float(prompt), float(output)
