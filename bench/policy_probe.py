@@ -141,7 +141,7 @@ def main() -> int:
         probed.append(trial)
         flip = "" if base.met == trial.met else (" (now met)" if trial.met else " (now MISSED)")
         print(f"| {name} | {base.within_both:.2%}, {base.replica_hours:.2f} | {trial.within_both:.2%}, "
-              f"{trial.replica_hours:.2f} | {100 * (trial.within_both - base.within_both):+.2f} points, "
+              f"{trial.replica_hours:.2f} | {round(100 * (trial.within_both - base.within_both), 2) + 0.0:+.2f} points, "
               f"{trial.replica_hours / base.replica_hours - 1:+.1%}{flip} |", flush=True)
     print(f"\n- shipped: {totals(shipped)}\n- {label}: {totals(probed)}")
     return 0
