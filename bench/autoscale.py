@@ -405,6 +405,18 @@ def _trace_args(name: str, out: Path | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def scenario_names(set_name: str, only: list[str] | None = None, seed: int | None = None, count: int = 40,
+                   wide: bool = False) -> list[str]:
+    """The scenarios a bench command runs: `only`, else the named set ("new" is dev + held-out, "all" adds
+    shared), else, with a seed, `count` drawn by random_scenarios (registered in SCENARIOS)."""
+    if seed is not None:
+        drawn = random_scenarios(count, seed, wide)
+        SCENARIOS.update((s.name, s) for s in drawn)
+        return [s.name for s in drawn]
+    groups = {"new": ("dev", "held-out"), "all": ("shared", "dev", "held-out")}.get(set_name, (set_name,))
+    return only or [n for n, s in SCENARIOS.items() if s.group in groups]
+
+
 def scenario_spec(scenario: Scenario):
     parser = argparse.ArgumentParser()
     simulate_cli.add_arguments(parser)
@@ -458,8 +470,8 @@ def check_fleet(name: str, profile, spec, requests: list[Request], size: int,
                      for shared in (True, False))
     print(f"{name}: {size} replicas, mean prompt {prompt:.0f} (spread c^2 {spread:.2f}, p95 {tail or 0:.1f}x the "
           f"mean, as the runtime's histogram gives them) / output {output:.0f} tokens; model capacity {pooled:.2f} "
-          f"req/s per replica "
-          f"behind the load-aware router ({alone:.2f} with a queue per replica, as random routing)")
+          f"req/s per replica behind the load-aware router ({alone:.2f} with a queue per replica, as random "
+          "routing)")
     rng = random.Random(1)
     for per_replica in (pooled * share for share in shares):
         arrivals, t = [], 0.0
@@ -712,12 +724,7 @@ def main() -> int:
         print(f"bench-autoscale: traces not found: {', '.join(missing)}", file=sys.stderr)
         return 2
     out = Path(args.out or ROOT / "docs" / "autoscaling" / ("" if args.random is None else f"{'wide' if args.wide else 'random'}/{args.random}"))
-    groups = {"new": ("dev", "held-out"), "all": ("shared", "dev", "held-out")}.get(args.set, (args.set,))
-    names = args.only or [n for n, s in SCENARIOS.items() if s.group in groups]
-    if args.random is not None:
-        drawn = random_scenarios(args.random_count, args.random, args.wide)
-        SCENARIOS.update((s.name, s) for s in drawn)
-        names = [s.name for s in drawn]
+    names = scenario_names(args.set, args.only, args.random, args.random_count, args.wide)
     if args.misses:
         explain_misses(args.only or (names if args.random is not None else stored_misses(out)))
         return 0

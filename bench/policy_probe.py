@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from types import ModuleType
 
-from autoscale import AZURE, MOONCAKE, SCENARIOS, random_scenarios, scenario_spec
+from autoscale import AZURE, MOONCAKE, SCENARIOS, scenario_names, scenario_spec
 
 
 def decision_modules() -> list[ModuleType]:
@@ -122,12 +122,7 @@ def main() -> int:
         setting = parse_setting(args.setting)
     except ValueError as error:
         parser.error(str(error))
-    groups = {"new": ("dev", "held-out"), "all": ("shared", "dev", "held-out")}.get(args.set, (args.set,))
-    names = args.only or [n for n, s in SCENARIOS.items() if s.group in groups]
-    if args.random is not None:
-        drawn = random_scenarios(40, args.random, args.wide)
-        SCENARIOS.update((s.name, s) for s in drawn)
-        names = [s.name for s in drawn]
+    names = scenario_names(args.set, args.only, args.random, wide=args.wide)
     label = " ".join(f"{k}={v:g}" for k, v in setting.items())
     print(f"| scenario | shipped: within, replica-hours | {label}: within, replica-hours | change |")
     print("|---|---|---|---|")

@@ -118,8 +118,7 @@ def main() -> int:
         print(f"reactive_frontier: traces not found: {', '.join(missing)}", file=sys.stderr)
         return 2
     out = Path(args.out or ROOT / "docs" / "autoscaling")
-    groups = {"new": ("dev", "held-out"), "all": ("shared", "dev", "held-out")}.get(args.set, (args.set,))
-    names = args.only or [n for n, s in SCENARIOS.items() if s.group in groups]
+    names = autoscale.scenario_names(args.set, args.only)
     if not args.table:
         jobs = [(name, str(out)) for name in names]
         if args.jobs > 1:
